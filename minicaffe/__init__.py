@@ -1,0 +1,26 @@
+"""minicaffe: a Caffe-compatible layer-graph framework in Python (NumPy + Numba).
+
+``import minicaffe as caffe`` gives pycaffe's surface: ``caffe.Net``, ``caffe.TRAIN``,
+``caffe.TEST``, ``caffe.Layer`` (the Python-layer base), ``caffe.set_mode_cpu()``,
+``caffe.set_mode_gpu()``, ``caffe.set_device()``, ``caffe.set_random_seed()``, ``caffe.io``.
+"""
+import logging as _logging
+
+from . import backend, io  # noqa: F401
+from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed  # noqa: F401
+from .blob import Blob  # noqa: F401
+from .errors import (CaffeError, LayerTypeError, ModelFileError, NetError,  # noqa: F401
+                     PrototxtError, ShapeError)
+from .gradcheck import GradientChecker, GradientCheckError  # noqa: F401
+from .layer import layer_types, register  # noqa: F401
+from .net import Net  # noqa: F401
+from .proto import caffe_pb2  # noqa: F401
+from . import layers as _layers  # noqa: F401  (registers every layer type)
+from .layers.python import PyLayer as Layer  # noqa: F401
+
+TRAIN = caffe_pb2.TRAIN
+TEST = caffe_pb2.TEST
+
+__version__ = "0.1.0"
+
+_logging.getLogger("minicaffe").addHandler(_logging.NullHandler())

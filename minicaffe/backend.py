@@ -1,0 +1,127 @@
+"""The one module that knows about devices.
+
+It holds the global mode (CPU or GPU, as ``Caffe::mode()``), the device id, the random
+number generator (``Caffe::rng_stream``), and the host <-> device copies used by the blobs'
+lazy sync. Importing it never touches a GPU or a driver: CUDA is probed only when GPU mode is
+asked for, and a missing CUDA raises one clear error that says what to install.
+"""
+import os
+
+import numpy as np
+
+from .errors import CaffeError
+
+CPU, GPU = "CPU", "GPU"
+
+_state = {"mode": CPU, "device": 0, "rng": np.random.default_rng(), "seed": None}
+_cuda = {"checked": False, "module": None, "why": ""}
+
+
+class GPUUnavailableError(CaffeError):
+    """GPU mode was asked for where no usable CUDA device exists."""
+
+
+def simulator_enabled():
+    """True when Numba's CUDA simulator runs GPU kernels on the CPU (tests)."""
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
+
+
+def cuda():
+    """numba.cuda when a device (or the simulator) is usable, else raise GPUUnavailableError."""
+    if not _cuda["checked"]:
+        _cuda["checked"] = True
+        try:
+            from numba import cuda as nc
+            if nc.is_available():
+                _cuda["module"] = nc
+            else:
+                _cuda["why"] = "numba found no CUDA driver or device"
+        except Exception as exc:  # broken toolkit installs raise all sorts of things
+            _cuda["why"] = "numba.cuda could not be imported: %s" % exc
+    if _cuda["module"] is None:
+        raise GPUUnavailableError(
+            "GPU mode needs a CUDA device: %s. Install the GPU extra "
+            "(pip install 'minicaffe[gpu]'; numba-cuda and the CUDA toolkit wheels) on a "
+            "machine with an NVIDIA driver, or run on the CPU (omit --gpu / "
+            "solver_mode: CPU). NUMBA_ENABLE_CUDASIM=1 runs the kernels in Numba's "
+            "simulator for testing." % _cuda["why"])
+    return _cuda["module"]
+
+
+def gpu_available():
+    try:
+        cuda()
+        return True
+    except GPUUnavailableError:
+        return False
+
+
+def set_mode_cpu():
+    _state["mode"] = CPU
+
+
+def set_mode_gpu():
+    cuda()  # fail here, at the user's request, not in the middle of a forward pass
+    _state["mode"] = GPU
+
+
+def set_device(device_id):
+    device_id = int(device_id)
+    if device_id < 0:
+        raise CaffeError("device id must be >= 0, got %d" % device_id)
+    _state["device"] = device_id
+    if _state["mode"] == GPU or _cuda["module"] is not None:
+        nc = cuda()
+        if not simulator_enabled():
+            n = len(nc.gpus)
+            if device_id >= n:
+                raise GPUUnavailableError("no CUDA device %d (this machine has %d)" % (device_id, n))
+            nc.select_device(device_id)
+
+
+def mode():
+    return _state["mode"]
+
+
+def device():
+    return _state["device"]
+
+
+def set_random_seed(seed):
+    """Seed the global generator (Caffe::set_random_seed); fillers, dropout and shuffles use it."""
+    _state["seed"] = int(seed)
+    _state["rng"] = np.random.default_rng(int(seed))
+
+
+def rng():
+    """The global np.random.Generator."""
+    return _state["rng"]
+
+
+def rng_state():
+    return _state["rng"].bit_generator.state
+
+
+def set_rng_state(state):
+    _state["rng"].bit_generator.state = state
+
+
+# --- host <-> device copies: the blobs' lazy head calls these ---------------------------------
+
+def to_device(host_array, device_array=None):
+    """Copy a host array to the device (into device_array when it has the same size)."""
+    nc = cuda()
+    if device_array is not None and device_array.size == host_array.size:
+        device_array.copy_to_device(host_array.reshape(device_array.shape))
+        return device_array
+    return nc.to_device(host_array)
+
+
+def to_host(device_array, host_array):
+    """Copy a device array into an existing host array."""
+    device_array.copy_to_host(host_array.reshape(device_array.shape))
+    return host_array
+
+
+def device_empty(shape, dtype):
+    return cuda().device_array(shape, dtype=dtype)

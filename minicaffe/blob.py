@@ -1,0 +1,214 @@
+"""Blob: data + diff, as in Caffe, each over a lazily synced host/device buffer."""
+import numpy as np
+
+from . import backend
+from .errors import ShapeError
+
+UNINITIALIZED, HEAD_AT_CPU, HEAD_AT_GPU, SYNCED = "UNINITIALIZED", "CPU", "GPU", "SYNCED"
+
+
+class SyncedMemory:
+    """A flat buffer that lives on the host, the device or both (Caffe's SyncedMemory).
+
+    The head says where the newest copy is; reading on the other side copies once and marks
+    SYNCED, writing (``mutable=True``) moves the head. Capacity only grows, as in Caffe, so a
+    reshape to a smaller size reuses memory.
+    """
+    __slots__ = ("dtype", "capacity", "_host", "_dev", "head")
+
+    def __init__(self, capacity, dtype):
+        self.dtype = np.dtype(dtype)
+        self.capacity = int(capacity)
+        self._host = None
+        self._dev = None
+        self.head = UNINITIALIZED
+
+    def cpu(self, mutable=True):
+        if self.head == UNINITIALIZED:
+            self._host = np.zeros(self.capacity, self.dtype)
+            self.head = HEAD_AT_CPU
+        elif self.head == HEAD_AT_GPU:
+            if self._host is None:
+                self._host = np.empty(self.capacity, self.dtype)
+            backend.to_host(self._dev, self._host)
+            self.head = SYNCED
+        if mutable:
+            self.head = HEAD_AT_CPU
+        return self._host
+
+    def gpu(self, mutable=True):
+        if self.head == UNINITIALIZED:
+            self._dev = backend.to_device(np.zeros(self.capacity, self.dtype))
+            self.head = HEAD_AT_GPU
+        elif self.head == HEAD_AT_CPU:
+            self._dev = backend.to_device(self._host, self._dev)
+            self.head = SYNCED
+        if mutable:
+            self.head = HEAD_AT_GPU
+        return self._dev
+
+    def set_cpu(self, array):
+        """Adopt a host array as the buffer (no copy)."""
+        self._host = array
+        self.capacity = array.size
+        self.head = HEAD_AT_CPU
+
+
+class Blob:
+    """An N-d array with its gradient: ``data``, ``diff``, ``shape``, ``count()``, ``reshape()``.
+
+    ``data``/``diff`` are host NumPy views (float32 unless the net was built in float64); reading
+    them syncs from the device and hands the head to the host, as pycaffe's mutable_cpu_data.
+    GPU kernels use ``gpu_data()``/``gpu_diff()``. ``share_data``/``share_diff`` alias another
+    blob's memory (weight sharing, in-place layers, test nets sharing train weights).
+    """
+
+    def __init__(self, shape=(), dtype=np.float32):
+        self.dtype = np.dtype(dtype)
+        self._shape = ()
+        self._count = 1
+        self._data = SyncedMemory(0, self.dtype)
+        self._diff = SyncedMemory(0, self.dtype)
+        self.reshape(shape)
+
+    # --- shape ---------------------------------------------------------------------------
+    def reshape(self, *shape):
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = tuple(shape[0])
+        shape = tuple(int(s) for s in shape)
+        if any(s < 0 for s in shape):
+            raise ShapeError("blob dimensions must be >= 0, got %s" % (shape,))
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        self._shape, self._count = shape, count
+        for mem in (self._data, self._diff):
+            if count > mem.capacity:
+                # grow: keep nothing, like Caffe (the new memory is zeroed lazily)
+                mem.capacity, mem._host, mem._dev, mem.head = count, None, None, UNINITIALIZED
+        return self
+
+    def reshape_like(self, other):
+        return self.reshape(other.shape)
+
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def num_axes(self):
+        return len(self._shape)
+
+    def count(self, start=None, end=None):
+        if start is None:
+            return self._count
+        start = self.canonical_axis(start) if start < len(self._shape) else start
+        end = len(self._shape) if end is None else end
+        return int(np.prod(self._shape[start:end], dtype=np.int64))
+
+    def canonical_axis(self, axis):
+        n = len(self._shape)
+        if not -n <= axis < max(n, 1):
+            raise ShapeError("axis %d out of range for a %d-D blob of shape %s" % (axis, n, self._shape))
+        return axis + n if axis < 0 else axis
+
+    def legacy_shape(self, i):
+        """num/channels/height/width of old 4-D code: padded with 1 in front."""
+        n = len(self._shape)
+        if i < 0:
+            i += 4
+        j = i - (4 - n)
+        return 1 if j < 0 else self._shape[j]
+
+    # --- memory --------------------------------------------------------------------------
+    def _view(self, mem, mutable):
+        return mem.cpu(mutable)[: self._count].reshape(self._shape)
+
+    @property
+    def data(self):
+        return self._view(self._data, True)
+
+    @data.setter
+    def data(self, value):
+        self.data[...] = value
+
+    @property
+    def diff(self):
+        return self._view(self._diff, True)
+
+    @diff.setter
+    def diff(self, value):
+        self.diff[...] = value
+
+    def cpu_data(self):
+        """Read-only use of the host data: syncs, but leaves a device copy valid."""
+        return self._view(self._data, False)
+
+    def cpu_diff(self):
+        return self._view(self._diff, False)
+
+    def gpu_data(self, mutable=True):
+        return self._data.gpu(mutable)[: self._count]
+
+    def gpu_diff(self, mutable=True):
+        return self._diff.gpu(mutable)[: self._count]
+
+    @property
+    def data_head(self):
+        return self._data.head
+
+    @property
+    def diff_head(self):
+        return self._diff.head
+
+    def share_data(self, other):
+        if self._count != other._count:
+            raise ShapeError("share_data: count %d != %d" % (self._count, other._count))
+        self._data = other._data
+
+    def share_diff(self, other):
+        if self._count != other._count:
+            raise ShapeError("share_diff: count %d != %d" % (self._count, other._count))
+        self._diff = other._diff
+
+    def shares_data_with(self, other):
+        return self._data is other._data
+
+    def update(self):
+        """data -= diff (Blob::Update). Host arithmetic; a device copy is synced lazily."""
+        d = self.data
+        np.subtract(d, self.cpu_diff(), out=d)
+
+    def asum_data(self):
+        return float(np.abs(self.cpu_data()).sum())
+
+    def asum_diff(self):
+        return float(np.abs(self.cpu_diff()).sum())
+
+    def sumsq_diff(self):
+        d = self.cpu_diff().ravel()
+        return float(np.dot(d, d))
+
+    def scale_diff(self, factor):
+        d = self.diff
+        d *= factor
+
+    def set_diff(self, value):
+        self.diff[...] = value
+
+    # --- proto ---------------------------------------------------------------------------
+    def shape_equals_proto(self, proto):
+        """Blob::ShapeEquals: legacy 4-D protos compare with the trailing axes."""
+        if proto.HasField("num") or proto.HasField("channels") or proto.HasField("height") \
+                or proto.HasField("width"):
+            if len(self._shape) > 4:
+                return False
+            return (self.legacy_shape(-4), self.legacy_shape(-3), self.legacy_shape(-2),
+                    self.legacy_shape(-1)) == (proto.num, proto.channels, proto.height, proto.width)
+        return tuple(proto.shape.dim) == self._shape
+
+    def to_proto(self, proto, write_diff=False):
+        from .io import array_to_blobproto_into
+        array_to_blobproto_into(self.cpu_data(), proto, self.cpu_diff() if write_diff else None)
+        return proto
+
+    def __repr__(self):
+        return "Blob(%s, %s)" % (self._shape, self.dtype.name)

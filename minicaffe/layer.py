@@ -1,0 +1,205 @@
+"""Layer base class (Caffe's lifecycle) and the registry of layer types.
+
+A layer subclass declares its arity as class attributes and fills in ``layer_setup``,
+``reshape``, ``forward_cpu`` and ``backward_cpu`` (and, where it has kernels, ``forward_gpu`` /
+``backward_gpu``; without them GPU mode runs the CPU code through the blobs' lazy sync).
+Layers **overwrite** bottom diffs and **accumulate** param diffs, as in Caffe.
+"""
+import numpy as np
+
+from . import backend
+from .errors import LayerTypeError, NetError, ShapeError
+
+_REGISTRY = {}
+_V1_NAMES = {}
+
+
+def register(type_name, *aliases):
+    """Class decorator: ``@register("InnerProduct", "INNER_PRODUCT")``."""
+    def deco(cls):
+        for name in (type_name,) + aliases:
+            if name in _REGISTRY and _REGISTRY[name] is not cls:
+                raise ValueError("layer type %r registered twice" % name)
+            _REGISTRY[name] = cls
+        cls.type = type_name
+        return cls
+    return deco
+
+
+def layer_types():
+    """The prototxt type strings that have a layer (sorted, aliases included)."""
+    return sorted(_REGISTRY)
+
+
+def layer_class(type_name):
+    try:
+        return _REGISTRY[type_name]
+    except KeyError:
+        raise LayerTypeError("Unknown layer type: %r (known types: %s)"
+                             % (type_name, ", ".join(layer_types()))) from None
+
+
+def create_layer(layer_param, phase=None):
+    """The registry's factory (LayerRegistry::CreateLayer)."""
+    cls = layer_class(layer_param.type)
+    return cls(layer_param, phase=phase)
+
+
+class Layer:
+    """Base class. ``self.blobs`` are the learnable (or state) blobs, ``self.layer_param`` the
+    LayerParameter, ``self.phase`` TRAIN (0) or TEST (1)."""
+
+    type = None
+    exact_num_bottom = -1
+    min_num_bottom = -1
+    max_num_bottom = -1
+    exact_num_top = -1
+    min_num_top = -1
+    max_num_top = -1
+    equal_num_bottom_top = False
+    auto_top_blobs = False       # loss layers: missing tops are created anonymously
+    default_loss_weight = 0.0    # LossLayer: 1 on top 0 when the prototxt gives none
+
+    def __init__(self, layer_param, phase=None):
+        self.layer_param = layer_param
+        self.name = layer_param.name
+        if phase is None:
+            phase = layer_param.phase
+        self.phase = int(phase)
+        self.blobs = []
+        self.param_propagate_down = []
+        self.loss_weights = []
+        self.iteration = 0
+        self.dtype = np.dtype(np.float32)
+
+    # --- lifecycle (Layer::SetUp) ------------------------------------------------------------
+    def setup(self, bottom, top):
+        self.check_blob_counts(bottom, top)
+        if bottom:
+            self.dtype = bottom[0].dtype
+        elif top:
+            self.dtype = top[0].dtype
+        self.layer_setup(bottom, top)
+        self.reshape(bottom, top)
+        self.set_loss_weights(top)
+
+    def layer_setup(self, bottom, top):
+        """One-time set-up: read params, create ``self.blobs``."""
+
+    def reshape(self, bottom, top):
+        raise NotImplementedError("%s must implement reshape" % type(self).__name__)
+
+    def forward(self, bottom, top):
+        """Reshape, run the mode's forward, return this layer's weighted loss."""
+        self.reshape(bottom, top)
+        for t, w in zip(top, self.loss_weights):
+            if w:  # the loss weight lives in the top's diff (it may have been reallocated)
+                t.diff[...] = w
+        if backend.mode() == backend.GPU:
+            self.forward_gpu(bottom, top)
+        else:
+            self.forward_cpu(bottom, top)
+        loss = 0.0
+        for t, w in zip(top, self.loss_weights):
+            if w:
+                loss += float(np.dot(t.cpu_data().ravel(), t.cpu_diff().ravel()))
+        return loss
+
+    def backward(self, top, propagate_down, bottom):
+        if backend.mode() == backend.GPU:
+            self.backward_gpu(top, propagate_down, bottom)
+        else:
+            self.backward_cpu(top, propagate_down, bottom)
+
+    def forward_cpu(self, bottom, top):
+        raise NotImplementedError
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        """Layers without a gradient (data layers, Accuracy...) leave this as is."""
+
+    def forward_gpu(self, bottom, top):
+        self.forward_cpu(bottom, top)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        self.backward_cpu(top, propagate_down, bottom)
+
+    # --- hooks -------------------------------------------------------------------------------
+    def allow_force_backward(self, bottom_index):
+        return True
+
+    def set_iteration(self, iteration):
+        """The solver hands the iteration count to every layer before each step."""
+        self.iteration = int(iteration)
+
+    # --- helpers -----------------------------------------------------------------------------
+    def make_blob(self, shape):
+        from .blob import Blob
+        return Blob(shape, self.dtype)
+
+    def check_blob_counts(self, bottom, top):
+        nb, nt, who = len(bottom), len(top), "%s Layer %s" % (self.type, self.name)
+        if self.exact_num_bottom >= 0 and nb != self.exact_num_bottom:
+            raise NetError("%s takes %d bottom blob(s) as input, got %d" % (who, self.exact_num_bottom, nb))
+        if self.min_num_bottom >= 0 and nb < self.min_num_bottom:
+            raise NetError("%s takes at least %d bottom blob(s) as input, got %d" % (who, self.min_num_bottom, nb))
+        if self.max_num_bottom >= 0 and nb > self.max_num_bottom:
+            raise NetError("%s takes at most %d bottom blob(s) as input, got %d" % (who, self.max_num_bottom, nb))
+        if self.exact_num_top >= 0 and nt != self.exact_num_top:
+            raise NetError("%s produces %d top blob(s) as output, got %d" % (who, self.exact_num_top, nt))
+        if self.min_num_top >= 0 and nt < self.min_num_top:
+            raise NetError("%s produces at least %d top blob(s) as output, got %d" % (who, self.min_num_top, nt))
+        if self.max_num_top >= 0 and nt > self.max_num_top:
+            raise NetError("%s produces at most %d top blob(s) as output, got %d" % (who, self.max_num_top, nt))
+        if self.equal_num_bottom_top and nb != nt:
+            raise NetError("%s needs as many top blobs as bottom blobs, got %d and %d" % (who, nb, nt))
+
+    def needed_auto_tops(self):
+        """How many tops a loss layer wants when the prototxt gives fewer (AutoTopBlobs)."""
+        if not self.auto_top_blobs:
+            return 0
+        return max(self.min_num_top, self.exact_num_top)
+
+    def set_loss_weights(self, top):
+        weights = list(self.layer_param.loss_weight)
+        if not weights and self.default_loss_weight:
+            weights = [self.default_loss_weight] + [0.0] * (len(top) - 1)
+        if weights and len(weights) != len(top):
+            raise NetError("Layer %s: loss_weight must be unspecified or given once per top "
+                           "blob (%d tops, %d loss_weight)" % (self.name, len(top), len(weights)))
+        self.loss_weights = [float(w) for w in weights] or [0.0] * len(top)
+        for t, w in zip(top, self.loss_weights):
+            if w:
+                t.diff[...] = w
+
+    def shape_error(self, what, got, expected):
+        return ShapeError("%s Layer %s: %s has shape %s, expected %s"
+                          % (self.type, self.name, what, tuple(got), tuple(expected)))
+
+    def __repr__(self):
+        return "<%s layer %r>" % (self.type, self.name)
+
+
+class LossLayer(Layer):
+    """Two bottoms (predictions, labels), one scalar top with default loss_weight 1."""
+    exact_num_bottom = 2
+    exact_num_top = 1
+    auto_top_blobs = True
+    default_loss_weight = 1.0
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1
+
+    def reshape(self, bottom, top):
+        if bottom[0].shape[:1] != bottom[1].shape[:1]:
+            raise self.shape_error("label bottom %r" % self.layer_param.bottom[1],
+                                   bottom[1].shape, bottom[0].shape[:1] + ("...",))
+        top[0].reshape(())
+
+
+class NeuronLayer(Layer):
+    """One bottom, one top of the same shape; in-place allowed."""
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def reshape(self, bottom, top):
+        top[0].reshape(bottom[0].shape)

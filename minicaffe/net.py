@@ -1,0 +1,601 @@
+"""Net: a DAG of layers built from a NetParameter, with Caffe's construction rules.
+
+Order of construction (net.cpp:Init): filter by phase/level/stage → insert Split layers →
+create and set up each layer → backward-need pass → force_backward → outputs → share params.
+"""
+import logging
+from collections import OrderedDict
+
+import numpy as np
+
+from . import protoio
+from .blob import Blob
+from .errors import CaffeError, ModelFileError, NetError, ShapeError
+from .layer import create_layer
+from .proto import caffe_pb2
+
+log = logging.getLogger("minicaffe")
+
+TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
+
+
+# --- FilterNet -----------------------------------------------------------------------------
+
+def state_meets_rule(state, rule, layer_name=""):
+    """NetStateRule matching (net.cpp:StateMeetsRule)."""
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    if any(s not in stages for s in rule.stage):
+        return False
+    if any(s in stages for s in rule.not_stage):
+        return False
+    return True
+
+
+def filter_net(param, state):
+    """The layers of ``param`` that the state includes (a new NetParameter)."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    for lp in param.layer:
+        if lp.include and lp.exclude:
+            raise NetError("Layer %s: specify either include rules or exclude rules, not both"
+                           % lp.name)
+        if lp.include:
+            keep = any(state_meets_rule(state, r, lp.name) for r in lp.include)
+        else:
+            keep = not any(state_meets_rule(state, r, lp.name) for r in lp.exclude)
+        if keep:
+            out.layer.add().CopyFrom(lp)
+    return out
+
+
+# --- InsertSplits --------------------------------------------------------------------------
+
+def split_layer_name(layer_name, blob_name, blob_idx):
+    return "%s_%s_%d_split" % (blob_name, layer_name, blob_idx)
+
+
+def split_blob_name(layer_name, blob_name, blob_idx, split_idx):
+    return "%s_%s_%d_split_%d" % (blob_name, layer_name, blob_idx, split_idx)
+
+
+def insert_splits(param):
+    """A copy of ``param`` with a Split layer after every top that feeds several consumers
+    (util/insert_splits.cpp, Caffe's names). An explicit non-zero loss_weight counts as a use."""
+    last_top = {}
+    source_of = {}
+    count = {}
+    loss_w = {}
+    names = [lp.name for lp in param.layer]
+    for i, lp in enumerate(param.layer):
+        for j, b in enumerate(lp.bottom):
+            if b not in last_top:
+                raise NetError("Unknown bottom blob '%s' (layer '%s', bottom index %d)"
+                               % (b, lp.name, j))
+            source_of[(i, j)] = last_top[b]
+            count[last_top[b]] = count.get(last_top[b], 0) + 1
+        for j, t in enumerate(lp.top):
+            last_top[t] = (i, j)
+        for j in range(min(len(lp.loss_weight), len(lp.top))):
+            idx = last_top[lp.top[j]]
+            loss_w[idx] = lp.loss_weight[j]
+            if lp.loss_weight[j]:
+                count[idx] = count.get(idx, 0) + 1
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    split_idx = {}
+    for i, lp in enumerate(param.layer):
+        new = out.layer.add()
+        new.CopyFrom(lp)
+        for j, b in enumerate(lp.bottom):
+            src = source_of[(i, j)]
+            if count.get(src, 0) > 1:
+                k = split_idx.get(src, 0)
+                new.bottom[j] = split_blob_name(names[src[0]], b, src[1], k)
+                split_idx[src] = k + 1
+        for j, t in enumerate(lp.top):
+            n = count.get((i, j), 0)
+            if n > 1:
+                w = loss_w.get((i, j), 0.0)
+                sp = out.layer.add()
+                sp.name = split_layer_name(lp.name, t, j)
+                sp.type = "Split"
+                sp.bottom.append(t)
+                for k in range(n):
+                    sp.top.append(split_blob_name(lp.name, t, j, k))
+                    if w:
+                        sp.loss_weight.append(w if k == 0 else 0.0)
+                if w:
+                    del new.loss_weight[:]
+                    split_idx[(i, j)] = split_idx.get((i, j), 0) + 1
+    return out
+
+
+# --- Net -----------------------------------------------------------------------------------
+
+def _phase_value(phase):
+    if isinstance(phase, str):
+        try:
+            return caffe_pb2.Phase.Value(phase.upper())
+        except ValueError:
+            raise CaffeError("phase must be TRAIN or TEST, got %r" % phase) from None
+    return int(phase)
+
+
+class Net:
+    """A network built from a prototxt (path, text or NetParameter).
+
+    pycaffe forms: ``Net(prototxt, phase)``, ``Net(prototxt, phase, weights=w)``,
+    ``Net(prototxt, weights, phase)``; keywords ``level``, ``stages``. ``state`` (a NetState)
+    replaces phase/level/stages, as the solver uses it. ``dtype=np.float64`` builds the net in
+    double precision (gradient checks).
+    """
+
+    def __init__(self, network, *args, phase=None, weights=None, level=0, stages=(),
+                 state=None, dtype=np.float32):
+        if len(args) == 1:
+            phase = args[0]
+        elif len(args) == 2:  # the old Net(prototxt, weights, phase)
+            weights, phase = args
+        elif len(args) > 2:
+            raise TypeError("Net(network, phase) or Net(network, weights, phase)")
+        param = protoio.read_net_param(network)
+        self.source = network if isinstance(network, str) and "\n" not in network else "<net>"
+        if state is None:
+            state = caffe_pb2.NetState()
+            state.CopyFrom(param.state)
+            state.phase = _phase_value(TEST if phase is None else phase)
+            if stages:
+                del state.stage[:]
+                state.stage.extend(stages)
+            if level:
+                state.level = int(level)
+        self.dtype = np.dtype(dtype)
+        self._init(param, state)
+        if weights:
+            self.copy_from(weights)
+
+    # --- construction ----------------------------------------------------------------------
+    def _init(self, in_param, state):
+        self.phase = state.phase
+        self.state = state
+        self.name = in_param.name
+        param = insert_splits(filter_net(in_param, state))
+        self._param = param
+        self.layers = []
+        self._layer_names = []
+        self.blobs = OrderedDict()
+        self.bottom_names = OrderedDict()
+        self.top_names = OrderedDict()
+        self._bottom_vecs, self._top_vecs = [], []
+        self._bottom_ids, self._top_ids = [], []
+        self._bottom_need_backward = []
+        self._layer_need_backward = []
+        self._blob_names, self._blob_objs, self._blob_need_backward = [], [], []
+        self._blob_producer = []
+        self.blob_loss_weights = OrderedDict()
+        self._input_ids = []
+        self.params_list = []           # every param blob, owners and sharers (params_)
+        self._param_owner = []
+        self._param_layer = []          # (layer_id, param_id)
+        self._param_names_index = {}
+        self.learnable_params = []
+        self._learnable_ids = []
+        self.params_lr, self.params_weight_decay = [], []
+        self._has_lr, self._has_decay = [], []
+        self._auto_blobs = []
+
+        name_to_idx = {}
+        available = set()
+        for layer_id, lp in enumerate(param.layer):
+            if not lp.HasField("phase"):
+                lp.phase = state.phase
+            if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
+                raise NetError("Layer %s: propagate_down must be given 0 or %d times (once per "
+                               "bottom), got %d" % (lp.name, len(lp.bottom), len(lp.propagate_down)))
+            layer = create_layer(lp)
+            self.layers.append(layer)
+            self._layer_names.append(lp.name)
+            bottoms, bids, bneed = [], [], []
+            need_backward = False
+            for j, bname in enumerate(lp.bottom):
+                if bname not in available:
+                    raise NetError("Unknown bottom blob '%s' (layer '%s', bottom index %d)"
+                                   % (bname, lp.name, j))
+                bid = name_to_idx[bname]
+                bottoms.append(self._blob_objs[bid])
+                bids.append(bid)
+                nb = self._blob_need_backward[bid]
+                if lp.propagate_down:
+                    nb = bool(lp.propagate_down[j])
+                bneed.append(nb)
+                available.discard(bname)
+                need_backward |= self._blob_need_backward[bid]
+            tops, tids = [], []
+            for j, tname in enumerate(lp.top):
+                if j < len(lp.bottom) and lp.bottom[j] == tname:  # in-place
+                    tid = name_to_idx[tname]
+                elif tname in name_to_idx:
+                    raise NetError("Top blob '%s' produced by multiple sources (layer '%s' and "
+                                   "layer '%s')" % (tname, self._blob_producer[name_to_idx[tname]], lp.name))
+                else:
+                    tid = len(self._blob_names)
+                    self._blob_names.append(tname)
+                    self._blob_objs.append(Blob((), self.dtype))
+                    self._blob_need_backward.append(False)
+                    self._blob_producer.append(lp.name)
+                    name_to_idx[tname] = tid
+                    self.blobs[tname] = self._blob_objs[tid]
+                    if lp.type == "Input":
+                        self._input_ids.append(tid)
+                tops.append(self._blob_objs[tid])
+                tids.append(tid)
+                available.add(tname)
+            for _ in range(len(lp.top), layer.needed_auto_tops()):
+                b = Blob((), self.dtype)
+                self._auto_blobs.append(b)
+                tops.append(b)
+                tids.append(None)
+            self._bottom_vecs.append(bottoms)
+            self._top_vecs.append(tops)
+            self._bottom_ids.append(bids)
+            self._top_ids.append(tids)
+            self._bottom_need_backward.append(bneed)
+            self.bottom_names[lp.name] = list(lp.bottom)
+            self.top_names[lp.name] = list(lp.top)
+            try:
+                layer.setup(bottoms, tops)
+            except CaffeError as exc:
+                raise type(exc)(self._describe_failure(layer_id, exc)) from None
+            if not lp.loss_weight and any(layer.loss_weights):
+                lp.loss_weight.extend(layer.loss_weights)  # LossLayer adds its default weight
+            for j, tid in enumerate(tids):
+                w = layer.loss_weights[j] if j < len(layer.loss_weights) else 0.0
+                if tid is not None:
+                    self.blob_loss_weights[self._blob_names[tid]] = w
+                if w:
+                    log.info("    with loss weight %g", w)
+            nparams = len(layer.blobs)
+            if len(lp.param) > nparams:
+                raise NetError("Too many params specified for layer %s (%d param specs, the layer "
+                               "has %d parameter blobs)" % (lp.name, len(lp.param), nparams))
+            layer.param_propagate_down = []
+            for p in range(nparams):
+                spec = lp.param[p] if p < len(lp.param) else caffe_pb2.ParamSpec()
+                pn = spec.lr_mult != 0
+                need_backward |= pn
+                layer.param_propagate_down.append(pn)
+            for p in range(nparams):
+                self._append_param(layer_id, p)
+            self._layer_need_backward.append(need_backward)
+            if need_backward:
+                for tid in tids:
+                    if tid is not None:
+                        self._blob_need_backward[tid] = True
+
+        self._backward_need_pass(param)
+        self.outputs = sorted(available, key=lambda s: s.encode())
+        self.inputs = [self._blob_names[i] for i in self._input_ids]
+        self._share_weights()
+        self.params = OrderedDict((n, l.blobs) for n, l in zip(self._layer_names, self.layers)
+                                  if l.blobs)
+        self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
+        self._blob_index = {n: i for i, n in enumerate(self._blob_names)}
+
+    def _describe_failure(self, layer_id, exc):
+        lp = self._param.layer[layer_id]
+        parts = []
+        for name, b in zip(lp.bottom, self._bottom_vecs[layer_id]):
+            prod = self._blob_producer[self._blob_names.index(name)] if name in self._blob_names else "?"
+            parts.append("'%s' from layer '%s' shape %s" % (name, prod, tuple(b.shape)))
+        where = "layer '%s' (type %s)" % (lp.name, lp.type)
+        if self.source != "<net>":
+            where = "%s: %s" % (self.source, where)
+        if parts:
+            where += " with bottoms " + ", ".join(parts)
+        return "%s: %s" % (where, exc)
+
+    def _append_param(self, layer_id, param_id):
+        layer = self.layers[layer_id]
+        lp = self._param.layer[layer_id]
+        spec = lp.param[param_id] if param_id < len(lp.param) else caffe_pb2.ParamSpec()
+        pname = spec.name
+        net_pid = len(self.params_list)
+        self.params_list.append(layer.blobs[param_id])
+        self._param_layer.append((layer_id, param_id))
+        if not pname or pname not in self._param_names_index:
+            self._param_owner.append(-1)
+            if pname:
+                self._param_names_index[pname] = net_pid
+            self._learnable_ids.append(len(self.learnable_params))
+            self.learnable_params.append(layer.blobs[param_id])
+            self._has_lr.append(spec.HasField("lr_mult"))
+            self._has_decay.append(spec.HasField("decay_mult"))
+            self.params_lr.append(spec.lr_mult)
+            self.params_weight_decay.append(spec.decay_mult)
+            return
+        owner = self._param_names_index[pname]
+        self._param_owner.append(owner)
+        olid, opid = self._param_layer[owner]
+        log.info("Sharing parameters '%s' owned by layer '%s', param index %d",
+                 pname, self._layer_names[olid], opid)
+        mine, theirs = layer.blobs[param_id], self.layers[olid].blobs[opid]
+        if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
+            if mine.count() != theirs.count():
+                raise ShapeError("Cannot share param '%s' owned by layer '%s' with layer '%s'; "
+                                 "count mismatch. Owner layer param shape is %s; sharing layer "
+                                 "shape is %s" % (pname, self._layer_names[olid], lp.name,
+                                                  theirs.shape, mine.shape))
+        elif mine.shape != theirs.shape:
+            raise ShapeError("Cannot share param '%s' owned by layer '%s' with layer '%s'; shape "
+                             "mismatch. Owner layer param shape is %s; sharing layer expects "
+                             "shape %s" % (pname, self._layer_names[olid], lp.name,
+                                           theirs.shape, mine.shape))
+        lid = self._learnable_ids[owner]
+        self._learnable_ids.append(lid)
+        if spec.HasField("lr_mult"):
+            if self._has_lr[lid] and self.params_lr[lid] != spec.lr_mult:
+                raise NetError("Shared param '%s' has mismatched lr_mult." % pname)
+            self._has_lr[lid], self.params_lr[lid] = True, spec.lr_mult
+        if spec.HasField("decay_mult"):
+            if self._has_decay[lid] and self.params_weight_decay[lid] != spec.decay_mult:
+                raise NetError("Shared param '%s' has mismatched decay_mult." % pname)
+            self._has_decay[lid], self.params_weight_decay[lid] = True, spec.decay_mult
+
+    def _share_weights(self):
+        for i, owner in enumerate(self._param_owner):
+            if owner >= 0:
+                self.params_list[i].share_data(self.params_list[owner])
+                self.params_list[i].share_diff(self.params_list[owner])
+
+    def _backward_need_pass(self, param):
+        under_loss, skip = set(), set()
+        for lid in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[lid]
+            contributes, skip_down = False, True
+            for j, tid in enumerate(self._top_ids[lid]):
+                name = self._blob_names[tid] if tid is not None else None
+                w = layer.loss_weights[j] if j < len(layer.loss_weights) else 0.0
+                if w or name in under_loss:
+                    contributes = True
+                if name not in skip:
+                    skip_down = False
+                if contributes and not skip_down:
+                    break
+            if self._layer_need_backward[lid] and skip_down:
+                self._layer_need_backward[lid] = False
+                self._bottom_need_backward[lid] = [False] * len(self._bottom_ids[lid])
+            if not contributes:
+                self._layer_need_backward[lid] = False
+            log.debug("%s %s backward computation.", self._layer_names[lid],
+                      "needs" if self._layer_need_backward[lid] else "does not need")
+            for j, bid in enumerate(self._bottom_ids[lid]):
+                if contributes:
+                    under_loss.add(self._blob_names[bid])
+                else:
+                    self._bottom_need_backward[lid][j] = False
+                if not self._bottom_need_backward[lid][j]:
+                    skip.add(self._blob_names[bid])
+        if param.force_backward:
+            for lid, layer in enumerate(self.layers):
+                self._layer_need_backward[lid] = True
+                for j, bid in enumerate(self._bottom_ids[lid]):
+                    nb = self._bottom_need_backward[lid][j] or layer.allow_force_backward(j)
+                    self._bottom_need_backward[lid][j] = nb
+                    self._blob_need_backward[bid] = self._blob_need_backward[bid] or nb
+                layer.param_propagate_down = [True] * len(layer.blobs)
+
+    # --- running ---------------------------------------------------------------------------
+    def _layer_index(self, name):
+        try:
+            return self._layer_names.index(name)
+        except ValueError:
+            raise NetError("Unknown layer name '%s'" % name) from None
+
+    def _forward_from_to(self, start, end):
+        loss = 0.0
+        for i in range(start, end + 1):
+            try:
+                loss += self.layers[i].forward(self._bottom_vecs[i], self._top_vecs[i])
+            except CaffeError as exc:
+                raise type(exc)(self._describe_failure(i, exc)) from None
+        return loss
+
+    def _backward_from_to(self, start, end):
+        for i in range(start, end - 1, -1):
+            if self._layer_need_backward[i]:
+                self.layers[i].backward(self._top_vecs[i], self._bottom_need_backward[i],
+                                        self._bottom_vecs[i])
+
+    def forward_prefilled(self):
+        """Run every layer forward; return the total weighted loss (Net::Forward)."""
+        return self._forward_from_to(0, len(self.layers) - 1)
+
+    def forward_backward(self):
+        loss = self.forward_prefilled()
+        self._backward_from_to(len(self.layers) - 1, 0)
+        return loss
+
+    def forward(self, blobs=None, start=None, end=None, **kwargs):
+        """pycaffe's Net.forward: set inputs from kwargs, run [start, end], return
+        {output name: data} (the outputs, or the tops of ``end``, plus ``blobs``)."""
+        blobs = list(blobs or [])
+        start_ind = self._layer_index(start) if start is not None else 0
+        if end is not None:
+            end_ind = self._layer_index(end)
+            outputs = set(self.top_names[end] + blobs)
+        else:
+            end_ind = len(self.layers) - 1
+            outputs = set(self.outputs + blobs)
+        if kwargs:
+            if set(kwargs) != set(self.inputs):
+                raise NetError("Input blob arguments %s do not match net inputs %s"
+                               % (sorted(kwargs), self.inputs))
+            for name, arr in kwargs.items():
+                arr = np.asarray(arr)
+                if arr.shape[:1] != self.blobs[name].shape[:1]:
+                    raise ShapeError("Input '%s' is not batch sized: got shape %s, the blob has "
+                                     "shape %s" % (name, arr.shape, self.blobs[name].shape))
+                self.blobs[name].data[...] = arr
+        self._forward_from_to(start_ind, end_ind)
+        return {out: self.blobs[out].data for out in outputs}
+
+    def backward(self, diffs=None, start=None, end=None, **kwargs):
+        """pycaffe's Net.backward: set output diffs from kwargs, run [start, end] in reverse,
+        return {input name: diff} (the inputs, or the bottoms of ``end``, plus ``diffs``)."""
+        diffs = list(diffs or [])
+        start_ind = self._layer_index(start) if start is not None else len(self.layers) - 1
+        if end is not None:
+            end_ind = self._layer_index(end)
+            outputs = set(self.bottom_names[end] + diffs)
+        else:
+            end_ind = 0
+            outputs = set(self.inputs + diffs)
+        if kwargs:
+            if set(kwargs) != set(self.outputs):
+                raise NetError("Top diff arguments %s do not match net outputs %s"
+                               % (sorted(kwargs), self.outputs))
+            for name, arr in kwargs.items():
+                arr = np.asarray(arr)
+                if arr.shape[:1] != self.blobs[name].shape[:1]:
+                    raise ShapeError("Diff '%s' is not batch sized: got shape %s, the blob has "
+                                     "shape %s" % (name, arr.shape, self.blobs[name].shape))
+                self.blobs[name].diff[...] = arr
+        self._backward_from_to(start_ind, end_ind)
+        return {out: self.blobs[out].diff for out in outputs}
+
+    def reshape(self):
+        for i, layer in enumerate(self.layers):
+            layer.reshape(self._bottom_vecs[i], self._top_vecs[i])
+
+    def clear_param_diffs(self):
+        for b in self.learnable_params:
+            b.diff[...] = 0
+
+    def set_iteration(self, iteration):
+        """Hand the solver's iteration to every layer (the gradient-reversal schedule)."""
+        for layer in self.layers:
+            layer.set_iteration(iteration)
+
+    @property
+    def layer_need_backward(self):
+        return list(self._layer_need_backward)
+
+    @property
+    def bottom_need_backward(self):
+        return [list(v) for v in self._bottom_need_backward]
+
+    @property
+    def blob_need_backward(self):
+        return OrderedDict(zip(self._blob_names, self._blob_need_backward))
+
+    @property
+    def layer_names(self):
+        return list(self._layer_names)
+
+    @property
+    def blob_names(self):
+        return list(self._blob_names)
+
+    @property
+    def param_owners(self):
+        return list(self._param_owner)
+
+    def learnable_param_names(self):
+        """'layer[i]' for each learnable param, in SolverState.history order."""
+        names = []
+        for owner, (lid, pid) in zip(self._param_owner, self._param_layer):
+            if owner < 0:
+                names.append("%s[%d]" % (self._layer_names[lid], pid))
+        return names
+
+    def layer_param(self, name):
+        return self._param.layer[self._layer_index(name)]
+
+    # --- weights ---------------------------------------------------------------------------
+    def copy_from(self, weights):
+        """Load trained weights by layer name (CopyTrainedLayersFrom): a path, a comma-separated
+        list or a list of paths, or a NetParameter. All files are checked before anything is
+        copied, so a failure leaves the net as it was."""
+        if isinstance(weights, str):
+            weights = [w for w in weights.split(",") if w]
+        elif not isinstance(weights, (list, tuple)):
+            weights = [weights]
+        plan = []
+        for w in weights:
+            if isinstance(w, caffe_pb2.NetParameter):
+                src, label = w, "<NetParameter>"
+            else:
+                src, label = protoio.read_net_param(w, binary=True), w
+            plan.extend(self._plan_copy(src, label))
+        for blob, arr in plan:
+            blob.data[...] = arr
+        return self
+
+    def _plan_copy(self, param, label):
+        from .io import blobproto_to_array
+        plan = []
+        for sl in param.layer:
+            if sl.name not in self._layer_names:
+                log.info("Ignoring source layer %s", sl.name)
+                continue
+            target = self.layers[self._layer_names.index(sl.name)].blobs
+            if len(target) != len(sl.blobs):
+                raise ModelFileError("%s: Incompatible number of blobs for layer %s: the file has "
+                                     "%d, the net's layer has %d" % (label, sl.name,
+                                                                     len(sl.blobs), len(target)))
+            for j, (tb, sb) in enumerate(zip(target, sl.blobs)):
+                if not tb.shape_equals_proto(sb):
+                    from .io import blobproto_shape
+                    raise ModelFileError(
+                        "%s: Cannot copy param %d weights from layer '%s'; shape mismatch. Source "
+                        "param shape is %s; target param shape is %s. To learn this layer's "
+                        "parameters from scratch rather than copying from a saved net, rename the "
+                        "layer." % (label, j, sl.name, blobproto_shape(sb), tb.shape))
+                try:
+                    arr = blobproto_to_array(sb)
+                except CaffeError as exc:
+                    raise ModelFileError("%s: layer '%s' param %d: %s" % (label, sl.name, j, exc)) from None
+                plan.append((tb, arr.reshape(tb.shape)))
+        return plan
+
+    def to_proto(self, write_diff=False):
+        """The NetParameter Caffe writes (Net::ToProto): each layer's parameter with blobs."""
+        out = caffe_pb2.NetParameter()
+        out.name = self.name
+        for lp, layer in zip(self._param.layer, self.layers):
+            dst = out.layer.add()
+            dst.CopyFrom(lp)
+            del dst.blobs[:]
+            for b in layer.blobs:
+                b.to_proto(dst.blobs.add(), write_diff)
+        return out
+
+    def save(self, path, write_diff=False):
+        """Write the weights as a binary .caffemodel (atomically)."""
+        protoio.write_proto_binary(path, self.to_proto(write_diff))
+
+    def share_with(self, other):
+        """Alias the data of ``other``'s same-named layers (ShareTrainedLayersWith)."""
+        for sl, sname in zip(other.layers, other._layer_names):
+            if sname not in self._layer_names:
+                continue
+            target = self.layers[self._layer_names.index(sname)].blobs
+            if len(target) != len(sl.blobs):
+                raise NetError("Incompatible number of blobs for layer %s" % sname)
+            for tb, sb in zip(target, sl.blobs):
+                if tb.shape != sb.shape:
+                    raise ShapeError("Cannot share param of layer '%s': shape %s vs %s"
+                                     % (sname, sb.shape, tb.shape))
+                tb.share_data(sb)
+
+    def __repr__(self):
+        return "<Net %r: %d layers, phase %s>" % (self.name, len(self.layers),
+                                                   caffe_pb2.Phase.Name(self.phase))

@@ -1,0 +1,257 @@
+"""Reading and writing Caffe's definition and model files (Caffe's util/io.cpp, upgrade_proto.cpp).
+
+Every reader returns a message of ``minicaffe.proto.caffe_pb2`` and raises a ``CaffeError``
+a user can act on: ``PrototxtError`` for text files ("file:line:col: what", naming the bad
+field) and ``ModelFileError`` for binary files (missing, truncated, or not the expected
+message). Nets come back upgraded (``minicaffe.upgrade.upgrade_net_as_needed``) and solvers
+upgraded and defaulted, as ``caffe`` does on every read. Writers are atomic: a crash never
+leaves half a .caffemodel behind.
+"""
+
+import os
+import re
+import tempfile
+
+from google.protobuf import message as _pb_message
+from google.protobuf import text_format
+
+from .errors import ModelFileError, PrototxtError
+from .proto import caffe_pb2
+from .upgrade import set_solver_defaults, upgrade_net_as_needed, upgrade_solver_as_needed
+
+__all__ = [
+    "BINARY_EXTENSIONS",
+    "read_net_param",
+    "read_solver_param",
+    "read_blob_proto",
+    "read_proto_text",
+    "read_proto_binary",
+    "write_proto_binary",
+    "write_proto_text",
+]
+
+#: Extensions read as binary protobuf when ``binary`` is not given.
+BINARY_EXTENSIONS = (".caffemodel", ".binaryproto", ".solverstate")
+
+# "name: ..." / "layer {" at the start: prototxt text, not a path ("C:/x" is excluded).
+_LOOKS_LIKE_TEXT = re.compile(r"\s*(#|[A-Za-z_][A-Za-z0-9_]*\s*(:(?![/\\])|\{))")
+_POSITION_PREFIX = re.compile(r"^\d+:\d+ : ")
+
+
+def _display(path):
+    return os.fspath(path)
+
+
+def _read_bytes(path, error_cls):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise error_cls("No such file: %s" % _display(path)) from None
+    except IsADirectoryError:
+        raise error_cls("%s is a directory, not a file" % _display(path)) from None
+    except OSError as exc:
+        raise error_cls("Cannot read %s: %s" % (_display(path), exc.strerror or exc)) from None
+
+
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0e-\x1f]")  # all but \t \n \v \f \r
+
+
+def _looks_binary(data):
+    """True for data no prototxt holds: control bytes (NUL...) or invalid UTF-8."""
+    if _CONTROL_BYTES.search(data):
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _check_initialized(msg, where, error_cls):
+    # C++ TextFormat::Parse and ParseFromString refuse messages missing required fields.
+    if not msg.IsInitialized():
+        missing = ", ".join(msg.FindInitializationErrors())
+        raise error_cls("%s: Message type \"%s\" is missing required fields: %s"
+                        % (where, msg.DESCRIPTOR.full_name, missing))
+
+
+def _parse_text(text, msg, where):
+    """text_format.Parse into ``msg``; errors become PrototxtError "where:line:col: what"."""
+    try:
+        text_format.Parse(text, msg)
+    except text_format.ParseError as exc:
+        line = exc.GetLine() if hasattr(exc, "GetLine") else None
+        col = exc.GetColumn() if hasattr(exc, "GetColumn") else None
+        what = _POSITION_PREFIX.sub("", str(exc))
+        if line is not None:
+            raise PrototxtError("%s:%s:%s: %s" % (where, line, col, what)) from None
+        raise PrototxtError("%s: %s" % (where, what)) from None
+    _check_initialized(msg, where, PrototxtError)
+    return msg
+
+
+def _parse_binary(data, msg, where):
+    """ParseFromString into ``msg``; errors become ModelFileError naming ``where``."""
+    name = msg.DESCRIPTOR.full_name
+    short = msg.DESCRIPTOR.name
+    try:
+        msg.ParseFromString(data)
+    except (_pb_message.DecodeError, RuntimeError, ValueError) as exc:
+        hint = "" if _looks_binary(data) else "; it looks like text: is it a prototxt?"
+        raise ModelFileError("%s: cannot decode %d bytes as %s: the file is truncated or is not "
+                             "a %s (%s)%s" % (where, len(data), name, short, exc, hint)) from None
+    if data and not msg.ListFields():
+        # Valid wire format but not one field we know: some other kind of file.
+        raise ModelFileError("%s: no %s fields in %d bytes: the file is not a %s"
+                             % (where, name, len(data), short))
+    _check_initialized(msg, where, ModelFileError)
+    return msg
+
+
+def _text_source(source):
+    return isinstance(source, str) and ("\n" in source or _LOOKS_LIKE_TEXT.match(source))
+
+
+def _read_message(source, cls, binary, what):
+    """A fresh ``cls`` message from a path, prototxt text, serialized bytes or a message.
+
+    Returns (message, name for messages and logs)."""
+    msg = cls()
+    if isinstance(source, _pb_message.Message):
+        if source.DESCRIPTOR.full_name != cls.DESCRIPTOR.full_name:
+            raise TypeError("expected a %s, got a %s"
+                            % (cls.DESCRIPTOR.full_name, source.DESCRIPTOR.full_name))
+        if isinstance(source, cls):
+            msg.CopyFrom(source)
+        else:  # same message from another module (e.g. protoc's caffe_pb2)
+            msg.ParseFromString(source.SerializePartialToString())
+        return msg, "<%s>" % cls.DESCRIPTOR.name
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _parse_binary(bytes(source), msg, "<bytes>"), "<bytes>"
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError("%s: expected a path, prototxt text or a %s, got %s"
+                        % (what, cls.DESCRIPTOR.name, type(source).__name__))
+    if isinstance(source, str) and not os.path.exists(source) and _text_source(source):
+        if binary:
+            raise ModelFileError("No such file: %s" % source.strip()[:200])
+        return _parse_text(source, msg, "<string>"), "<string>"
+
+    path = _display(source)
+    guess = binary is None
+    if guess:
+        binary = path.lower().endswith(BINARY_EXTENSIONS)
+    data = _read_bytes(path, ModelFileError if binary else PrototxtError)
+    if binary:
+        return _parse_binary(data, msg, path), path
+    if _looks_binary(data):
+        if not guess:
+            raise PrototxtError("%s: not a text %s file (it holds binary data)"
+                                % (path, cls.DESCRIPTOR.name))
+        # A binary model under a text-like name (e.g. weights saved as .pb).
+        return _parse_binary(data, msg, path), path
+    # A UTF-8 byte order mark is not prototxt syntax; editors on Windows add it.
+    return _parse_text(data.decode("utf-8").lstrip("\ufeff"), msg, path), path
+
+
+def read_net_param(source, *, binary=None):
+    """An upgraded ``NetParameter`` from a prototxt or a .caffemodel.
+
+    ``source`` is a path (text prototxt, or binary when its extension is .caffemodel /
+    .binaryproto / .solverstate or ``binary=True``; a file that is not text is read as binary
+    anyway), prototxt text, serialized bytes, or a NetParameter (copied). The result is
+    upgraded to the current format (V0/V1 layers, input fields, old BatchNorm).
+
+    Raises PrototxtError (text: "file:line:col: what") or ModelFileError (binary: missing,
+    truncated, not a NetParameter); a missing file says "No such file: <path>".
+    """
+    net, name = _read_message(source, caffe_pb2.NetParameter, binary, "read_net_param")
+    upgrade_net_as_needed(net, name)
+    return net
+
+
+def read_solver_param(source, *, solver_path=None):
+    """An upgraded and defaulted ``SolverParameter`` from a solver prototxt.
+
+    ``source`` is a path, prototxt text or a SolverParameter. ``solver_type`` is turned into
+    ``type`` (both set: PrototxtError) and snapshot_prefix gets Caffe's defaults from the
+    solver file's path (``solver_path`` stands in for it when ``source`` is not a file).
+    """
+    solver, name = _read_message(source, caffe_pb2.SolverParameter, False, "read_solver_param")
+    upgrade_solver_as_needed(solver, name)
+    if solver_path is None and not name.startswith("<"):
+        solver_path = name
+    if solver_path is not None:
+        set_solver_defaults(solver, solver_path)
+    return solver
+
+
+def read_proto_text(path, cls):
+    """A ``cls`` message from the text file ``path`` (no upgrades); PrototxtError on failure."""
+    msg = cls()
+    data = _read_bytes(path, PrototxtError)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PrototxtError("%s: not a text file (%s)" % (_display(path), exc)) from None
+    return _parse_text(text, msg, _display(path))
+
+
+def read_proto_binary(path, cls):
+    """A ``cls`` message from the binary file ``path`` (no upgrades); ModelFileError if the
+    file is missing, truncated or not a ``cls``."""
+    return _parse_binary(_read_bytes(path, ModelFileError), cls(), _display(path))
+
+
+def read_blob_proto(path):
+    """A ``BlobProto`` from a binary file such as a mean .binaryproto."""
+    return read_proto_binary(path, caffe_pb2.BlobProto)
+
+
+def _current_umask():
+    # os.umask can only be read by setting it; put it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path, data):
+    """Write ``data`` to a temporary file next to ``path``, then rename it over ``path``."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
+                                   suffix=".tmp")
+    except OSError as exc:
+        raise ModelFileError("Cannot write %s: %s" % (path, exc.strerror or exc)) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file 0600; give it the permissions open() would have.
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise ModelFileError("Cannot write %s: %s" % (path, exc.strerror or exc)) from None
+        raise
+
+
+def write_proto_binary(path, msg):
+    """Serialize ``msg`` to ``path`` atomically (a temp file in the same directory, then
+    os.replace). Raises ModelFileError if it cannot be written or misses required fields."""
+    try:
+        data = msg.SerializeToString()
+    except _pb_message.EncodeError as exc:
+        raise ModelFileError("Cannot write %s: %s" % (os.fspath(path), exc)) from None
+    _atomic_write(path, data)
+
+
+def write_proto_text(path, msg):
+    """Write ``msg`` as prototxt (text_format.MessageToString) to ``path`` atomically."""
+    _atomic_write(path, text_format.MessageToString(msg).encode("utf-8"))
