@@ -17,6 +17,8 @@ from .net import Net  # noqa: F401
 from .proto import caffe_pb2  # noqa: F401
 from . import layers as _layers  # noqa: F401  (registers every layer type)
 from .layers.python import PyLayer as Layer  # noqa: F401
+from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,  # noqa: F401
+                     RMSPropSolver, SGDSolver, Solver, get_solver)
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST

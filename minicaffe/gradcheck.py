@@ -25,7 +25,8 @@ class GradientCheckError(AssertionError):
 
 
 class GradientChecker:
-    def __init__(self, stepsize, threshold, seed=1701, kink=0.0, kink_range=-1.0):
+    def __init__(self, stepsize, threshold, seed=1701, kink=0.0, kink_range=-1.0, samples=None):
+        self.samples = samples  # check at most this many random elements per blob (None: all)
         self.stepsize = float(stepsize)
         self.threshold = float(threshold)
         self.seed = seed
@@ -124,8 +125,12 @@ class GradientChecker:
 
         h = self.stepsize
         failures, checked = [], 0
+        pick = np.random.default_rng(self.seed)
         for blob, grad, name in zip(to_check, computed, names):
-            for k in range(blob.count()):
+            indices = range(blob.count())
+            if self.samples is not None and blob.count() > self.samples:
+                indices = sorted(pick.choice(blob.count(), self.samples, replace=False))
+            for k in indices:
                 est = pos = neg = 0.0
                 if not element_wise or k == top_data_id:
                     flat = blob.data.reshape(-1)
@@ -195,3 +200,60 @@ def gaussian_blobs(shapes, seed=1701, dtype=np.float64, std=1.0):
 
 def empty_tops(n, dtype=np.float64):
     return [Blob((), dtype) for _ in range(n)]
+
+
+def _overrides_backward(layer):
+    from .layer import Layer
+    from .layers.python import PythonLayer
+    return isinstance(layer, PythonLayer) or type(layer).backward_cpu is not Layer.backward_cpu
+
+
+def check_net(net, layer_names=None, stepsize=1e-2, threshold=1e-3, samples=None,
+              exhaustive=False, kink=0.0, kink_range=-1.0, seed=1701):
+    """Layer-wise finite-difference check of a (float64) net, as Caffe's CheckGradientNet:
+    each chosen layer is checked on copies of its current bottoms. Returns a list of
+    ``(layer name, type, status, checked elements, failures)``; status is "ok", "FAIL" or
+    "skipped: <why>"."""
+    from .errors import CaffeError
+    net.forward_prefilled()
+    results = []
+    names = layer_names or net.layer_names
+    for name in names:
+        idx = net.layer_names.index(name) if name in net.layer_names else None
+        if idx is None:
+            raise CaffeError("no layer named '%s' in the net (layers: %s)"
+                             % (name, ", ".join(net.layer_names)))
+        layer = net.layers[idx]
+        if not _overrides_backward(layer):
+            results.append((name, layer.type, "skipped: no backward", 0, []))
+            continue
+        bottom = []
+        for b in net._bottom_vecs[idx]:
+            c = Blob(b.shape, np.float64)
+            c.data[...] = b.cpu_data()
+            bottom.append(c)
+        allowed = [i for i in range(len(bottom)) if layer.allow_force_backward(i)]
+        if not allowed and not layer.blobs:
+            results.append((name, layer.type, "skipped: nothing to check", 0, []))
+            continue
+        top = [Blob((), np.float64) for _ in net._top_vecs[idx]]
+        checker = GradientChecker(stepsize, threshold, seed, kink, kink_range, samples)
+        failures, checked = [], 0
+        runs = [-1] if len(allowed) == len(bottom) else (allowed or [-2])
+        try:
+            layer.reshape(bottom, top)
+            for cb in runs:
+                if exhaustive:
+                    failures += checker.check_gradient_exhaustive(layer, bottom, top, cb,
+                                                                  setup=False) or []
+                else:
+                    failures += checker.check_gradient_single(layer, bottom, top, cb, -1, -1,
+                                                              raise_on_failure=False)
+                checked += checker.checked
+        except GradientCheckError as exc:
+            failures += exc.failures
+        except CaffeError as exc:
+            results.append((name, layer.type, "skipped: %s" % exc, 0, []))
+            continue
+        results.append((name, layer.type, "FAIL" if failures else "ok", checked, failures))
+    return results

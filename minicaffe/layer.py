@@ -127,6 +127,14 @@ class Layer:
     def allow_force_backward(self, bottom_index):
         return True
 
+    def get_state(self):
+        """JSON-able state that a snapshot must keep to resume exactly (data layers' position
+        in their stream); None for stateless layers."""
+        return None
+
+    def set_state(self, state):
+        """Restore what ``get_state`` returned."""
+
     def set_iteration(self, iteration):
         """The solver hands the iteration count to every layer before each step."""
         self.iteration = int(iteration)

@@ -1,0 +1,396 @@
+"""Domain Adaptive Hashing losses (Venkateswara et al., CVPR 2017, supplement eqs 5–32).
+
+MMDLoss (eqs 9–13), HashLoss (eqs 5, 15), EntropyLoss (eqs 6, 7, 25, 32), QuantizationLoss
+(the ‖u − sgn u‖² term alone) and GradientScaler (DANN's gradient reversal). Defaults follow
+the supplement's equations exactly; the authors' code's departures are opt-in parameters
+(``../shared/reference/dah_spec.md``). Every loss is a sum of closed-form GEMMs: no Python
+loops over samples. The math lives in plain functions over NumPy arrays so the GPU path can
+share it. sgn(0) is +1, and sgn is a constant in every gradient (supplement §1.2).
+"""
+import numpy as np
+
+from minicaffe.errors import CaffeError
+from minicaffe.layer import Layer, NeuronLayer, register
+from minicaffe.proto import caffe_pb2
+
+
+def sgn(u):
+    """sgn with sgn(0) = +1, as the quantisation target."""
+    return np.where(u >= 0, 1.0, -1.0).astype(u.dtype, copy=False)
+
+
+def softplus(x):
+    """log(1 + e^x), stable for any x."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def logsumexp(a, axis):
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+
+
+def _flat(blob, n=None):
+    b = blob.data
+    return b.reshape(b.shape[0], -1) if b.ndim else b.reshape(1, 1)
+
+
+def _loss_weight(top):
+    return float(top[0].cpu_diff().ravel()[0])
+
+
+def _labels(blob, n, layer, num_classes=None):
+    lab = blob.data.ravel()
+    if lab.size != n:
+        raise layer.shape_error("label bottom (one label per sample)", blob.shape, (n,))
+    li = lab.astype(np.int64)
+    if np.any(li != lab):
+        raise CaffeError("%s layer %s: labels must be integers" % (layer.type, layer.name))
+    if num_classes is not None and li.size and (li.min() < 0 or li.max() >= num_classes):
+        raise CaffeError("%s layer %s: labels must lie in [0, num_classes = %d), got %d"
+                         % (layer.type, layer.name, num_classes,
+                            li.min() if li.min() < 0 else li.max()))
+    return li
+
+
+# ------------------------------------------------------------------------------------------
+# MK-MMD
+
+def mmd_pair_distances(u, v):
+    """Squared distances of the four pairs of each quadruple w_i = [u_2i-1, u_2i, v_2i-1, v_2i]
+    (eq 10), over ⌊min(n_s, n_t)/2⌋ quadruples in batch order: (uu, vv, uv, vu), each (Q,)."""
+    q = min(u.shape[0], v.shape[0]) // 2
+    ua, ub = u[0:2 * q:2], u[1:2 * q:2]
+    va, vb = v[0:2 * q:2], v[1:2 * q:2]
+    d = [ua - ub, va - vb, ua - vb, ub - va]
+    return d, [np.einsum("ij,ij->i", x, x) for x in d]
+
+
+def mmd_mean_sq_distance(u, v):
+    """Mean squared distance over all pairs i ≠ j of the concatenated batch (DAN's bandwidth),
+    in O(n·d): Σ_ij ‖x_i − x_j‖² = 2n Σ‖x_i‖² − 2‖Σ x_i‖²."""
+    x = np.concatenate([u, v], 0).astype(np.float64, copy=False)
+    n = x.shape[0]
+    if n < 2:
+        return 1.0
+    s = x.sum(0)
+    total = 2 * n * np.einsum("ij,ij->", x, x) - 2 * s @ s
+    return max(total / (n * n - n), 0.0)
+
+
+def mmd_forward_backward(u, v, sigmas, want_grad=True):
+    """Linear-time MK-MMD of eq 11 with k_m(x, y) = exp(−‖x − y‖²/σ_m), β_m = 1/κ:
+    M = 1/(Qκ) Σ_m Σ_i [k(u_a,u_b) + k(v_a,v_b) − k(u_a,v_b) − k(u_b,v_a)], and its gradients
+    (eqs 12, 13). Returns (M, dM/du, dM/dv)."""
+    (duu, dvv, duv, dvu), (suu, svv, suv, svu) = mmd_pair_distances(u, v)
+    q = duu.shape[0]
+    du, dv = np.zeros_like(u), np.zeros_like(v)
+    if q == 0:
+        return 0.0, du, dv
+    sig = np.asarray(sigmas, np.float64)
+    kappa = len(sig)
+    k = [np.exp(-np.outer(s, 1.0 / sig)) for s in (suu, svv, suv, svu)]  # each (Q, κ)
+    loss = (k[0] + k[1] - k[2] - k[3]).sum() / (q * kappa)
+    if not want_grad:
+        return float(loss), du, dv
+    # dk_m(x,y)/dx = −(2/σ_m)·k_m(x,y)·(x − y); c_pair = Σ_m (2/σ_m) k_m / (Qκ)
+    c = [(kk * (2.0 / sig)).sum(1)[:, None] / (q * kappa) for kk in k]
+    c = [x.astype(u.dtype, copy=False) for x in c]
+    # eq 12: source gradients
+    du[0:2 * q:2] = -c[0] * duu + c[2] * duv
+    du[1:2 * q:2] = c[0] * duu + c[3] * dvu
+    # eq 13: target gradients
+    dv[0:2 * q:2] = -c[1] * dvv - c[3] * dvu
+    dv[1:2 * q:2] = c[1] * dvv - c[2] * duv
+    return float(loss), du, dv
+
+
+@register("MMDLoss")
+class MMDLossLayer(Layer):
+    """MMDLoss — linear-time multi-kernel MMD (supplement eqs 9–11; gradients eqs 12–13).
+
+    Bottoms: source features (n_s × …), target features (n_t × …), each flattened per sample;
+    top: scalar (default loss_weight 1: γ of eq 8 is this layer's loss_weight).
+    ``mmd_param`` (LayerParameter field 147, transfer-caffe's): ``kernel_num`` κ (5),
+    ``kernel_mul`` (2.0), ``fix_gamma`` (false), ``sigma`` (explicit σ_m list, overrides the
+    rest), ``bandwidth`` MEAN (DAN: mean squared distance over all pairs of the concatenated
+    batch) or MEDIAN (the authors' DAH code: median of the estimator's 4·Q squared distances).
+    Without ``sigma``: σ_m = σ_base·kernel_mul^(m − ⌊κ/2⌋), m = 0..κ−1, a constant in the
+    gradient; ``fix_gamma`` freezes σ_base after the first batch. Quadruples are taken in batch
+    order over ⌊min(n_s, n_t)/2⌋ pairs, the same in forward and backward, so the layer passes
+    the gradient checker (transfer-caffe's does not). O(n·d) time and memory.
+    """
+    exact_num_bottom = 2
+    exact_num_top = 1
+    auto_top_blobs = True
+    default_loss_weight = 1.0
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.mmd_param
+        if p.sigma:
+            if any(s <= 0 for s in p.sigma):
+                raise CaffeError("MMDLoss layer %s: mmd_param.sigma values must be > 0" % self.name)
+        elif p.kernel_num < 1 or p.kernel_mul <= 0:
+            raise CaffeError("MMDLoss layer %s: mmd_param needs kernel_num >= 1 and "
+                             "kernel_mul > 0" % self.name)
+        self.fixed_base = None
+
+    def reshape(self, bottom, top):
+        if bottom[0].count(1) != bottom[1].count(1):
+            raise self.shape_error("target features '%s' (per sample)" % self.layer_param.bottom[1],
+                                   bottom[1].shape, (bottom[1].shape[0],) + bottom[0].shape[1:])
+        top[0].reshape(())
+
+    def sigmas(self, u, v):
+        p = self.layer_param.mmd_param
+        if p.sigma:
+            return np.array(p.sigma, np.float64)
+        if self.fixed_base is not None:
+            base = self.fixed_base
+        else:
+            if p.bandwidth == caffe_pb2.MMDParameter.MEDIAN:
+                _, sq = mmd_pair_distances(u, v)
+                base = float(np.median(np.concatenate(sq))) if sq[0].size else 1.0
+            else:
+                base = mmd_mean_sq_distance(u, v)
+            base = base if base > 0 else 1.0
+            if p.fix_gamma:
+                self.fixed_base = base
+        m = np.arange(p.kernel_num) - p.kernel_num // 2
+        return base * float(p.kernel_mul) ** m
+
+    def forward_cpu(self, bottom, top):
+        u, v = _flat(bottom[0]), _flat(bottom[1])
+        self._sig = self.sigmas(u, v)
+        loss, self._du, self._dv = mmd_forward_backward(u, v, self._sig)
+        top[0].data[...] = loss
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        w = _loss_weight(top)
+        for i, g in ((0, self._du), (1, self._dv)):
+            if propagate_down[i]:
+                bottom[i].diff.reshape(g.shape)[...] = w * g
+
+    def get_state(self):
+        return None if self.fixed_base is None else {"fixed_base": self.fixed_base}
+
+    def set_state(self, state):
+        self.fixed_base = state.get("fixed_base")
+
+
+# ------------------------------------------------------------------------------------------
+# Supervised hash loss
+
+def hash_loss(u, labels, scale=1.0, similar_weight=1.0, quantization_weight=1.0):
+    """Eq 5 over all ordered pairs (i, j), i = j included, with θ_ij = scale·u_iᵀu_j,
+    s_ij = [label_i = label_j] and w_ij = similar_weight for similar pairs (1 otherwise):
+    L = Σ_ij w_ij (log(1 + e^θ_ij) − s_ij θ_ij) + qw Σ_i ‖u_i − sgn(u_i)‖².
+    Gradient (eq 15): dL/du_q = 2·scale·Σ_j w_qj (σ(θ_qj) − s_qj) u_j + 2 qw (u_q − sgn u_q).
+    Returns (L, dL/du)."""
+    s = (labels[:, None] == labels[None, :]).astype(u.dtype)
+    theta = scale * (u @ u.T)
+    w = 1.0 + (similar_weight - 1.0) * s
+    b = sgn(u)
+    r = u - b
+    loss = float((w * (softplus(theta) - s * theta)).sum() + quantization_weight * (r * r).sum())
+    grad = (2.0 * scale) * ((w * (sigmoid(theta) - s)) @ u) + (2.0 * quantization_weight) * r
+    return loss, grad.astype(u.dtype, copy=False)
+
+
+@register("HashLoss")
+class HashLossLayer(Layer):
+    """HashLoss — supervised pairwise hash loss with quantisation (supplement eq 5;
+    gradient eq 15).
+
+    Bottoms: source codes u (n × d, flattened per sample), source labels (n); top: scalar
+    (default loss_weight 1). ``hash_loss_param``: ``scale`` (1.0; the authors' code: 0.5 on
+    θ = u_iᵀu_j), ``similar_weight`` (1.0; theirs 10), ``quantization_weight`` (1.0),
+    ``normalization`` NONE (eq 5 as written) or BATCH_SIZE (÷ n).
+    """
+    exact_num_bottom = 2
+    exact_num_top = 1
+    auto_top_blobs = True
+    default_loss_weight = 1.0
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1
+
+    def reshape(self, bottom, top):
+        if bottom[1].count() != bottom[0].shape[0]:
+            raise self.shape_error("label bottom '%s'" % self.layer_param.bottom[1],
+                                   bottom[1].shape, bottom[0].shape[:1])
+        top[0].reshape(())
+
+    def _norm(self, n):
+        p = self.layer_param.hash_loss_param
+        return float(max(n, 1)) if p.normalization == caffe_pb2.HashLossParameter.BATCH_SIZE else 1.0
+
+    def forward_cpu(self, bottom, top):
+        p = self.layer_param.hash_loss_param
+        u = _flat(bottom[0])
+        lab = _labels(bottom[1], u.shape[0], self)
+        loss, self._grad = hash_loss(u, lab, p.scale, p.similar_weight, p.quantization_weight)
+        top[0].data[...] = loss / self._norm(u.shape[0])
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise CaffeError("HashLoss layer %s cannot backpropagate to label inputs" % self.name)
+        if propagate_down[0]:
+            scale = _loss_weight(top) / self._norm(self._grad.shape[0])
+            np.multiply(self._grad, scale, out=bottom[0].diff.reshape(self._grad.shape))
+
+
+# ------------------------------------------------------------------------------------------
+# Unsupervised entropy loss
+
+def entropy_loss(v, u, labels, num_classes, scale=1.0):
+    """Eq 7 with p_ij of eq 6: A_ik = scale·v_iᵀu_k, p_ij = Σ_{k∈j} e^A_ik / Σ_k e^A_ik,
+    H = −(1/n_t) Σ_i Σ_j p_ij log p_ij (0·log 0 = 0; classes absent from the batch have
+    p_ij = 0). With p̄_ik = e^A_ik / Σ_k' e^A_ik' and c(k) the class of source k,
+    ∂H/∂A_ik = −(1/n_t)·p̄_ik·(log p_i,c(k) − Σ_j p_ij log p_ij), which gives the target
+    gradient ∂H/∂v = scale·G·U (eq 32) and the source gradient ∂H/∂u = scale·Gᵀ·V (eq 25).
+    All in log space with max subtraction. Returns (H, dH/dv, dH/du)."""
+    nt = v.shape[0]
+    a = scale * (v.astype(np.float64) @ u.astype(np.float64).T)            # (n_t, n_s)
+    logz = logsumexp(a, 1)                                                   # (n_t,)
+    onehot = np.zeros((u.shape[0], num_classes), bool)
+    onehot[np.arange(u.shape[0]), labels] = True
+    present = onehot.any(0)
+    # log Σ_{k∈j} e^A_ik per present class, by a masked log-sum-exp
+    logp = np.full((nt, num_classes), -np.inf)
+    for j in np.flatnonzero(present):
+        logp[:, j] = logsumexp(a[:, onehot[:, j]], 1) - logz
+    p = np.exp(logp)
+    plogp = np.where(p > 0, p * np.where(np.isfinite(logp), logp, 0.0), 0.0)
+    h = -plogp.sum() / max(nt, 1)
+    pbar = np.exp(a - logz[:, None])                                         # (n_t, n_s)
+    ent = plogp.sum(1)                                                       # Σ_j p_ij log p_ij
+    g = -(pbar * (logp[:, labels] - ent[:, None])) / max(nt, 1)              # ∂H/∂A
+    dv = scale * (g @ u.astype(np.float64))
+    du = scale * (g.T @ v.astype(np.float64))
+    return float(h), dv.astype(v.dtype, copy=False), du.astype(u.dtype, copy=False)
+
+
+@register("EntropyLoss")
+class EntropyLossLayer(Layer):
+    """EntropyLoss — unsupervised target entropy loss (supplement eqs 6–7; gradients eq 25
+    for the source codes, eq 32 for the target codes).
+
+    Bottoms: target codes v (n_t × d), source codes u (n_s × d), source labels (n_s); top:
+    scalar (default loss_weight 1: η of eq 8). ``entropy_loss_param``: ``num_classes`` C
+    (required), ``scale`` (1.0, multiplies the inner products v_iᵀu_k). Target labels are never
+    read. Stable for large-norm codes (log-sum-exp with max subtraction).
+    """
+    exact_num_bottom = 3
+    exact_num_top = 1
+    auto_top_blobs = True
+    default_loss_weight = 1.0
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 2
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.entropy_loss_param
+        if not p.HasField("num_classes") or p.num_classes < 1:
+            raise CaffeError("EntropyLoss layer %s: entropy_loss_param.num_classes is required"
+                             % self.name)
+
+    def reshape(self, bottom, top):
+        if bottom[0].count(1) != bottom[1].count(1):
+            raise self.shape_error("source codes '%s' (per sample)" % self.layer_param.bottom[1],
+                                   bottom[1].shape, (bottom[1].shape[0],) + bottom[0].shape[1:])
+        if bottom[2].count() != bottom[1].shape[0]:
+            raise self.shape_error("source label bottom '%s'" % self.layer_param.bottom[2],
+                                   bottom[2].shape, bottom[1].shape[:1])
+        top[0].reshape(())
+
+    def forward_cpu(self, bottom, top):
+        p = self.layer_param.entropy_loss_param
+        v, u = _flat(bottom[0]), _flat(bottom[1])
+        lab = _labels(bottom[2], u.shape[0], self, p.num_classes)
+        h, self._dv, self._du = entropy_loss(v, u, lab, p.num_classes, p.scale)
+        top[0].data[...] = h
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[2]:
+            raise CaffeError("EntropyLoss layer %s cannot backpropagate to label inputs" % self.name)
+        w = _loss_weight(top)
+        for i, g in ((0, self._dv), (1, self._du)):
+            if propagate_down[i]:
+                np.multiply(g, w, out=bottom[i].diff.reshape(g.shape))
+
+
+# ------------------------------------------------------------------------------------------
+# Quantisation loss alone
+
+@register("QuantizationLoss")
+class QuantizationLossLayer(Layer):
+    """QuantizationLoss — Σ_i ‖u_i − sgn(u_i)‖² (the quantisation term of eq 5 on any codes;
+    the authors' code also applies it to target codes). Gradient 2(u − sgn u), sgn constant.
+    One bottom; scalar top (default loss_weight 1). ``quantization_loss_param.normalization``
+    NONE (default) or BATCH_SIZE."""
+    exact_num_bottom = 1
+    exact_num_top = 1
+    auto_top_blobs = True
+    default_loss_weight = 1.0
+
+    def reshape(self, bottom, top):
+        top[0].reshape(())
+
+    def _norm(self, n):
+        p = self.layer_param.quantization_loss_param
+        return float(max(n, 1)) if p.normalization == caffe_pb2.QuantizationLossParameter.BATCH_SIZE else 1.0
+
+    def forward_cpu(self, bottom, top):
+        u = bottom[0].data
+        self._r = u - sgn(u)
+        n = bottom[0].shape[0] if bottom[0].num_axes else 1
+        top[0].data[...] = float((self._r * self._r).sum()) / self._norm(n)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            n = bottom[0].shape[0] if bottom[0].num_axes else 1
+            np.multiply(self._r, 2.0 * _loss_weight(top) / self._norm(n), out=bottom[0].diff)
+
+
+# ------------------------------------------------------------------------------------------
+# Gradient reversal
+
+def gradient_scaler_coeff(param, iteration):
+    """λ_p = 2(u − l)/(1 + e^{−α p}) − (u − l) + l with p = min(1, iter/max_iter)."""
+    lo, hi = param.lower_bound, param.upper_bound
+    p = min(1.0, float(iteration) / param.max_iter) if param.max_iter > 0 else 1.0
+    return 2.0 * (hi - lo) / (1.0 + np.exp(-param.alpha * p)) - (hi - lo) + lo
+
+
+@register("GradientScaler")
+class GradientScalerLayer(NeuronLayer):
+    """GradientScaler — DANN's gradient reversal layer: y = x (data shared), dx = −λ_p·dy
+    with λ_p of ``gradient_scaler_coeff``. ``gradient_scaler_param { lower_bound (0)
+    upper_bound (1) alpha (10) max_iter (1) threshold_iter (0) }`` (field 149, Xlearn's); the
+    gradient is 0 until the iteration reaches ``threshold_iter`` (in Xlearn only on the GPU;
+    here on both). The solver hands the iteration over explicitly (``Net.set_iteration``)."""
+
+    def reshape(self, bottom, top):
+        top[0].reshape(bottom[0].shape)
+        if top[0] is not bottom[0]:
+            top[0].share_data(bottom[0])
+
+    def forward_cpu(self, bottom, top):
+        pass
+
+    def coeff(self):
+        p = self.layer_param.gradient_scaler_param
+        if self.iteration < p.threshold_iter:
+            return 0.0
+        return float(gradient_scaler_coeff(p, self.iteration))
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            np.multiply(top[0].diff, -self.coeff(), out=bottom[0].diff)

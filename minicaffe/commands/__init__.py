@@ -1,0 +1,1 @@
+"""The command-line programs; each module has main(argv=None) -> exit status."""

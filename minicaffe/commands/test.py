@@ -1,0 +1,65 @@
+"""``tools/test``: score a trained model in the TEST phase, as ``caffe test``.
+
+    tools/test --model M --weights W [--iterations 50] [--gpu N] [--level N] [--stage a,b]
+
+Logs ``Batch i, name = v`` for every output element of every iteration, then ``Loss: L`` and
+``name = mean`` (with ``(* w = x loss)`` for loss outputs).
+"""
+import argparse
+import logging
+
+import numpy as np
+
+from ._cli import run, setup_logging
+
+log = logging.getLogger("minicaffe")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="test", description="Score a model in the TEST phase.")
+    p.add_argument("--model", required=True, help="net prototxt")
+    p.add_argument("--weights", required=True, help="comma-separated .caffemodel files")
+    p.add_argument("--iterations", type=int, default=50)
+    p.add_argument("--gpu", default=None)
+    p.add_argument("--level", type=int, default=0)
+    p.add_argument("--stage", default="")
+    p.add_argument("--debug", action="store_true")
+    return p
+
+
+def score(net, iterations):
+    """Run ``iterations`` forwards; return (mean loss, {output: mean per element})."""
+    sums, loss = {}, 0.0
+    for i in range(iterations):
+        loss += net.forward_prefilled()
+        k = 0
+        for name in net.outputs:
+            vals = net.blobs[name].cpu_data().astype(np.float64).ravel()
+            for v in vals:
+                log.info("Batch %d, %s = %g", i, name, v)
+                k += 1
+            sums[name] = sums.get(name, 0) + vals
+    n = max(1, iterations)
+    return loss / n, {k: v / n for k, v in sums.items()}
+
+
+def test(args):
+    from minicaffe.net import Net, TEST
+    from .train import select_device
+    setup_logging()
+    select_device(args.gpu)
+    stages = [s for s in args.stage.split(",") if s]
+    net = Net(args.model, TEST, weights=args.weights, level=args.level, stages=stages)
+    log.info("Running for %d iterations.", args.iterations)
+    loss, means = score(net, args.iterations)
+    log.info("Loss: %g", loss)
+    for name in net.outputs:
+        w = net.blob_loss_weights.get(name, 0.0)
+        for v in means[name]:
+            extra = " (* %g = %g loss)" % (w, w * v) if w else ""
+            log.info("%s = %g%s", name, v, extra)
+    return 0
+
+
+def main(argv=None):
+    return run(test, argv, parser=build_parser())

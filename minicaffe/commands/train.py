@@ -1,0 +1,89 @@
+"""``tools/train``: train a net from a solver prototxt, as ``caffe train``.
+
+    tools/train --solver S [--weights a.caffemodel[,b]] [--snapshot X.solverstate] [--gpu N]
+                [--level N] [--stage a,b] [--sigint_effect snapshot|stop|none]
+                [--sighup_effect snapshot|stop|none] [--debug]
+
+Caffe's single-dash forms (``-solver S``, ``-solver=S``) work too. Ctrl-C snapshots, then
+stops (``--sigint_effect``); a NaN loss stops with a snapshot of the last finite state.
+"""
+import argparse
+import logging
+
+from minicaffe import backend
+from minicaffe.errors import CaffeError
+from minicaffe.proto import caffe_pb2
+
+from ._cli import run, setup_logging
+
+log = logging.getLogger("minicaffe")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="train", description="Train a net from a solver prototxt.")
+    p.add_argument("--solver", required=True, help="solver prototxt")
+    p.add_argument("--weights", default="", help="comma-separated .caffemodel files to start from")
+    p.add_argument("--snapshot", default="", help=".solverstate to resume from")
+    p.add_argument("--gpu", default=None, help="GPU id (uses the solver's solver_mode when absent)")
+    p.add_argument("--level", type=int, default=None, help="net state level")
+    p.add_argument("--stage", default="", help="comma-separated net state stages")
+    p.add_argument("--sigint_effect", default="snapshot", choices=["snapshot", "stop", "none"])
+    p.add_argument("--sighup_effect", default="snapshot", choices=["snapshot", "stop", "none"])
+    p.add_argument("--iterations", type=int, default=None, help=argparse.SUPPRESS)  # ignored, as caffe
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def select_device(gpu, solver_param=None):
+    """--gpu N wins; else an explicit solver_mode: GPU (the proto default is ignored, as Caffe).
+    A solver file that asks for GPU on a machine without one falls back to the CPU with a
+    warning (every public solver file says solver_mode: GPU); --gpu without a GPU is an error."""
+    if gpu is not None and gpu != "":
+        ids = str(gpu).split(",")
+        if ids[0] == "all":
+            ids = ["0"]
+        if len(ids) > 1:
+            log.warning("Multi-GPU training runs on one process here; using GPU %s "
+                        "(see the README for MPI data-parallel training)", ids[0])
+        try:
+            dev = int(ids[0])
+        except ValueError:
+            raise CaffeError("--gpu must be a device id or 'all', got %r" % gpu) from None
+        backend.set_mode_gpu()
+        backend.set_device(dev)
+        log.info("Using GPU %d", dev)
+        return
+    if solver_param is not None and solver_param.HasField("solver_mode") and \
+            solver_param.solver_mode == caffe_pb2.SolverParameter.GPU:
+        if backend.gpu_available():
+            backend.set_mode_gpu()
+            backend.set_device(solver_param.device_id)
+            log.info("Using GPU %d", solver_param.device_id)
+            return
+        log.warning("The solver asks for solver_mode: GPU but no CUDA device is usable; "
+                    "training on the CPU")
+    backend.set_mode_cpu()
+    log.info("Use CPU.")
+
+
+def train(args):
+    from minicaffe import protoio
+    from minicaffe.solver import Solver
+    if args.snapshot and args.weights:
+        raise CaffeError("Give a snapshot to resume training or weights to finetune but not both.")
+    setup_logging()
+    sp = protoio.read_solver_param(args.solver)
+    select_device(args.gpu, sp)
+    stages = [s for s in args.stage.split(",") if s]
+    weights = [w for w in args.weights.split(",") if w]
+    solver = Solver(args.solver, weights=weights or None, level=args.level, stages=stages or None)
+    solver.install_signal_handlers(args.sigint_effect, args.sighup_effect)
+    if args.snapshot:
+        log.info("Resuming from %s", args.snapshot)
+    log.info("Starting Optimization")
+    solver.solve(args.snapshot or None)
+    return 0
+
+
+def main(argv=None):
+    return run(train, argv, parser=build_parser())

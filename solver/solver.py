@@ -1,0 +1,468 @@
+"""The solver: Caffe's step loop (test, display, update, snapshot) and restore.
+
+Per iteration (solver.cpp:Step): clear param diffs → test (at test_interval) → iter_size
+forward/backward passes → smoothed loss → display → ApplyUpdate (lr → clip → /iter_size →
+regularise → rule → ``w -= diff`` → ++iter) → snapshot. The iteration is handed to every layer
+before each step (``net.set_iteration``): no global message bus.
+"""
+import json
+import logging
+import math
+import os
+import signal
+import time
+
+import numpy as np
+
+from minicaffe import backend, protoio
+from minicaffe.errors import CaffeError, ModelFileError
+from minicaffe.io import blobproto_bytes, blobproto_to_array
+from minicaffe.net import Net
+from minicaffe.proto import caffe_pb2
+
+from .lr_policy import check_policy, learning_rate
+from .updates import RULES, check_solver_param
+
+log = logging.getLogger("minicaffe")
+
+
+class TrainingDiverged(CaffeError):
+    """The loss became NaN or infinite."""
+
+
+def _resolve(path, solver_path):
+    """A net path as Caffe resolves it (the cwd), else relative to the solver file."""
+    if os.path.exists(path) or not solver_path:
+        return path
+    alt = os.path.join(os.path.dirname(os.path.abspath(solver_path)), path)
+    return alt if os.path.exists(alt) else path
+
+
+class Solver:
+    """``Solver(solver_prototxt_or_SolverParameter)``; pycaffe's attributes: ``net``,
+    ``test_nets``, ``iter``, ``step(n)``, ``solve()``, ``restore()``, ``snapshot()``,
+    ``add_callback(on_start, on_gradients_ready)``."""
+
+    def __init__(self, solver, *, weights=None, level=None, stages=None, dtype=np.float32,
+                 type_override=None):
+        if isinstance(solver, caffe_pb2.SolverParameter):
+            p = caffe_pb2.SolverParameter()
+            p.CopyFrom(solver)
+            self.solver_path = ""
+        else:
+            self.solver_path = os.fspath(solver)
+            p = protoio.read_solver_param(self.solver_path)
+        if type_override:
+            p.type = type_override
+        check_solver_param(p)
+        check_policy(p)
+        if p.snapshot_format == caffe_pb2.SolverParameter.HDF5 and p.HasField("snapshot_format"):
+            raise CaffeError("snapshot_format: HDF5 is not supported; use BINARYPROTO")
+        if level is not None:
+            for st in [p.train_state] + list(p.test_state):
+                st.level = level
+        if stages:
+            for st in [p.train_state] + list(p.test_state):
+                del st.stage[:]
+                st.stage.extend(stages)
+        if weights:
+            del p.weights[:]
+            p.weights.extend(weights if isinstance(weights, (list, tuple)) else [weights])
+        self.param = p
+        self.dtype = np.dtype(dtype)
+        self.rule, self.num_histories = RULES[p.type]
+        if p.random_seed >= 0:
+            backend.set_random_seed(p.random_seed)
+        self.iter = 0
+        self.current_step = 0
+        self.callbacks = []
+        self.iteration_callbacks = []
+        self.requested_action = None   # "stop" or "snapshot", set by signal handlers
+        self.last_snapshot = None
+        self._losses, self._smoothed_loss = [], 0.0
+        self.net = self._init_train_net()
+        self.test_nets = self._init_test_nets()
+        for w in p.weights:
+            for n in [self.net] + self.test_nets:
+                n.copy_from(w)
+        self.history = [np.zeros(b.shape, self.dtype) for b in self.net.learnable_params]
+        self.history2 = ([np.zeros(b.shape, self.dtype) for b in self.net.learnable_params]
+                         if self.num_histories == 2 else [])
+
+    @property
+    def type(self):
+        return self.param.type
+
+    # --- nets --------------------------------------------------------------------------------
+    def _net_param(self, which, index=None):
+        p = self.param
+        if which == "train":
+            sources = [p.HasField("train_net_param"), p.HasField("train_net"),
+                       p.HasField("net_param"), p.HasField("net")]
+            if sum(sources) != 1:
+                raise CaffeError("%s: give exactly one of train_net_param, train_net, net_param "
+                                 "or net (found %d)" % (self.solver_path or "solver", sum(sources)))
+            if p.HasField("train_net_param"):
+                return protoio.read_net_param(p.train_net_param)
+            if p.HasField("train_net"):
+                return protoio.read_net_param(_resolve(p.train_net, self.solver_path))
+            if p.HasField("net_param"):
+                return protoio.read_net_param(p.net_param)
+            return protoio.read_net_param(_resolve(p.net, self.solver_path))
+        raise ValueError(which)
+
+    def _init_train_net(self):
+        np_ = self._net_param("train")
+        state = caffe_pb2.NetState()
+        state.phase = caffe_pb2.TRAIN
+        state.MergeFrom(np_.state)
+        state.MergeFrom(self.param.train_state)
+        log.info("Creating training net%s", " from net file: " + self.param.net if self.param.net else "")
+        return Net(np_, state=state, dtype=self.dtype)
+
+    def _init_test_nets(self):
+        p = self.param
+        generic = int(p.HasField("net_param")) + int(p.HasField("net"))
+        if generic > 1:
+            raise CaffeError("Only one of net_param and net may be given")
+        sources = [protoio.read_net_param(x) for x in p.test_net_param]
+        sources += [protoio.read_net_param(_resolve(x, self.solver_path)) for x in p.test_net]
+        n_specific = len(sources)
+        if generic:
+            if len(p.test_iter) < n_specific:
+                raise CaffeError("test_iter must be specified for each test network.")
+        elif len(p.test_iter) != n_specific:
+            raise CaffeError("test_iter must be specified for each test network (%d test nets, %d "
+                             "test_iter)" % (n_specific, len(p.test_iter)))
+        n_generic = len(p.test_iter) - n_specific
+        if n_generic:
+            base = (protoio.read_net_param(p.net_param) if p.HasField("net_param")
+                    else protoio.read_net_param(_resolve(p.net, self.solver_path)))
+            sources += [base] * n_generic
+        if p.test_state and len(p.test_state) != len(sources):
+            raise CaffeError("test_state must be unspecified or specified once per test net.")
+        if sources and p.test_interval <= 0:
+            raise CaffeError("test_interval must be > 0 when there are test nets")
+        nets = []
+        for i, src in enumerate(sources):
+            state = caffe_pb2.NetState()
+            state.phase = caffe_pb2.TEST
+            state.MergeFrom(src.state)
+            if p.test_state:
+                state.MergeFrom(p.test_state[i])
+            log.info("Creating test net (#%d) specified by %s", i,
+                     "test_net_param" if i < len(p.test_net_param) else
+                     "test_net file" if i < n_specific else "net")
+            nets.append(Net(src, state=state, dtype=self.dtype))
+        return nets
+
+    # --- callbacks ---------------------------------------------------------------------------
+    def add_callback(self, on_start=None, on_gradients_ready=None):
+        """pycaffe: ``on_start()`` before each iteration's passes, ``on_gradients_ready()``
+        before the update."""
+        self.callbacks.append((on_start, on_gradients_ready))
+
+    def add_iteration_callback(self, fn):
+        """``fn(solver)`` after each completed iteration (after the update and snapshot)."""
+        self.iteration_callbacks.append(fn)
+
+    # --- the loop ----------------------------------------------------------------------------
+    def step(self, iters):
+        p = self.param
+        start_iter = self.iter
+        stop_iter = self.iter + iters
+        self._losses, self._smoothed_loss = [], 0.0
+        t0, iter_t0 = time.time(), self.iter
+        while self.iter < stop_iter:
+            self.net.clear_param_diffs()
+            if p.test_interval and self.iter % p.test_interval == 0 and \
+                    (self.iter > 0 or p.test_initialization):
+                self.test_all()
+                if self.requested_action == "stop":
+                    break
+            for on_start, _ in self.callbacks:
+                if on_start:
+                    on_start()
+            self.net.set_iteration(self.iter)
+            display = p.display and self.iter % p.display == 0
+            loss = 0.0
+            for _ in range(max(1, p.iter_size)):
+                loss += self.net.forward_backward()
+            loss /= max(1, p.iter_size)
+            if not math.isfinite(loss):
+                self._diverged(loss)
+            self._update_smoothed_loss(loss, start_iter, p.average_loss)
+            if display:
+                dt = time.time() - t0
+                rate = (self.iter - iter_t0) / dt if dt > 0 and self.iter > iter_t0 else 0.0
+                per = dt / (self.iter - iter_t0) * p.display if self.iter > iter_t0 else 0.0
+                eta = ""
+                if rate > 0:
+                    left = (self.param.max_iter - self.iter) / rate
+                    eta = ", ETA %s" % _hms(max(0.0, left))
+                log.info("Iteration %d (%.4g iter/s, %.4gs/%d iters), loss = %.6g%s",
+                         self.iter, rate, per, p.display, self._smoothed_loss, eta)
+                t0, iter_t0 = time.time(), self.iter
+                self._log_outputs(self.net, "Train", None)
+            for _, on_grad in self.callbacks:
+                if on_grad:
+                    on_grad()
+            self.apply_update()
+            if self.requested_action == "snapshot":
+                self.snapshot()
+                self.requested_action = None
+            elif self.requested_action == "stop_snapshot":
+                self.snapshot()
+                self.requested_action = "stop"
+            elif p.snapshot and self.iter % p.snapshot == 0:
+                self.snapshot()
+            for fn in self.iteration_callbacks:
+                fn(self)
+            if self.requested_action == "stop":
+                break
+
+    def solve(self, resume_file=None):
+        p = self.param
+        log.info("Solving %s", self.net.name)
+        log.info("Learning Rate Policy: %s", p.lr_policy)
+        if resume_file:
+            log.info("Restoring previous solver status from %s", resume_file)
+            self.restore(resume_file)
+        self.step(p.max_iter - self.iter)
+        if self.requested_action == "stop":
+            log.info("Optimization stopped early.")
+            return
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+            self.snapshot()
+        if p.display and self.iter % p.display == 0:
+            loss = self.net.forward_prefilled()
+            log.info("Iteration %d, loss = %.6g", self.iter, loss)
+        if p.test_interval and self.iter % p.test_interval == 0:
+            self.test_all()
+        log.info("Optimization Done.")
+
+    def _update_smoothed_loss(self, loss, start_iter, average_loss):
+        n = max(1, average_loss)
+        if len(self._losses) < n:
+            self._losses.append(loss)
+            k = len(self._losses)
+            self._smoothed_loss = (self._smoothed_loss * (k - 1) + loss) / k
+        else:
+            idx = (self.iter - start_iter) % n
+            self._smoothed_loss += (loss - self._losses[idx]) / n
+            self._losses[idx] = loss
+
+    @property
+    def smoothed_loss(self):
+        return self._smoothed_loss
+
+    def _log_outputs(self, net, kind, sums):
+        k = 0
+        for name in net.outputs:
+            w = net.blob_loss_weights.get(name, 0.0)
+            vals = net.blobs[name].cpu_data().ravel() if sums is None else sums[name]
+            for v in vals:
+                extra = " (* %g = %g loss)" % (w, w * v) if w else ""
+                log.info("    %s net output #%d: %s = %.6g%s", kind, k, name, v, extra)
+                k += 1
+
+    def _diverged(self, loss):
+        bad = None
+        for lname, tops in zip(self.net._layer_names, self.net._top_vecs):
+            if any(not np.all(np.isfinite(t.cpu_data())) for t in tops):
+                bad = lname
+                break
+        self.net.clear_param_diffs()
+        path = self.snapshot()  # the weights are still those of the last finite step
+        raise TrainingDiverged(
+            "Loss is %s at iteration %d; the first layer whose output is not finite is %s. %s"
+            % (loss, self.iter, "'%s'" % bad if bad else "none (the loss layer itself)",
+               "The last finite state was written to %s." % path[1] if path else ""))
+
+    # --- update ------------------------------------------------------------------------------
+    def get_learning_rate(self):
+        rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
+        return rate
+
+    def apply_update(self):
+        p = self.param
+        rate = self.get_learning_rate()
+        if p.display and self.iter % p.display == 0:
+            log.info("Iteration %d, lr = %.6g", self.iter, rate)
+        params = self.net.learnable_params
+        if p.clip_gradients >= 0:
+            norm = math.sqrt(sum(b.sumsq_diff() for b in params))
+            if norm > p.clip_gradients:
+                factor = p.clip_gradients / norm
+                log.info("Gradient clipping: scaling down gradients (L2 norm %g > %g) by scale "
+                         "factor %g", norm, p.clip_gradients, factor)
+                for b in params:
+                    b.scale_diff(factor)
+        t = self.iter + 1
+        l1 = p.regularization_type == "L1"
+        for i, b in enumerate(params):
+            g = b.diff
+            if p.iter_size > 1:
+                g *= 1.0 / p.iter_size
+            decay = p.weight_decay * self.net.params_weight_decay[i]
+            if decay:
+                if l1:
+                    g += decay * np.sign(b.cpu_data())
+                else:
+                    g += decay * b.cpu_data()
+            lr = rate * self.net.params_lr[i]
+            self.rule(g, self.history[i], self.history2[i] if self.history2 else None, lr, p, t)
+            b.update()
+        self.iter += 1
+
+    # --- testing -----------------------------------------------------------------------------
+    def test_all(self):
+        for i in range(len(self.test_nets)):
+            self.test(i)
+
+    def test(self, i):
+        p = self.param
+        log.info("Iteration %d, Testing net (#%d)", self.iter, i)
+        net = self.test_nets[i]
+        net.share_with(self.net)
+        sums = {}
+        loss = 0.0
+        for _ in range(p.test_iter[i]):
+            iter_loss = net.forward_prefilled()
+            if p.test_compute_loss:
+                loss += iter_loss
+            for name in net.outputs:
+                v = net.blobs[name].cpu_data().astype(np.float64).ravel()
+                sums[name] = sums.get(name, 0) + v
+        n = max(1, p.test_iter[i])
+        if p.test_compute_loss:
+            log.info("Test loss: %g", loss / n)
+        means = {k: v / n for k, v in sums.items()}
+        self._log_outputs(net, "Test", means)
+        self.last_test_results = getattr(self, "last_test_results", {})
+        self.last_test_results[i] = {k: (v[0] if v.size == 1 else v) for k, v in means.items()}
+        return self.last_test_results[i]
+
+    # --- snapshots ---------------------------------------------------------------------------
+    def snapshot_filename(self, ext):
+        return "%s_iter_%d%s" % (self.param.snapshot_prefix, self.iter, ext)
+
+    def snapshot(self):
+        """Write ``<prefix>_iter_N.caffemodel`` and ``.solverstate`` (atomically); return both
+        paths."""
+        model = self.snapshot_filename(".caffemodel")
+        d = os.path.dirname(model)
+        if d and not os.path.isdir(d):
+            os.makedirs(d, exist_ok=True)
+        log.info("Snapshotting to binary proto file %s", model)
+        self.net.save(model, write_diff=self.param.snapshot_diff)
+        state_path = self.snapshot_filename(".solverstate")
+        log.info("Snapshotting solver state to binary proto file %s", state_path)
+        st = caffe_pb2.SolverState()
+        st.iter = self.iter
+        st.learned_net = model
+        st.current_step = self.current_step
+        for h in self.history + self.history2:
+            st.history.add().MergeFromString(blobproto_bytes(h))
+        st.minicaffe_state = json.dumps(self._extra_state()).encode()
+        protoio.write_proto_binary(state_path, st)
+        self.last_snapshot = (model, state_path)
+        return model, state_path
+
+    def _extra_state(self):
+        layers = {}
+        for net_name, net in [("train", self.net)] + [("test%d" % i, n) for i, n in enumerate(self.test_nets)]:
+            for lname, layer in zip(net._layer_names, net.layers):
+                s = layer.get_state()
+                if s is not None:
+                    layers["%s/%s" % (net_name, lname)] = s
+        return {"rng": backend.rng_state(), "layers": layers}
+
+    def restore(self, state_file):
+        """Resume from a .solverstate: iteration, lr step, histories, the weights it names and
+        (minicaffe's extension) the generator and data positions."""
+        st = protoio.read_proto_binary(state_file, caffe_pb2.SolverState)
+        hist = self.history + self.history2
+        if len(st.history) != len(hist):
+            raise ModelFileError("%s: incorrect length of history blobs (%d in the file, the %s "
+                                 "solver on this net needs %d)" % (state_file, len(st.history),
+                                                                   self.param.type, len(hist)))
+        arrays = []
+        for i, (h, proto) in enumerate(zip(hist, st.history)):
+            a = blobproto_to_array(proto)
+            if a.size != h.size:
+                raise ModelFileError("%s: history blob %d has %d values, the net's param has %d"
+                                     % (state_file, i, a.size, h.size))
+            arrays.append(a.reshape(h.shape))
+        if st.learned_net:
+            model = st.learned_net
+            if not os.path.exists(model):
+                alt = os.path.join(os.path.dirname(os.path.abspath(state_file)),
+                                   os.path.basename(model))
+                model = alt if os.path.exists(alt) else model
+            self.net.copy_from(model)
+        for h, a in zip(hist, arrays):
+            h[...] = a
+        self.iter = st.iter
+        self.current_step = st.current_step
+        if st.minicaffe_state:
+            extra = json.loads(st.minicaffe_state.decode())
+            if "rng" in extra:
+                backend.set_rng_state(extra["rng"])
+            for net_name, net in [("train", self.net)] + [("test%d" % i, n) for i, n in enumerate(self.test_nets)]:
+                for lname, layer in zip(net._layer_names, net.layers):
+                    key = "%s/%s" % (net_name, lname)
+                    if key in extra.get("layers", {}):
+                        layer.set_state(extra["layers"][key])
+
+    # --- signals -----------------------------------------------------------------------------
+    def install_signal_handlers(self, sigint_effect="snapshot", sighup_effect="snapshot"):
+        """Ctrl-C / SIGHUP: finish the current iteration, then snapshot and/or stop."""
+        actions = {"stop": "stop", "snapshot": "stop_snapshot", "none": None}
+
+        def handler_for(effect, alt):
+            def handler(signum, frame):
+                act = actions[effect] if effect in actions else None
+                if signum == getattr(signal, "SIGHUP", None) and effect == "snapshot":
+                    act = "snapshot"  # SIGHUP snapshots and goes on, as in Caffe
+                if act:
+                    log.info("%s received: %s after this iteration",
+                             signal.Signals(signum).name, act.replace("_", " then "))
+                    self.requested_action = act
+            return handler
+
+        for eff in (sigint_effect, sighup_effect):
+            if eff not in actions:
+                raise CaffeError("signal effect must be stop, snapshot or none, got %r" % eff)
+        signal.signal(signal.SIGINT, handler_for(sigint_effect, None))
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, handler_for(sighup_effect, None))
+
+
+def _hms(seconds):
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return "%d:%02d:%02d" % (h, m, s) if h else "%d:%02d" % (m, s)
+
+
+def _typed(name):
+    class Typed(Solver):
+        def __init__(self, solver, **kw):
+            super().__init__(solver, type_override=name, **kw)
+    Typed.__name__ = Typed.__qualname__ = name + "Solver"
+    Typed.__doc__ = "pycaffe's caffe.%sSolver(path): a Solver of type %s." % (name, name)
+    return Typed
+
+
+SGDSolver = _typed("SGD")
+NesterovSolver = _typed("Nesterov")
+AdaGradSolver = _typed("AdaGrad")
+RMSPropSolver = _typed("RMSProp")
+AdaDeltaSolver = _typed("AdaDelta")
+AdamSolver = _typed("Adam")
+
+
+def get_solver(path, **kw):
+    """pycaffe's caffe.get_solver: a solver of the type the file names."""
+    return Solver(path, **kw)

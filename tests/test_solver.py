@@ -1,0 +1,386 @@
+"""Solvers against hand computations, lr policies, iter_size, snapshots, determinism, tests."""
+import math
+import os
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+import minicaffe as caffe
+from minicaffe.proto import caffe_pb2
+from minicaffe.solver.lr_policy import learning_rate
+
+X = np.array([[1.0, -2.0, 0.5], [0.3, 0.7, -1.1]], np.float32)
+
+# loss = Σ y with y = xWᵀ + b: dW = 1·Σ_m x_m (each row), db = M. Weights start from a seeded
+# gaussian, so W changes deterministically and the histories can be computed by hand.
+LINEAR = """
+name: "linear"
+layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" loss_weight: 1
+        param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+        inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.3 }
+                              bias_filler { type: "constant" value: 0.5 } } }
+"""
+
+
+def make_solver(extra, net=LINEAR, cls=caffe.get_solver):
+    p = caffe_pb2.SolverParameter()
+    text_format.Merge(extra, p)
+    text_format.Merge(net, p.net_param)
+    p.random_seed = 3
+    s = cls(p)
+    if s.net.blobs["x"].shape == X.shape:
+        s.net.blobs["x"].data[...] = X
+    return s
+
+
+def grads(w):
+    gw = np.tile(X.sum(0), (2, 1)).astype(np.float64)
+    gb = np.full(2, 2.0)
+    return gw, gb
+
+
+def run_reference(rule, p, w0, b0, steps, lr_at):
+    w, b = w0.astype(np.float64), b0.astype(np.float64)
+    hist = {k: [np.zeros_like(w), np.zeros_like(b)] for k in ("h", "v")}
+    for it in range(steps):
+        lr = lr_at(it)
+        gw, gb = grads(w)
+        gw = gw + p["wd"] * w          # decay_mult 1 on W, 0 on b
+        for idx, (g, lrm) in enumerate(((gw, 1.0), (gb, 2.0))):
+            step = rule(g, hist, idx, lr * lrm, it + 1)
+            if idx == 0:
+                w = w - step
+            else:
+                b = b - step
+    return w, b
+
+
+def sgd_ref(mu):
+    def rule(g, hist, i, lr, t):
+        hist["h"][i] = mu * hist["h"][i] + lr * g
+        return hist["h"][i]
+    return rule
+
+
+def nesterov_ref(mu):
+    def rule(g, hist, i, lr, t):
+        old = hist["h"][i]
+        hist["h"][i] = mu * old + lr * g
+        return (1 + mu) * hist["h"][i] - mu * old
+    return rule
+
+
+def adagrad_ref(delta):
+    def rule(g, hist, i, lr, t):
+        hist["h"][i] = hist["h"][i] + g * g
+        return lr * g / (np.sqrt(hist["h"][i]) + delta)
+    return rule
+
+
+def rmsprop_ref(decay, delta):
+    def rule(g, hist, i, lr, t):
+        hist["h"][i] = decay * hist["h"][i] + (1 - decay) * g * g
+        return lr * g / (np.sqrt(hist["h"][i]) + delta)
+    return rule
+
+
+def adadelta_ref(mu, delta):
+    def rule(g, hist, i, lr, t):
+        hist["h"][i] = mu * hist["h"][i] + (1 - mu) * g * g
+        u = g * np.sqrt((hist["v"][i] + delta) / (hist["h"][i] + delta))
+        hist["v"][i] = mu * hist["v"][i] + (1 - mu) * u * u
+        return lr * u
+    return rule
+
+
+def adam_ref(b1, b2, eps):
+    def rule(g, hist, i, lr, t):
+        hist["h"][i] = b1 * hist["h"][i] + (1 - b1) * g
+        hist["v"][i] = b2 * hist["v"][i] + (1 - b2) * g * g
+        return lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * hist["h"][i] / (np.sqrt(hist["v"][i]) + eps)
+    return rule
+
+
+CASES = [
+    ('type: "SGD" momentum: 0.9', sgd_ref(0.9)),
+    ('type: "Nesterov" momentum: 0.9', nesterov_ref(0.9)),
+    ('type: "AdaGrad" delta: 1e-8', adagrad_ref(1e-8)),
+    ('type: "RMSProp" rms_decay: 0.98 delta: 1e-8', rmsprop_ref(0.98, 1e-8)),
+    ('type: "AdaDelta" momentum: 0.95 delta: 1e-6', adadelta_ref(0.95, 1e-6)),
+    ('type: "Adam" momentum: 0.9 momentum2: 0.999 delta: 1e-8', adam_ref(0.9, 0.999, 1e-8)),
+]
+
+
+@pytest.mark.parametrize("spec,rule", CASES, ids=[c[0].split('"')[1] for c in CASES])
+def test_update_rules_match_hand_computation(spec, rule):
+    s = make_solver(spec + ' base_lr: 0.01 lr_policy: "fixed" weight_decay: 0.1 max_iter: 4')
+    w0 = s.net.params["ip"][0].data.copy()
+    b0 = s.net.params["ip"][1].data.copy()
+    s.step(4)
+    w, b = run_reference(rule, {"wd": 0.1}, w0, b0, 4, lambda it: 0.01)
+    assert s.iter == 4
+    assert np.allclose(s.net.params["ip"][0].data, w, rtol=1e-4, atol=1e-6)
+    assert np.allclose(s.net.params["ip"][1].data, b, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(w, w0)
+
+
+def test_l1_regularisation_and_lr_mult():
+    s = make_solver('base_lr: 0.1 lr_policy: "fixed" weight_decay: 0.5 regularization_type: "L1"')
+    w0 = s.net.params["ip"][0].data.copy()
+    s.step(1)
+    gw, _ = grads(w0)
+    assert np.allclose(s.net.params["ip"][0].data, w0 - 0.1 * (gw + 0.5 * np.sign(w0)), atol=1e-6)
+    assert np.allclose(s.net.params["ip"][1].data, 0.5 - 0.1 * 2 * 2.0)
+
+
+def test_clip_gradients_before_normalisation():
+    s = make_solver('base_lr: 1 lr_policy: "fixed" clip_gradients: 1 iter_size: 2')
+    w0 = s.net.params["ip"][0].data.copy()
+    s.step(1)
+    gw, gb = grads(w0)
+    gw, gb = 2 * gw, 2 * gb                    # two accumulated passes
+    norm = np.sqrt((gw ** 2).sum() + (gb ** 2).sum())
+    scale = 1.0 / norm / 2                     # clip to 1, then divide by iter_size
+    assert np.allclose(s.net.params["ip"][0].data, w0 - gw * scale, atol=1e-6)
+
+
+def test_iter_size_equals_bigger_batch():
+    net2 = LINEAR.replace("dim: 2 dim: 3", "dim: 4 dim: 3")
+    a = make_solver('base_lr: 0.1 lr_policy: "fixed" momentum: 0.9 iter_size: 2')
+    b = make_solver('base_lr: 0.05 lr_policy: "fixed" momentum: 0.9', net=net2)  # Σ over 4 rows = 2× the gradient
+    b.net.blobs["x"].data[...] = np.vstack([X, X])
+    b.net.params["ip"][0].data[...] = a.net.params["ip"][0].data
+    b.net.params["ip"][1].data[...] = a.net.params["ip"][1].data
+    a.step(3)
+    b.step(3)
+    assert np.allclose(a.net.params["ip"][0].data, b.net.params["ip"][0].data, atol=1e-6)
+
+
+class P:
+    def __init__(self, **kw):
+        self.__dict__.update(dict(base_lr=0.1, gamma=0.5, power=2.0, stepsize=10,
+                                  max_iter=100, stepvalue=[3, 5, 20]), **kw)
+
+
+@pytest.mark.parametrize("policy,it,expected", [
+    ("fixed", 50, 0.1),
+    ("step", 25, 0.1 * 0.5 ** 2),
+    ("exp", 3, 0.1 * 0.5 ** 3),
+    ("inv", 4, 0.1 * (1 + 0.5 * 4) ** -2.0),
+    ("poly", 50, 0.1 * (1 - 0.5) ** 2),
+    ("sigmoid", 12, 0.1 / (1 + math.exp(-0.5 * 2))),
+])
+def test_lr_policies(policy, it, expected):
+    rate, _ = learning_rate(P(lr_policy=policy), it, 0)
+    assert np.isclose(rate, expected)
+
+
+def test_multistep_advances_one_step_per_call():
+    p = P(lr_policy="multistep")
+    step = 0
+    rates = []
+    for it in [0, 2, 10, 11, 12, 25]:
+        r, step = learning_rate(p, it, step)
+        rates.append(r)
+    # at it=10 both stepvalues 3 and 5 are passed, but only one step is taken per call
+    assert np.allclose(rates, [0.1, 0.1, 0.05, 0.025, 0.025, 0.0125])
+
+
+def test_missing_or_unknown_policy_and_type():
+    with pytest.raises(caffe.CaffeError, match="Unknown learning rate policy"):
+        make_solver("base_lr: 0.1")
+    with pytest.raises(caffe.CaffeError, match="Unknown learning rate policy: 'cosine'"):
+        make_solver('base_lr: 0.1 lr_policy: "cosine"')
+    with pytest.raises(caffe.CaffeError, match="Unknown solver type: 'Lion'"):
+        make_solver('base_lr: 0.1 lr_policy: "fixed" type: "Lion"')
+    with pytest.raises(caffe.CaffeError, match="Momentum cannot be used with AdaGrad"):
+        make_solver('base_lr: 0.1 lr_policy: "fixed" type: "AdaGrad" momentum: 0.9')
+
+
+def test_smoothed_loss_average():
+    s = make_solver('base_lr: 0.0 lr_policy: "fixed" average_loss: 3')
+    losses = []
+    s.add_iteration_callback(lambda sv: losses.append(sv.smoothed_loss))
+    s.step(5)
+    assert np.allclose(losses, losses[0])  # lr 0: constant loss, constant average
+    assert np.isclose(losses[0], float(s.net.blobs["y"].data.sum()), rtol=1e-5)
+
+
+NOISY = """
+name: "noisy"
+layer { name: "d" type: "DummyData" top: "x" dummy_data_param { shape { dim: 4 dim: 3 } data_filler { type: "gaussian" } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+        inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
+layer { name: "relu" type: "ReLU" bottom: "y" top: "y" }
+layer { name: "ip2" type: "InnerProduct" bottom: "y" top: "z" loss_weight: 1
+        inner_product_param { num_output: 1 weight_filler { type: "xavier" } } }
+"""
+
+
+def _noisy_solver(tmp_path, extra=""):
+    p = caffe_pb2.SolverParameter()
+    text_format.Merge('base_lr: 0.01 lr_policy: "step" gamma: 0.5 stepsize: 3 momentum: 0.9 '
+                      'type: "Adam" random_seed: 11 max_iter: 8 snapshot_after_train: false ' + extra, p)
+    text_format.Merge(NOISY, p.net_param)
+    p.snapshot_prefix = str(tmp_path / "snap")
+    return caffe.get_solver(p)
+
+
+def test_same_seed_bit_identical(tmp_path):
+    a = _noisy_solver(tmp_path)
+    a.step(6)
+    b = _noisy_solver(tmp_path)
+    b.step(6)
+    for x, y in zip(a.net.learnable_params, b.net.learnable_params):
+        assert np.array_equal(x.data, y.data)
+
+
+def test_snapshot_restore_reproduces_uninterrupted_run(tmp_path):
+    full = _noisy_solver(tmp_path)
+    full.step(8)
+    part = _noisy_solver(tmp_path, "snapshot: 4")
+    part.step(4)
+    assert os.path.exists(str(tmp_path / "snap_iter_4.caffemodel"))
+    assert os.path.exists(str(tmp_path / "snap_iter_4.solverstate"))
+    caffe.set_random_seed(999)   # a fresh process would not share the generator
+    resumed = _noisy_solver(tmp_path)
+    resumed.restore(str(tmp_path / "snap_iter_4.solverstate"))
+    assert resumed.iter == 4 and resumed.current_step == 1
+    resumed.step(4)
+    for x, y in zip(full.net.learnable_params, resumed.net.learnable_params):
+        assert np.array_equal(x.data, y.data)
+
+
+def test_solverstate_layout(tmp_path):
+    s = _noisy_solver(tmp_path)
+    s.step(2)
+    model, state = s.snapshot()
+    st = caffe_pb2.SolverState()
+    st.ParseFromString(open(state, "rb").read())
+    assert st.iter == 2 and st.learned_net == model
+    # Adam: m for every learnable param, then v for every learnable param
+    assert len(st.history) == 2 * len(s.net.learnable_params) == 8
+    assert list(st.history[0].shape.dim) == [2, 3] and list(st.history[4].shape.dim) == [2, 3]
+    assert np.allclose(np.array(st.history[4].data), s.history2[0].ravel())
+    assert np.allclose(np.array(st.history[1].data), s.history[1].ravel())
+
+
+def test_restore_rejects_other_solver_history(tmp_path):
+    s = _noisy_solver(tmp_path)
+    s.step(1)
+    _, state = s.snapshot()
+    p = caffe_pb2.SolverParameter()
+    p.CopyFrom(s.param)
+    p.type = "SGD"
+    sgd = caffe.get_solver(p)
+    with pytest.raises(caffe.ModelFileError, match="history"):
+        sgd.restore(state)
+
+
+def test_snapshot_schedule_and_after_train(tmp_path):
+    s = _noisy_solver(tmp_path, "snapshot: 3")
+    s.param.snapshot_after_train = True
+    s.solve()
+    files = sorted(os.listdir(str(tmp_path)))
+    assert files == sorted(["snap_iter_3.caffemodel", "snap_iter_3.solverstate",
+                            "snap_iter_6.caffemodel", "snap_iter_6.solverstate",
+                            "snap_iter_8.caffemodel", "snap_iter_8.solverstate"])
+
+
+TESTNET = """
+name: "tn"
+layer { name: "d" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" loss_weight: 1
+        inner_product_param { num_output: 1 weight_filler { type: "constant" value: 1 } } }
+layer { name: "probe" type: "InnerProduct" bottom: "x" top: "only_test" include { phase: TEST }
+        inner_product_param { num_output: 1 weight_filler { type: "constant" value: 2 } } }
+"""
+
+
+def test_test_nets_share_weights_and_phase(tmp_path, caplog):
+    p = caffe_pb2.SolverParameter()
+    text_format.Merge('base_lr: 0.1 lr_policy: "fixed" test_iter: 2 test_interval: 2 '
+                      'max_iter: 2 display: 1 snapshot_after_train: false', p)
+    text_format.Merge(TESTNET, p.net_param)
+    s = caffe.get_solver(p)
+    assert len(s.test_nets) == 1 and s.test_nets[0].phase == caffe.TEST
+    assert "probe" in s.test_nets[0]._layer_names and "probe" not in s.net._layer_names
+    s.net.blobs["x"].data[...] = 1
+    s.test_nets[0].blobs["x"].data[...] = 1
+    import logging
+    with caplog.at_level(logging.INFO, logger="minicaffe"):
+        s.solve()
+    # after 2 updates W = 1 - 2·0.1·2 = 0.6 and b = -0.4; the test net sees the train weights
+    assert s.test_nets[0].params["ip"][0].shares_data_with(s.net.params["ip"][0])
+    res = s.last_test_results[0]
+    assert np.allclose(res["y"], 3 * 0.6 - 0.4, atol=1e-5)
+    text = caplog.text
+    assert "Iteration 0, Testing net (#0)" in text and "Iteration 2, Testing net (#0)" in text
+    assert "Test net output #0: only_test = 6" in text
+    assert "Test net output #2: y = 1.4 (* 1 = 1.4 loss)" in text
+    assert "Optimization Done." in text and "Solving tn" in text
+    assert "Iteration 1, lr = 0.1" in text
+
+
+def test_test_iter_checks():
+    p = caffe_pb2.SolverParameter()
+    text_format.Merge('base_lr: 0.1 lr_policy: "fixed" test_iter: 2', p)
+    text_format.Merge(TESTNET, p.net_param)
+    with pytest.raises(caffe.CaffeError, match="test_interval"):
+        caffe.get_solver(p)
+
+
+def test_nan_loss_stops_with_layer_name(tmp_path):
+    p = caffe_pb2.SolverParameter()
+    text_format.Merge('base_lr: 1e30 lr_policy: "fixed" max_iter: 10 type: "SGD"', p)
+    text_format.Merge(LINEAR.replace("std: 0.3", "std: 1e30"), p.net_param)
+    p.snapshot_prefix = str(tmp_path / "nan")
+    s = caffe.get_solver(p)
+    s.net.blobs["x"].data[...] = X * 1e10
+    with pytest.raises(caffe.solver.TrainingDiverged, match="iteration .*'ip'"):
+        s.step(10)
+    assert any(f.endswith(".caffemodel") for f in os.listdir(str(tmp_path)))
+
+
+def test_pycaffe_solver_classes(tmp_path):
+    path = tmp_path / "solver.prototxt"
+    (tmp_path / "net.prototxt").write_text(LINEAR)
+    path.write_text('net: "net.prototxt"\nbase_lr: 0.1\nlr_policy: "fixed"\ntype: "Adam"\n')
+    s = caffe.SGDSolver(str(path))       # resolved beside the solver file; type overridden
+    assert s.type == "SGD" and s.param.snapshot_prefix == str(tmp_path / "solver")
+    assert caffe.get_solver(str(path)).type == "Adam"
+    assert caffe.AdamSolver(str(path)).type == "Adam"
+    calls = []
+    s.add_callback(lambda: calls.append("start"), lambda: calls.append("grad"))
+    s.step(2)
+    assert calls == ["start", "grad", "start", "grad"] and s.iter == 2
+
+
+def test_iteration_reaches_layers():
+    seen = []
+
+    class Spy(caffe.Layer):
+        def reshape(self, bottom, top):
+            top[0].reshape(*bottom[0].shape)
+
+        def forward(self, bottom, top):
+            top[0].data[...] = bottom[0].data
+
+        def backward(self, top, pd, bottom):
+            bottom[0].diff[...] = top[0].diff
+
+    import sys
+    mod = type(sys)("mc_spy")
+    mod.Spy = Spy
+    sys.modules["mc_spy"] = mod
+    try:
+        net = LINEAR + """layer { name: "spy" type: "Python" bottom: "y" top: "z" python_param { module: "mc_spy" layer: "Spy" } }"""
+        s = make_solver('base_lr: 0.1 lr_policy: "fixed"', net=net)
+        layer = s.net.layer_dict["spy"]
+        s.add_callback(on_gradients_ready=lambda: seen.append(layer.iteration))
+        s.step(3)
+        assert seen == [0, 1, 2]
+    finally:
+        del sys.modules["mc_spy"]
