@@ -1,9 +1,14 @@
-"""Common layers: InnerProduct, Split, Silence."""
+"""Common layers: InnerProduct, Split, Silence, Eltwise, Concat, Slice, Flatten, Reshape,
+ArgMax, Reduction, Tile, Embed."""
 import numpy as np
 
 from minicaffe.errors import CaffeError
 from minicaffe.fillers import fill
 from minicaffe.layer import Layer, register
+from minicaffe.proto import caffe_pb2
+
+_ELT = caffe_pb2.EltwiseParameter
+_RED = caffe_pb2.ReductionParameter
 
 
 @register("InnerProduct", "INNER_PRODUCT")
@@ -115,3 +120,531 @@ class SilenceLayer(Layer):
         for b, p in zip(bottom, propagate_down):
             if p:
                 b.diff[...] = 0
+
+
+def _blob_name(names, i, kind="bottom"):
+    """``bottom[1] 'conv2'`` (the prototxt name when the layer has one)."""
+    return "%s[%d] '%s'" % (kind, i, names[i]) if i < len(names) else "%s[%d]" % (kind, i)
+
+
+@register("Eltwise", "ELTWISE")
+class EltwiseLayer(Layer):
+    """Eltwise: elementwise over ≥ 2 bottoms of one shape. ``eltwise_param``: operation
+    (SUM default, PROD, MAX), coeff (none or one per bottom; not with PROD), stable_prod_grad
+    (true).
+
+    SUM: y = Σ cᵢ·xᵢ, dxᵢ = cᵢ·dy. PROD: y = Π xᵢ, dxᵢ = dy·Π_{j≠i} xⱼ (stable_prod_grad) or
+    dy·y/xᵢ. MAX: y = max xᵢ, where bottoms 0 and 1 compare with ``a > b ? a : b`` (so a tie
+    picks bottom 1) and later bottoms need a strict ``>``; dxᵢ = dy where i is the argmax, else 0.
+    """
+    min_num_bottom = 2
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.eltwise_param
+        if len(p.coeff) and len(p.coeff) != len(bottom):
+            raise CaffeError("Eltwise layer %s: eltwise_param.coeff must be given once per bottom "
+                             "blob or not at all (%d bottoms, %d coeff)"
+                             % (self.name, len(bottom), len(p.coeff)))
+        if p.operation == _ELT.PROD and len(p.coeff):
+            raise CaffeError("Eltwise layer %s: eltwise_param.coeff is only allowed for "
+                             "operation SUM, not PROD" % self.name)
+        self.op = p.operation
+        self.coeffs = list(p.coeff) if len(p.coeff) else [1.0] * len(bottom)
+        self.stable_prod_grad = p.stable_prod_grad
+
+    def reshape(self, bottom, top):
+        names = self.layer_param.bottom
+        for i in range(1, len(bottom)):
+            if bottom[i].shape != bottom[0].shape:
+                raise self.shape_error("%s (all bottoms must have the shape of %s %s)" % (
+                    _blob_name(names, i), _blob_name(names, 0), bottom[0].shape),
+                    bottom[i].shape, bottom[0].shape)
+        top[0].reshape(bottom[0].shape)
+
+    def forward_cpu(self, bottom, top):
+        y = top[0].data
+        xs = [b.data for b in bottom]
+        if self.op == _ELT.PROD:
+            np.multiply(xs[0], xs[1], out=y)
+            for x in xs[2:]:
+                y *= x
+        elif self.op == _ELT.SUM:
+            acc = xs[0] * self.coeffs[0]
+            for c, x in zip(self.coeffs[1:], xs[1:]):
+                acc += x if c == 1 else c * x
+            np.copyto(y, acc)
+        elif self.op == _ELT.MAX:
+            first = xs[0] > xs[1]
+            self.mask = np.where(first, 0, 1).astype(np.int32)
+            np.copyto(y, np.where(first, xs[0], xs[1]))
+            for i, x in enumerate(xs[2:], 2):
+                better = x > y
+                np.copyto(y, x, where=better)
+                self.mask[better] = i
+        else:
+            raise CaffeError("Eltwise layer %s: unknown eltwise_param.operation %d"
+                             % (self.name, self.op))
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        dy = top[0].diff
+        for i, b in enumerate(bottom):
+            if not propagate_down[i]:
+                continue
+            dx = b.diff
+            if self.op == _ELT.PROD:
+                if self.stable_prod_grad:
+                    others = [bottom[j].data for j in range(len(bottom)) if j != i]
+                    g = others[0].copy()
+                    for x in others[1:]:
+                        g *= x
+                    np.multiply(g, dy, out=dx)
+                else:
+                    g = top[0].data / b.data
+                    np.multiply(g, dy, out=dx)
+            elif self.op == _ELT.SUM:
+                np.multiply(dy, self.coeffs[i], out=dx)
+            else:
+                np.multiply(dy, self.mask == i, out=dx)
+
+
+@register("Concat", "CONCAT")
+class ConcatLayer(Layer):
+    """Concat: joins the bottoms along ``concat_param.axis`` (1); the deprecated ``concat_dim``
+    is used instead when it is set (setting both is an error, as in Caffe). All other axes must
+    match. Backward copies each bottom's slice of dy back. A single bottom shares data and diff.
+    """
+    min_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.concat_param
+        if p.HasField("axis") and p.HasField("concat_dim"):
+            raise CaffeError("Concat layer %s: either concat_param.axis or concat_param.concat_dim "
+                             "should be specified; not both" % self.name)
+
+    def reshape(self, bottom, top):
+        p = self.layer_param.concat_param
+        n = bottom[0].num_axes
+        if p.HasField("concat_dim"):
+            axis = int(p.concat_dim)
+            if axis >= n:
+                raise CaffeError("Concat layer %s: concat_param.concat_dim %d out of range for "
+                                 "a %d-D bottom" % (self.name, axis, n))
+        else:
+            axis = bottom[0].canonical_axis(p.axis)
+        self.axis = axis
+        shape = list(bottom[0].shape)
+        names = self.layer_param.bottom
+        for i, b in enumerate(bottom[1:], 1):
+            if b.num_axes != n or any(b.shape[j] != shape[j] for j in range(n) if j != axis):
+                expected = tuple("*" if j == axis else d for j, d in enumerate(bottom[0].shape))
+                raise self.shape_error("%s (all axes but the concat axis %d must match %s %s)"
+                                       % (_blob_name(names, i), axis, _blob_name(names, 0),
+                                          bottom[0].shape), b.shape, expected)
+            shape[axis] += b.shape[axis]
+        top[0].reshape(tuple(shape))
+        self.outer = bottom[0].count(0, axis)
+        self.inner = bottom[0].count(axis + 1)
+        if len(bottom) == 1:
+            top[0].share_data(bottom[0])
+            top[0].share_diff(bottom[0])
+
+    def _parts(self, blobs):
+        off = 0
+        for b in blobs:
+            k = b.shape[self.axis]
+            yield b, slice(off, off + k), k
+            off += k
+
+    def forward_cpu(self, bottom, top):
+        if len(bottom) == 1:
+            return
+        y = top[0].data.reshape(self.outer, -1, self.inner)
+        for b, s, k in self._parts(bottom):
+            y[:, s, :] = b.data.reshape(self.outer, k, self.inner)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if len(bottom) == 1:
+            return
+        dy = top[0].diff.reshape(self.outer, -1, self.inner)
+        for (b, s, k), pd in zip(self._parts(bottom), propagate_down):
+            if pd:
+                b.diff.reshape(self.outer, k, self.inner)[...] = dy[:, s, :]
+
+
+@register("Slice", "SLICE")
+class SliceLayer(Layer):
+    """Slice: splits the bottom along ``slice_param.axis`` (1; the deprecated ``slice_dim`` is
+    used when set, both is an error) at ``slice_point``s (strictly increasing, one fewer than
+    the tops) or into equal parts (the tops must divide the axis). Backward copies each top's
+    diff into its slice. A single top shares data and diff."""
+    exact_num_bottom = 1
+    min_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.slice_param
+        if p.HasField("axis") and p.HasField("slice_dim"):
+            raise CaffeError("Slice layer %s: either slice_param.axis or slice_param.slice_dim "
+                             "should be specified; not both" % self.name)
+
+    def reshape(self, bottom, top):
+        p = self.layer_param.slice_param
+        n = bottom[0].num_axes
+        if p.HasField("slice_dim"):
+            axis = int(p.slice_dim)
+            if axis >= n:
+                raise CaffeError("Slice layer %s: slice_param.slice_dim %d out of range for a "
+                                 "%d-D bottom" % (self.name, axis, n))
+        else:
+            axis = bottom[0].canonical_axis(p.axis)
+        self.axis = axis
+        dim = bottom[0].shape[axis]
+        points = list(p.slice_point)
+        if points:
+            if len(points) != len(top) - 1:
+                raise CaffeError("Slice layer %s: slice_param.slice_point must be given %d times "
+                                 "(number of tops - 1), got %d"
+                                 % (self.name, len(top) - 1, len(points)))
+            prev, sizes = 0, []
+            for pt in points + [dim]:
+                if pt <= prev:
+                    raise CaffeError("Slice layer %s: slice_param.slice_point %s must be strictly "
+                                     "increasing, positive and below the slice axis size %d "
+                                     "(axis %d of bottom shape %s)"
+                                     % (self.name, points, dim, axis, bottom[0].shape))
+                sizes.append(pt - prev)
+                prev = pt
+        else:
+            if dim % len(top):
+                raise CaffeError("Slice layer %s: the number of top blobs (%d) should evenly "
+                                 "divide the input slice axis %d of size %d (bottom shape %s); "
+                                 "give slice_param.slice_point otherwise"
+                                 % (self.name, len(top), axis, dim, bottom[0].shape))
+            sizes = [dim // len(top)] * len(top)
+        shape = list(bottom[0].shape)
+        for t, k in zip(top, sizes):
+            shape[axis] = k
+            t.reshape(tuple(shape))
+        self.outer = bottom[0].count(0, axis)
+        self.inner = bottom[0].count(axis + 1)
+        if len(top) == 1:
+            top[0].share_data(bottom[0])
+            top[0].share_diff(bottom[0])
+
+    def _parts(self, blobs):
+        off = 0
+        for t in blobs:
+            k = t.shape[self.axis]
+            yield t, slice(off, off + k), k
+            off += k
+
+    def forward_cpu(self, bottom, top):
+        if len(top) == 1:
+            return
+        x = bottom[0].data.reshape(self.outer, -1, self.inner)
+        for t, s, k in self._parts(top):
+            t.data.reshape(self.outer, k, self.inner)[...] = x[:, s, :]
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0] or len(top) == 1:
+            return
+        dx = bottom[0].diff.reshape(self.outer, -1, self.inner)
+        for t, s, k in self._parts(top):
+            dx[:, s, :] = t.diff.reshape(self.outer, k, self.inner)
+
+
+@register("Flatten", "FLATTEN")
+class FlattenLayer(Layer):
+    """Flatten: merges axes ``flatten_param.axis`` (1) .. ``end_axis`` (−1) into one; the top
+    shares the bottom's data and diff (no copy, so forward and backward do nothing). Not in
+    place."""
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def reshape(self, bottom, top):
+        if top[0] is bottom[0]:
+            raise CaffeError("Flatten layer %s does not allow in-place computation" % self.name)
+        p = self.layer_param.flatten_param
+        b = bottom[0]
+        start, end = b.canonical_axis(p.axis), b.canonical_axis(p.end_axis)
+        shape = b.shape[:start] + (b.count(start, end + 1),) + b.shape[end + 1:]
+        top[0].reshape(shape)
+        top[0].share_data(b)
+        top[0].share_diff(b)
+
+    def forward_cpu(self, bottom, top):
+        pass
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        pass
+
+
+@register("Reshape")
+class ReshapeLayer(Layer):
+    """Reshape: ``reshape_param.shape`` replaces axes [axis, axis + num_axes) of the bottom
+    (axis 0, num_axes −1 = all; a negative axis counts from the end, −1 = after the last axis).
+    A dim of 0 copies the bottom's dim at that position, one −1 is inferred from the count.
+    The top shares data and diff. Not in place."""
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        if top[0] is bottom[0]:
+            raise CaffeError("Reshape layer %s does not allow in-place computation" % self.name)
+        dims = list(self.layer_param.reshape_param.shape.dim)
+        self.copy_axes = [i for i, d in enumerate(dims) if d == 0]
+        inferred = [i for i, d in enumerate(dims) if d == -1]
+        if len(inferred) > 1:
+            raise CaffeError("Reshape layer %s: reshape_param.shape %s contains multiple -1 dims; "
+                             "at most one may be inferred" % (self.name, dims))
+        if any(d < -1 for d in dims):
+            raise CaffeError("Reshape layer %s: reshape_param.shape %s has a dim below -1"
+                             % (self.name, dims))
+        self.inferred_axis = inferred[0] if inferred else -1
+        self.constant_count = int(np.prod([d for d in dims if d > 0], dtype=np.int64))
+
+    def reshape(self, bottom, top):
+        p = self.layer_param.reshape_param
+        b = bottom[0]
+        n = b.num_axes
+        start = p.axis if p.axis >= 0 else n + p.axis + 1
+        if not 0 <= start <= n:
+            raise CaffeError("Reshape layer %s: reshape_param.axis %d out of range for a %d-D "
+                             "bottom %s" % (self.name, p.axis, n, b.shape))
+        if p.num_axes < -1:
+            raise CaffeError("Reshape layer %s: reshape_param.num_axes must be >= 0, or -1 for "
+                             "all, got %d" % (self.name, p.num_axes))
+        end = n if p.num_axes == -1 else start + p.num_axes
+        if end > n:
+            raise CaffeError("Reshape layer %s: reshape_param axis + num_axes = %d is out of range "
+                             "for a %d-D bottom %s" % (self.name, end, n, b.shape))
+        dims = list(p.shape.dim)
+        shape = list(b.shape[:start]) + dims + list(b.shape[end:])
+        for i in self.copy_axes:
+            if start + i >= n:
+                raise CaffeError("Reshape layer %s: reshape_param.shape has a 0 at position %d but "
+                                 "the bottom %s has no axis %d to copy"
+                                 % (self.name, i, b.shape, start + i))
+            shape[start + i] = b.shape[start + i]
+        if self.inferred_axis >= 0:
+            explicit = self.constant_count * b.count(0, start) * b.count(end)
+            for i in self.copy_axes:
+                explicit *= shape[start + i]
+            if explicit == 0 or b.count() % explicit:
+                raise self.shape_error("the bottom (count %d must be divisible by the product "
+                                       "of the specified dims, %d, for reshape_param.shape %s)"
+                                       % (b.count(), explicit, dims), b.shape, shape)
+            shape[start + self.inferred_axis] = b.count() // explicit
+        count = int(np.prod(shape, dtype=np.int64))
+        if count != b.count():
+            raise self.shape_error("the top (reshape_param.shape %s gives count %d, the bottom "
+                                   "has %d)" % (dims, count, b.count()), shape, b.shape)
+        top[0].reshape(tuple(shape))
+        top[0].share_data(b)
+        top[0].share_diff(b)
+
+    def forward_cpu(self, bottom, top):
+        pass
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        pass
+
+
+@register("ArgMax", "ARGMAX")
+class ArgMaxLayer(Layer):
+    """ArgMax: indices of the ``top_k`` (1) largest values, with ``out_max_val`` (false) the
+    values too. With ``axis`` set: along that axis, top shape = bottom's with that axis = top_k
+    (values instead of indices when out_max_val). Without axis: over each sample's flattened
+    data, top (N, 1 or 2, top_k) padded with 1s to the bottom's number of axes (≥ 3) as Caffe;
+    channel 0 holds indices, channel 1 values. Equal values rank the higher index first (Caffe
+    sorts (value, index) pairs descending). No backward."""
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.argmax_param
+        if p.top_k < 1:
+            raise CaffeError("ArgMax layer %s: argmax_param.top_k must not be less than 1, got %d"
+                             % (self.name, p.top_k))
+        self.top_k, self.out_max_val, self.has_axis = p.top_k, p.out_max_val, p.HasField("axis")
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        if self.has_axis:
+            self.axis = b.canonical_axis(self.layer_param.argmax_param.axis)
+            dim = b.shape[self.axis]
+            shape = list(b.shape)
+            shape[self.axis] = self.top_k
+            self.outer, self.inner = b.count(0, self.axis), b.count(self.axis + 1)
+        else:
+            dim = b.count(1)
+            shape = [1] * max(b.num_axes, 3)
+            shape[0] = b.shape[0]
+            shape[1] = 2 if self.out_max_val else 1
+            shape[2] = self.top_k
+            self.outer, self.inner = b.shape[0], 1
+        if self.top_k > dim:
+            raise CaffeError("ArgMax layer %s: argmax_param.top_k %d must be less than or equal to "
+                             "the dimension %d of the %s (bottom shape %s)"
+                             % (self.name, self.top_k, dim,
+                                "axis" if self.has_axis else "flattened bottom per instance",
+                                b.shape))
+        self.dim = dim
+        top[0].reshape(tuple(shape))
+
+    def forward_cpu(self, bottom, top):
+        x = bottom[0].data.reshape(self.outer, self.dim, self.inner)
+        k = self.top_k
+        # descending by value, ties by descending index: a stable sort of the reversed axis
+        order = np.argsort(-x[:, ::-1, :], axis=1, kind="stable")[:, :k, :]
+        idx = (self.dim - 1) - order
+        if self.has_axis:
+            out = np.take_along_axis(x, idx, 1) if self.out_max_val else idx
+            top[0].data.reshape(self.outer, k, self.inner)[...] = out
+        else:
+            y = top[0].data.reshape(self.outer, -1, k)
+            y[:, 0, :] = idx[:, :, 0]
+            if self.out_max_val:
+                y[:, 1, :] = np.take_along_axis(x, idx, 1)[:, :, 0]
+
+
+@register("Reduction")
+class ReductionLayer(Layer):
+    """Reduction over all axes from ``reduction_param.axis`` (0) on; the top keeps the leading
+    axes (a scalar for axis 0). operation SUM (default): Σx, ASUM: Σ|x|, SUMSQ: Σx², MEAN: Σx/n;
+    each times ``coeff`` (1). Backward: dx = c·dy·{1, sign(x), 2x, 1/n}."""
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        self.op = self.layer_param.reduction_param.operation
+        if self.op not in (_RED.SUM, _RED.ASUM, _RED.SUMSQ, _RED.MEAN):
+            raise CaffeError("Reduction layer %s: unknown reduction_param.operation %d"
+                             % (self.name, self.op))
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        axis = b.canonical_axis(self.layer_param.reduction_param.axis)
+        top[0].reshape(b.shape[:axis])
+        self.num, self.dim = b.count(0, axis), b.count(axis)
+        self.coeff = self.layer_param.reduction_param.coeff
+        if self.op == _RED.MEAN:
+            self.coeff /= max(self.dim, 1)
+
+    def forward_cpu(self, bottom, top):
+        x = bottom[0].data.reshape(self.num, self.dim)
+        if self.op in (_RED.SUM, _RED.MEAN):
+            r = x.sum(axis=1)
+        elif self.op == _RED.ASUM:
+            r = np.abs(x).sum(axis=1)
+        else:
+            r = np.einsum("ij,ij->i", x, x)
+        np.multiply(r, self.coeff, out=top[0].data.reshape(self.num))
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        g = top[0].diff.reshape(self.num, 1) * self.coeff
+        dx = bottom[0].diff.reshape(self.num, self.dim)
+        x = bottom[0].data.reshape(self.num, self.dim)
+        if self.op in (_RED.SUM, _RED.MEAN):
+            dx[...] = g
+        elif self.op == _RED.ASUM:
+            np.multiply(np.sign(x), g, out=dx)
+        else:
+            np.multiply(x, 2 * g, out=dx)
+
+
+@register("Tile")
+class TileLayer(Layer):
+    """Tile: repeats the block of axes from ``tile_param.axis`` (1) on ``tiles`` times (required,
+    > 0), so top.shape[axis] = tiles·bottom.shape[axis]. Backward sums the copies' diffs."""
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def reshape(self, bottom, top):
+        p = self.layer_param.tile_param
+        if not p.HasField("tiles"):
+            raise CaffeError("Tile layer %s: tile_param.tiles (the number of tiles) must be "
+                             "specified" % self.name)
+        if p.tiles <= 0:
+            raise CaffeError("Tile layer %s: tile_param.tiles must be positive, got %d"
+                             % (self.name, p.tiles))
+        b = bottom[0]
+        axis = b.canonical_axis(p.axis)
+        self.tiles = p.tiles
+        shape = list(b.shape)
+        shape[axis] *= p.tiles
+        top[0].reshape(tuple(shape))
+        self.outer, self.inner = b.count(0, axis), b.count(axis)
+
+    def forward_cpu(self, bottom, top):
+        x = bottom[0].data.reshape(self.outer, 1, self.inner)
+        top[0].data.reshape(self.outer, self.tiles, self.inner)[...] = x
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff.reshape(self.outer, self.tiles, self.inner)
+        np.sum(dy, axis=1, out=bottom[0].diff.reshape(self.outer, self.inner))
+
+
+@register("Embed")
+class EmbedLayer(Layer):
+    """Embed: a lookup table. ``embed_param``: num_output N, input_dim K (both required > 0),
+    bias_term (true), weight_filler, bias_filler (constant 0 when unset). W is (K, N)
+    (InnerProduct's transpose). The bottom holds integer indices in [0, K); top shape = bottom shape + (N,),
+    y = W[index] + b. Backward: dW[index] += dy (repeated indices accumulate), db += Σ dy; the
+    index bottom has no gradient (an error if asked for)."""
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.embed_param
+        if p.num_output <= 0:
+            raise CaffeError("Embed layer %s: embed_param.num_output must be positive, got %d"
+                             % (self.name, p.num_output))
+        if p.input_dim <= 0:
+            raise CaffeError("Embed layer %s: embed_param.input_dim must be positive, got %d"
+                             % (self.name, p.input_dim))
+        self.N, self.K, self.bias_term = p.num_output, p.input_dim, p.bias_term
+        if self.blobs:
+            return
+        w = self.make_blob((self.K, self.N))
+        fill(w, p.weight_filler)
+        self.blobs = [w]
+        if self.bias_term:
+            b = self.make_blob((self.N,))
+            fill(b, p.bias_filler)
+            self.blobs.append(b)
+
+    def reshape(self, bottom, top):
+        self.M = bottom[0].count()
+        top[0].reshape(bottom[0].shape + (self.N,))
+
+    def _indices(self, bottom):
+        x = bottom[0].data.reshape(-1)
+        idx = x.astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.K or not np.array_equal(idx, x)):
+            bad = x[(idx < 0) | (idx >= self.K) | (idx != x)][0]
+            raise CaffeError("Embed layer %s: bottom values must be integer indices in [0, %d) "
+                             "(embed_param.input_dim), got %r" % (self.name, self.K, float(bad)))
+        return idx
+
+    def forward_cpu(self, bottom, top):
+        idx = self._indices(bottom)
+        y = top[0].data.reshape(self.M, self.N)
+        np.take(self.blobs[0].data, idx, axis=0, out=y)
+        if self.bias_term:
+            y += self.blobs[1].data
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            raise CaffeError("Embed layer %s: can't backpropagate to the index input (bottom 0)"
+                             % self.name)
+        dy = top[0].diff.reshape(self.M, self.N)
+        if self.param_propagate_down[0]:
+            np.add.at(self.blobs[0].diff, self._indices(bottom), dy)
+        if self.bias_term and self.param_propagate_down[1]:
+            self.blobs[1].diff[...] += dy.sum(axis=0)

@@ -1,7 +1,24 @@
-"""Data layers: Input, DummyData. (ImageData, MemoryData, Data come with the layer library.)"""
+"""Data layers: Input, DummyData, MemoryData, ImageData, Data (LMDB).
+
+ImageData and Data read on a background daemon thread (a bounded queue of prepared batches);
+their random draws (shuffle, crop offsets, mirror) come from generators seeded from
+``backend.rng()`` at set-up, so the batches depend only on ``caffe.set_random_seed``, never on
+thread timing. The transform itself is minicaffe.transformer.DataTransformer.
+"""
+import copy
+import os
+import queue
+import threading
+import weakref
+
+import numpy as np
+
+from minicaffe import backend
 from minicaffe.errors import CaffeError
 from minicaffe.fillers import fill
 from minicaffe.layer import Layer, register
+from minicaffe.proto import caffe_pb2
+from minicaffe.transformer import DataTransformer, ImageReadError, read_image, read_image_list
 
 
 @register("Input")
@@ -66,3 +83,508 @@ class DummyDataLayer(Layer):
         for t, f, r in zip(top, self.fillers, self.refill):
             if r:
                 fill(t, f)
+
+
+# --- MemoryData -------------------------------------------------------------------------------
+
+@register("MemoryData", "MEMORY_DATA")
+class MemoryDataLayer(Layer):
+    """MemoryData: batches from arrays held in memory (pycaffe's ``Net.set_input_arrays``).
+
+    ``memory_data_param { batch_size channels height width }`` (all required, > 0) describe
+    the fed arrays; tops are data (batch_size, C, H', W') and label (batch_size,).
+    ``reset(data, labels, n)`` installs (N, C, H, W) data and N labels (N a multiple of
+    batch_size), kept by reference as Caffe does (no copy); each forward takes the next
+    batch_size items and wraps around at N. transform_param (crop, mirror, mean, scale) is
+    applied to every item on forward, so H' = W' = crop_size when cropping. (Caffe's own
+    MemoryDataLayer::Reset skips the transform with a warning; here it is applied.)
+    """
+    exact_num_bottom = 0
+    exact_num_top = 2
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.memory_data_param
+        self.batch_size, self.channels = int(p.batch_size), int(p.channels)
+        self.height, self.width = int(p.height), int(p.width)
+        if min(self.batch_size, self.channels, self.height, self.width) <= 0:
+            raise CaffeError("MemoryData layer %s: batch_size, channels, height and width must "
+                             "be specified and positive in memory_data_param (got %d, %d, %d, %d)"
+                             % (self.name, self.batch_size, self.channels, self.height,
+                                self.width))
+        self.transformer = DataTransformer(self.layer_param.transform_param, self.phase,
+                                           "MemoryData layer %s" % self.name)
+        t = self.layer_param.transform_param
+        self._identity = not (t.crop_size or t.mirror or t.mean_file or t.mean_value
+                              or t.scale != 1)
+        self.out_shape = self.transformer.infer_shape((self.channels, self.height, self.width))
+        self._data = self._labels = None
+        self._n = self._pos = 0
+        top[0].reshape((self.batch_size,) + self.out_shape)
+        top[1].reshape((self.batch_size,))
+
+    def reshape(self, bottom, top):
+        pass
+
+    def reset(self, data, labels, n=None):
+        """Feed (N, C, H, W) ``data`` and N ``labels`` (MemoryDataLayer::Reset)."""
+        data, labels = np.asarray(data), np.asarray(labels)
+        want = (self.channels, self.height, self.width)
+        if data.ndim != 4 or data.shape[1:] != want:
+            raise self.shape_error("data array", data.shape, ("N",) + want)
+        n = data.shape[0] if n is None else int(n)
+        if n <= 0 or n > data.shape[0] or labels.size < n:
+            raise CaffeError("MemoryData layer %s: n = %d, but data holds %d items and labels %d"
+                             % (self.name, n, data.shape[0], labels.size))
+        if n % self.batch_size:
+            raise CaffeError("MemoryData layer %s: n must be a multiple of batch_size (n = %d, "
+                             "batch_size = %d)" % (self.name, n, self.batch_size))
+        self._data, self._labels = data, labels.reshape(-1)
+        self._n, self._pos = n, 0
+
+    def set_batch_size(self, new_size):
+        """MemoryDataLayer::set_batch_size (the fed N must stay a multiple of it)."""
+        new_size = int(new_size)
+        if new_size <= 0 or (self._data is not None and self._n % new_size):
+            raise CaffeError("MemoryData layer %s: batch_size %d must be positive and divide the "
+                             "%d items fed" % (self.name, new_size, self._n))
+        self.batch_size = new_size
+
+    def forward_cpu(self, bottom, top):
+        if self._data is None:
+            raise CaffeError("MemoryData layer %s needs to be initialized by calling reset() "
+                             "(Net.set_input_arrays)" % self.name)
+        bs, pos = self.batch_size, self._pos
+        top[0].reshape((bs,) + self.out_shape)
+        top[1].reshape((bs,))
+        if pos + bs <= self._n:
+            batch, labels = self._data[pos:pos + bs], self._labels[pos:pos + bs]
+        else:  # only after set_batch_size mid-way: wrap item by item
+            idx = (pos + np.arange(bs)) % self._n
+            batch, labels = self._data[idx], self._labels[idx]
+        out = top[0].data
+        if self._identity:
+            out[...] = batch
+        else:
+            for i in range(bs):
+                self.transformer.transform(batch[i], out[i])
+        top[1].data[...] = labels
+        self._pos = (pos + bs) % self._n
+
+    @property
+    def position(self):
+        """The index of the first item the next forward takes."""
+        return self._pos
+
+
+# --- background prefetching -------------------------------------------------------------------
+
+def _prefetch_loop(produce, q, stop):
+    while not stop.is_set():
+        try:
+            item = produce()
+        except BaseException as exc:  # handed to the consumer, raised there
+            item = exc
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                break
+            except queue.Full:
+                continue
+        if isinstance(item, BaseException):
+            return
+
+
+class _Prefetcher:
+    """A daemon thread filling a bounded queue with ``produce()`` results, in order. One
+    producer thread makes batch k+1 only after batch k, so the content never depends on
+    timing. ``stop()`` ends and joins it (called by the layer's close() or finalizer)."""
+
+    def __init__(self, produce, depth, name):
+        self._queue = queue.Queue(max(1, int(depth)))
+        self._stop = threading.Event()
+        self._error = None
+        self.thread = threading.Thread(target=_prefetch_loop, name=name, daemon=True,
+                                       args=(produce, self._queue, self._stop))
+        self.thread.start()
+
+    def get(self):
+        if self._error is not None:
+            raise self._error
+        while True:
+            try:
+                item = self._queue.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self.thread.is_alive() and self._queue.empty():
+                    raise CaffeError("the data prefetch thread %s has stopped" % self.thread.name)
+        if isinstance(item, BaseException):
+            self._error = item
+            raise item
+        return item
+
+    def stop(self):
+        self._stop.set()
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=10)
+
+
+class _PrefetchingDataLayer(Layer):
+    """Shared by ImageData and Data (BasePrefetchingDataLayer): tops data (N, C, H, W) and an
+    optional label (N,); a daemon thread prepares the next batches while the net runs.
+
+    ``position`` (e.g. epoch and line) and ``data_state()`` / ``set_data_state(state)`` give the
+    reading position and the generators' states after the last batch a forward consumed, for
+    snapshots. ``close()`` stops the thread (also done when the layer is garbage collected
+    and at interpreter exit)."""
+    exact_num_bottom = 0
+    min_num_top = 1
+    max_num_top = 2
+    prefetch_depth = 3
+
+    def layer_setup(self, bottom, top):
+        self.close()
+        self._source, batch_size, item_shape = self._open_source()
+        self._state = self._source.get_state()
+        top[0].reshape((batch_size,) + tuple(item_shape))
+        if len(top) > 1:
+            top[1].reshape((batch_size,))
+        self._start()
+
+    def _start(self):
+        self._prefetcher = _Prefetcher(self._source.next_batch, self.prefetch_depth,
+                                       "minicaffe-prefetch-%s" % self.name)
+        self._finalizer = weakref.finalize(self, self._prefetcher.stop)
+
+    def close(self):
+        """Stop and join the prefetch thread."""
+        fin = getattr(self, "_finalizer", None)
+        if fin is not None:
+            fin()
+            self._finalizer = None
+
+    def reshape(self, bottom, top):
+        pass  # forward reshapes the tops to each batch
+
+    def forward_cpu(self, bottom, top):
+        data, labels, state = self._prefetcher.get()
+        top[0].reshape(data.shape)
+        top[0].data[...] = data
+        if len(top) > 1:
+            top[1].reshape(labels.shape)
+            top[1].data[...] = labels
+        self._state = state
+
+    def data_state(self):
+        """The reading position and generator states after the last consumed batch."""
+        return copy.deepcopy(self._state)
+
+    def set_data_state(self, state):
+        """Continue reading from a ``data_state()`` (restarts the prefetch thread)."""
+        self.close()
+        self._source.set_state(copy.deepcopy(state))
+        self._state = self._source.get_state()
+        self._start()
+
+    @property
+    def position(self):
+        return {k: v for k, v in self._state.items() if k in ("epoch", "line_id", "offset")}
+
+
+def _locate(who, where, exc):
+    """``exc``'s message with ``where`` (list file and line, or DB record) after the layer."""
+    msg = str(exc)
+    if msg.startswith(who + ": "):
+        msg = msg[len(who) + 2:]
+    return CaffeError("%s: %s: %s" % (who, where, msg))
+
+
+def _check_same_shape(x, first, who, where):
+    if first is not None and x.shape != first:
+        raise CaffeError("%s: %s: the input has shape %s (C, H, W) but the batch's first has %s; "
+                         "the items of a batch must have one size (resize them)"
+                         % (who, where, x.shape, first))
+
+
+def _rng_state(g):
+    return None if g is None else g.bit_generator.state
+
+
+def _set_rng_state(g, s):
+    if g is not None and s is not None:
+        g.bit_generator.state = s
+
+
+# --- ImageData --------------------------------------------------------------------------------
+
+class _ImageListSource:
+    """ImageData's reader (runs on the prefetch thread): the list order, the line position,
+    the epoch, and the per-item transform draws."""
+
+    def __init__(self, who, source, entries, root, new_hw, is_color, batch_size, shuffle,
+                 transformer, dtype):
+        self.who, self.source, self.entries, self.root = who, source, entries, root
+        self.new_hw, self.is_color, self.batch_size = new_hw, is_color, batch_size
+        self.transformer, self.dtype = transformer, dtype
+        self.shuffle_rng = None
+        self.order = np.arange(len(entries))
+        if shuffle:
+            self.shuffle_rng = np.random.default_rng(int(backend.rng().integers(0, 2 ** 63)))
+            self.order = self.shuffle_rng.permutation(len(entries))
+        self.epoch, self.line_id = 0, 0
+
+    def read(self, k):
+        path, label, lineno = self.entries[self.order[k]]
+        try:
+            img = read_image(self.root + path, self.new_hw[0], self.new_hw[1], self.is_color)
+        except ImageReadError as exc:
+            raise CaffeError("%s: %s line %d: %s" % (self.who, self.source, lineno, exc)) from None
+        return img.transpose(2, 0, 1), label, lineno, path
+
+    def next_batch(self):
+        t, n = self.transformer, len(self.entries)
+        data = labels = first = None
+        for i in range(self.batch_size):
+            x, label, lineno, path = self.read(self.line_id)
+            where = "%s line %d (%s)" % (self.source, lineno, path)
+            _check_same_shape(x, first, self.who, where)
+            try:
+                if data is None:  # the batch takes the shape of its first image
+                    first = x.shape
+                    data = np.empty((self.batch_size,) + t.infer_shape(x.shape), self.dtype)
+                    labels = np.empty(self.batch_size, self.dtype)
+                t.apply(x, data[i], *t.draw(x.shape))
+            except CaffeError as exc:
+                raise _locate(self.who, where, exc) from None
+            labels[i] = label
+            self.line_id += 1
+            if self.line_id >= n:
+                self.line_id = 0
+                self.epoch += 1
+                if self.shuffle_rng is not None:
+                    self.order = self.shuffle_rng.permutation(n)
+        return data, labels, self.get_state()
+
+    def get_state(self):
+        return {"epoch": self.epoch, "line_id": self.line_id,
+                "order": None if self.shuffle_rng is None else self.order,
+                "shuffle_rng": _rng_state(self.shuffle_rng),
+                "transform_rng": _rng_state(self.transformer.rng)}
+
+    def set_state(self, s):
+        self.epoch, self.line_id = int(s["epoch"]), int(s["line_id"])
+        if s.get("order") is not None:
+            self.order = np.asarray(s["order"])
+        _set_rng_state(self.shuffle_rng, s.get("shuffle_rng"))
+        _set_rng_state(self.transformer.rng, s.get("transform_rng"))
+
+
+@register("ImageData", "IMAGE_DATA")
+class ImageDataLayer(_PrefetchingDataLayer):
+    """ImageData: images listed in a text file, decoded with Pillow in BGR order.
+
+    image_data_param: source (lines "path label", split at the last space; blank lines
+    skipped), root_folder ("" — a string prefix of every path), batch_size (1), shuffle (false:
+    when true the list is shuffled at set-up and again at every epoch), new_height/new_width
+    (0: both > 0 resizes as OpenCV's INTER_LINEAR), is_color (true; false gives 1 channel),
+    rand_skip (0: start at a random line in [0, rand_skip)). transform_param applies per image.
+    Tops: data (batch_size, C, H, W) and label (batch_size,). A missing or undecodable image is
+    a CaffeError naming the list file, the line and the image path.
+    """
+
+    def _open_source(self):
+        p = self.layer_param.image_data_param
+        who = "ImageData layer %s" % self.name
+        new_h, new_w = int(p.new_height), int(p.new_width)
+        if (new_h > 0) != (new_w > 0):
+            raise CaffeError("%s: new_height and new_width must be set together (got %d and %d)"
+                             % (who, new_h, new_w))
+        if p.batch_size <= 0:
+            raise CaffeError("%s: image_data_param.batch_size must be positive" % who)
+        if not p.source:
+            raise CaffeError("%s: image_data_param.source (the list file) is not set" % who)
+        entries = read_image_list(p.source, "%s: list file" % who)
+        if not entries:
+            raise CaffeError("%s: list file %s has no images" % (who, p.source))
+        transformer = DataTransformer(self.layer_param.transform_param, self.phase, who)
+        src = _ImageListSource(who, p.source, entries, p.root_folder, (new_h, new_w),
+                               bool(p.is_color), int(p.batch_size), bool(p.shuffle),
+                               transformer, self.dtype)
+        if p.rand_skip:
+            skip = int(backend.rng().integers(p.rand_skip))
+            if skip >= len(entries):
+                raise CaffeError("%s: not enough points to skip (rand_skip drew %d, the list has "
+                                 "%d lines)" % (who, skip, len(entries)))
+            src.line_id = skip
+        x, _, lineno, path = src.read(src.line_id)
+        try:
+            shape = transformer.infer_shape(x.shape)
+        except CaffeError as exc:
+            raise _locate(who, "%s line %d (%s)" % (p.source, lineno, path), exc) from None
+        return src, int(p.batch_size), shape
+
+    @property
+    def epoch(self):
+        return self._state["epoch"]
+
+    @property
+    def line_id(self):
+        """The index (in the current, possibly shuffled, order) of the next image."""
+        return self._state["line_id"]
+
+
+# --- Data (LMDB) ------------------------------------------------------------------------------
+
+def _import_lmdb(who):
+    try:
+        import lmdb
+    except ImportError:
+        raise CaffeError("%s: reading an LMDB needs the optional lmdb package: pip install lmdb "
+                         "(or pip install 'minicaffe[lmdb]')" % who) from None
+    return lmdb
+
+
+def open_lmdb(path, who, write=False):
+    """An lmdb.Environment for the Caffe LMDB directory ``path`` (read-only unless ``write``)."""
+    lmdb = _import_lmdb(who)
+    if not write and not os.path.isdir(path):
+        raise CaffeError("%s: LMDB %s does not exist (or is not a directory)" % (who, path))
+    try:
+        if write:
+            return lmdb.open(path, map_size=1 << 26, subdir=True, meminit=False)
+        return lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True)
+    except lmdb.Error as exc:
+        raise CaffeError("%s: cannot open LMDB %s: %s" % (who, path, exc)) from None
+
+
+class _LMDBSource:
+    """Data's reader: a cursor over the LMDB (opened on the prefetch thread), wrapping at the
+    end, and the per-item transform draws."""
+
+    def __init__(self, who, path, env, batch_size, transformer, dtype, skip):
+        self.who, self.path, self.env = who, path, env
+        self.batch_size, self.transformer, self.dtype = batch_size, transformer, dtype
+        self.entries = env.stat()["entries"]
+        self.offset, self.epoch = skip, 0
+        self._cursor = self._txn = None
+        self._seek = True
+
+    def _datum(self, key, value):
+        try:
+            datum = caffe_pb2.Datum.FromString(value)
+        except Exception as exc:
+            raise CaffeError("%s: %s record %r is not a Datum (%s)"
+                             % (self.who, self.path, key, exc)) from None
+        try:
+            x = self.transformer.datum_to_array(datum, "record %r of %s" % (key, self.path))
+        except ImageReadError as exc:
+            raise CaffeError("%s: %s" % (self.who, exc)) from None
+        return x, datum.label
+
+    def first_item(self):
+        with self.env.begin() as txn:
+            cur = txn.cursor()
+            cur.first()
+            for _ in range(self.offset % self.entries):
+                cur.next()
+            return self._datum(cur.key(), cur.value())
+
+    def _position(self):
+        if self._seek:
+            if self._txn is not None:
+                self._txn.abort()
+            self._txn = self.env.begin()
+            self._cursor = self._txn.cursor()
+            self._cursor.first()
+            for _ in range(self.offset % self.entries):
+                self._cursor.next()
+            self._seek = False
+        return self._cursor
+
+    def next_batch(self):
+        cur, t = self._position(), self.transformer
+        data = labels = first = None
+        for i in range(self.batch_size):
+            key = cur.key()
+            x, label = self._datum(key, cur.value())
+            where = "%s record %r" % (self.path, key)
+            _check_same_shape(x, first, self.who, where)
+            try:
+                if data is None:
+                    first = x.shape
+                    data = np.empty((self.batch_size,) + t.infer_shape(x.shape), self.dtype)
+                    labels = np.empty(self.batch_size, self.dtype)
+                t.apply(x, data[i], *t.draw(x.shape))
+            except CaffeError as exc:
+                raise _locate(self.who, where, exc) from None
+            labels[i] = label
+            self.offset += 1
+            if not cur.next():  # "Restarting data prefetching from start."
+                cur.first()
+                self.epoch += 1
+        return data, labels, self.get_state()
+
+    def get_state(self):
+        return {"epoch": self.epoch, "offset": self.offset,
+                "transform_rng": _rng_state(self.transformer.rng)}
+
+    def set_state(self, s):
+        self.epoch, self.offset = int(s["epoch"]), int(s["offset"])
+        _set_rng_state(self.transformer.rng, s.get("transform_rng"))
+        self._seek = True
+
+
+@register("Data", "DATA")
+class DataLayer(_PrefetchingDataLayer):
+    """Data: Datum records from an LMDB (as written by tools/convert_imageset).
+
+    data_param: source (the LMDB directory), batch_size, backend (LEVELDB by default in
+    caffe.proto, which minicaffe does not read: set ``backend: LMDB``), rand_skip (skip a
+    random number of records in [0, rand_skip) at set-up), prefetch (4: queued batches, 2..4
+    here). Each record is a Datum: an encoded image (decoded with Pillow, BGR, native channels
+    unless transform_param force_color/force_gray), raw uint8 CHW ``data``, or ``float_data``.
+    Records are read in key order and wrap around at the end. Tops: data (batch_size, C, H, W)
+    and label (batch_size,). Needs the optional ``lmdb`` package (pip install lmdb).
+    """
+
+    def _open_source(self):
+        p = self.layer_param.data_param
+        who = "Data layer %s" % self.name
+        if p.backend != caffe_pb2.DataParameter.LMDB:
+            hint = ""
+            if not p.HasField("backend"):
+                hint = " (data_param.backend defaults to LEVELDB"
+                if os.path.exists(os.path.join(p.source, "data.mdb")):
+                    hint += "; %s is an LMDB: add `backend: LMDB` to data_param" % p.source
+                hint += ")"
+            raise CaffeError("%s: LevelDB is not supported%s. Convert the images to an LMDB "
+                             "with tools/convert_imageset --backend lmdb and set backend: LMDB"
+                             % (who, hint))
+        if p.batch_size <= 0:
+            raise CaffeError("%s: data_param.batch_size must be positive" % who)
+        if not p.source:
+            raise CaffeError("%s: data_param.source is not set" % who)
+        self.prefetch_depth = min(max(int(p.prefetch), 2), 4)
+        env = open_lmdb(p.source, who)
+        if env.stat()["entries"] == 0:
+            raise CaffeError("%s: LMDB %s is empty" % (who, p.source))
+        transformer = DataTransformer(self.layer_param.transform_param, self.phase, who)
+        if p.force_encoded_color and not transformer.force_gray:
+            transformer.force_color = True
+        skip = int(backend.rng().integers(p.rand_skip)) if p.rand_skip else 0
+        src = _LMDBSource(who, p.source, env, int(p.batch_size), transformer, self.dtype, skip)
+        x, _ = src.first_item()
+        return src, int(p.batch_size), transformer.infer_shape(x.shape)
+
+    @property
+    def epoch(self):
+        return self._state["epoch"]
+
+    @property
+    def offset(self):
+        """How many records the consumed batches have read (rand_skip included)."""
+        return self._state["offset"]

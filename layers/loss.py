@@ -1,4 +1,5 @@
-"""Softmax and the classification losses: Softmax, SoftmaxWithLoss."""
+"""Softmax, the losses and Accuracy: Softmax, SoftmaxWithLoss, SigmoidCrossEntropyLoss,
+EuclideanLoss, ContrastiveLoss, HingeLoss, MultinomialLogisticLoss, InfogainLoss, Accuracy."""
 import numpy as np
 
 from minicaffe.errors import CaffeError
@@ -39,14 +40,15 @@ class SoftmaxLayer(Layer):
         np.multiply(y, dy - dot, out=bottom[0].diff)
 
 
-def normalizer(loss_param, outer, inner, valid_count):
-    """LossLayer::GetNormalizer, with the legacy ``normalize`` bool."""
+def normalizer(loss_param, outer, inner, valid_count, default=_NORM.VALID):
+    """LossLayer::GetNormalizer, with the legacy ``normalize`` bool; ``default`` is the mode
+    when neither is set (VALID; SigmoidCrossEntropyLoss uses BATCH_SIZE)."""
     if loss_param.HasField("normalization"):
         mode = loss_param.normalization
     elif loss_param.HasField("normalize"):
         mode = _NORM.VALID if loss_param.normalize else _NORM.BATCH_SIZE
     else:
-        mode = _NORM.VALID
+        mode = default
     if mode == _NORM.FULL:
         n = outer * inner
     elif mode == _NORM.VALID:
@@ -124,3 +126,383 @@ class SoftmaxWithLossLayer(LossLayer):
         dx *= self._valid[:, None, :]
         norm = normalizer(self.layer_param.loss_param, self.outer, self.inner, self.valid_count)
         dx *= top[0].cpu_diff().ravel()[0] / norm
+
+
+KLOG_THRESHOLD = 1e-20
+
+
+def _legacy(blob, i):
+    """Caffe's num()/channels()/height()/width(): shape[i], or 1 past the last axis."""
+    return blob.shape[i] if i < blob.num_axes else 1
+
+
+def _labels(blob):
+    """Integer labels (static_cast<int>, i.e. truncation) as a flat int64 array."""
+    return blob.data.reshape(-1).astype(np.int64)
+
+
+def _name(layer, i):
+    names = layer.layer_param.bottom
+    return "'%s'" % names[i] if i < len(names) else "%d" % i
+
+
+def _check_range(layer, lab, num_classes, valid=None):
+    v = lab if valid is None else lab[valid]
+    if v.size and (v.min() < 0 or v.max() >= num_classes):
+        bad = v.min() if v.min() < 0 else v.max()
+        raise CaffeError("%s layer %s: label values must be in [0, %d), got %d"
+                         % (layer.type, layer.name, num_classes, bad))
+
+
+def _no_label_backward(layer, propagate_down, index=1, what="label"):
+    if len(propagate_down) > index and propagate_down[index]:
+        raise CaffeError("%s layer %s cannot backpropagate to %s inputs (bottom %d)"
+                         % (layer.type, layer.name, what, index))
+
+
+@register("SigmoidCrossEntropyLoss", "SIGMOID_CROSS_ENTROPY_LOSS")
+class SigmoidCrossEntropyLossLayer(LossLayer):
+    """SigmoidCrossEntropyLoss: targets t (same count as the scores x, values in [0, 1]).
+    loss = Σ [x·(x ≥ 0) − x·t + log(1 + e^{−|x|})] / normalizer (the stable form of
+    −Σ t·log σ(x) + (1 − t)·log(1 − σ(x))), skipping targets with int(t) == ignore_label.
+    ``loss_param.normalization`` defaults to BATCH_SIZE here (BVLC master; the legacy
+    ``normalize: true`` means VALID). dx = (σ(x) − t)·loss_weight / normalizer, 0 where ignored.
+    """
+
+    def layer_setup(self, bottom, top):
+        lp = self.layer_param.loss_param
+        self.ignore_label = lp.ignore_label if lp.HasField("ignore_label") else None
+
+    def reshape(self, bottom, top):
+        LossLayer.reshape(self, bottom, top)
+        if bottom[0].count() != bottom[1].count():
+            raise self.shape_error("target bottom %s (inputs must have the same count %d)" % (
+                _name(self, 1), bottom[0].count()), bottom[1].shape, bottom[0].shape)
+        self.outer, self.inner = bottom[0].shape[0], bottom[0].count(1)
+
+    def forward_cpu(self, bottom, top):
+        x = bottom[0].data.reshape(-1)
+        t = bottom[1].data.reshape(-1)
+        per = x * (x >= 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+        if self.ignore_label is not None:
+            self._valid = t.astype(np.int64) != self.ignore_label
+            per = per[self._valid]
+        self._norm = normalizer(self.layer_param.loss_param, self.outer, self.inner,
+                                per.size, default=_NORM.BATCH_SIZE)
+        top[0].data[...] = per.sum() / self._norm
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        _no_label_backward(self, propagate_down)
+        if not propagate_down[0]:
+            return
+        x, t = bottom[0].data, bottom[1].data.reshape(bottom[0].shape)
+        dx = bottom[0].diff
+        np.multiply(np.tanh(0.5 * x), 0.5, out=dx)
+        dx += 0.5
+        dx -= t
+        if self.ignore_label is not None:
+            dx *= self._valid.reshape(dx.shape)
+        dx *= top[0].cpu_diff().ravel()[0] / self._norm
+
+
+@register("EuclideanLoss", "EUCLIDEAN_LOSS")
+class EuclideanLossLayer(LossLayer):
+    """EuclideanLoss: loss = Σ‖a − b‖² / (2N) over the N samples (bottoms with equal count(1)).
+    da = w·(a − b)/N, db = −w·(a − b)/N; both bottoms may be forced to backward."""
+
+    def allow_force_backward(self, bottom_index):
+        return True
+
+    def reshape(self, bottom, top):
+        LossLayer.reshape(self, bottom, top)
+        if bottom[0].count(1) != bottom[1].count(1):
+            raise self.shape_error("bottom %s (inputs must have the same dimension)"
+                                   % _name(self, 1), bottom[1].shape, bottom[0].shape)
+
+    def forward_cpu(self, bottom, top):
+        self._diff = bottom[0].data.reshape(-1) - bottom[1].data.reshape(-1)
+        top[0].data[...] = np.dot(self._diff, self._diff) / bottom[0].shape[0] / 2.0
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        w = top[0].cpu_diff().ravel()[0]
+        for i, sign in ((0, 1.0), (1, -1.0)):
+            if propagate_down[i]:
+                alpha = sign * w / bottom[i].shape[0]
+                np.multiply(self._diff, alpha, out=bottom[i].diff.reshape(-1))
+
+
+@register("ContrastiveLoss", "CONTRASTIVE_LOSS")
+class ContrastiveLossLayer(LossLayer):
+    """ContrastiveLoss: bottoms a, b (N, C[, 1, 1]) and sim (N[, 1, 1, 1]). With d = ‖a − b‖²:
+    similar pairs (int(sim) ≠ 0) add d, dissimilar ones max(margin − √d, 0)²
+    (``legacy_version``: max(margin − d, 0)); loss = Σ / (2N). ``contrastive_loss_param``:
+    margin (1), legacy_version (false).
+    Backward (α = ±w/N for a/b): similar α·(a − b); dissimilar, when the hinge is active,
+    −α·(margin − √d)/(√d + 1e-4)·(a − b) (Caffe's 1e-4 guard), legacy −α·(a − b); else 0.
+    sim gets no gradient."""
+    exact_num_bottom = 3
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 2
+
+    def reshape(self, bottom, top):
+        LossLayer.reshape(self, bottom, top)
+        a, b, s = bottom
+        if _legacy(a, 1) != _legacy(b, 1) or a.shape[0] != b.shape[0] \
+                or any(_legacy(x, i) != 1 for x in (a, b) for i in (2, 3)):
+            raise self.shape_error("bottom %s (a and b must be (N, C, 1, 1) alike)"
+                                   % _name(self, 1), b.shape, a.shape)
+        if any(_legacy(s, i) != 1 for i in (1, 2, 3)) or s.shape[0] != a.shape[0]:
+            raise self.shape_error("similarity bottom %s" % _name(self, 2), s.shape,
+                                   (a.shape[0], 1, 1, 1))
+
+    def forward_cpu(self, bottom, top):
+        p = self.layer_param.contrastive_loss_param
+        n = bottom[0].shape[0]
+        self._diff = bottom[0].data.reshape(n, -1) - bottom[1].data.reshape(n, -1)
+        self._dist_sq = np.einsum("ij,ij->i", self._diff, self._diff)
+        self._sim = bottom[2].data.reshape(n).astype(np.int64) != 0
+        if p.legacy_version:
+            dis = np.maximum(p.margin - self._dist_sq, 0.0)
+        else:
+            dis = np.maximum(p.margin - np.sqrt(self._dist_sq), 0.0) ** 2
+        loss = np.where(self._sim, self._dist_sq, dis).sum()
+        top[0].data[...] = loss / n / 2.0
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        _no_label_backward(self, propagate_down, 2, "similarity")
+        p = self.layer_param.contrastive_loss_param
+        w = top[0].cpu_diff().ravel()[0]
+        n = bottom[0].shape[0]
+        if p.legacy_version:
+            mdist = p.margin - self._dist_sq
+            beta = -np.ones_like(mdist)
+        else:
+            dist = np.sqrt(self._dist_sq)
+            mdist = p.margin - dist
+            beta = -mdist / (dist + 1e-4)
+        scale = np.where(self._sim, 1.0, np.where(mdist > 0, beta, 0.0))
+        for i, sign in ((0, 1.0), (1, -1.0)):
+            if propagate_down[i]:
+                alpha = sign * w / n
+                np.multiply(self._diff, (alpha * scale)[:, None],
+                            out=bottom[i].diff.reshape(n, -1))
+
+
+@register("HingeLoss", "HINGE_LOSS")
+class HingeLossLayer(LossLayer):
+    """HingeLoss (one-vs-all): scores x (N, D), labels l. With s_nj = −1 for j = l_n and +1
+    otherwise, m_nj = max(0, 1 + s_nj·x_nj); loss = Σ m / N (``hinge_loss_param.norm`` L1,
+    default) or Σ m² / N (L2). Backward: dx = w·s·[m > 0]/N (L1) or 2w·s·m/N (L2)."""
+
+    def reshape(self, bottom, top):
+        LossLayer.reshape(self, bottom, top)
+        if bottom[1].count() != bottom[0].shape[0]:
+            raise self.shape_error("label bottom %s (one label per sample)" % _name(self, 1),
+                                   bottom[1].shape, (bottom[0].shape[0],))
+
+    def forward_cpu(self, bottom, top):
+        n = bottom[0].shape[0]
+        x = bottom[0].data.reshape(n, -1)
+        lab = _labels(bottom[1])
+        _check_range(self, lab, x.shape[1])
+        self._sign = np.ones_like(x)
+        self._sign[np.arange(n), lab] = -1
+        self._margin = np.maximum(0.0, 1.0 + self._sign * x)
+        norm = self.layer_param.hinge_loss_param.norm
+        if norm == caffe_pb2.HingeLossParameter.L1:
+            loss = self._margin.sum()
+        elif norm == caffe_pb2.HingeLossParameter.L2:
+            loss = np.dot(self._margin.ravel(), self._margin.ravel())
+        else:
+            raise CaffeError("HingeLoss layer %s: unknown hinge_loss_param.norm %d"
+                             % (self.name, norm))
+        top[0].data[...] = loss / n
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        _no_label_backward(self, propagate_down)
+        if not propagate_down[0]:
+            return
+        n = bottom[0].shape[0]
+        w = top[0].cpu_diff().ravel()[0]
+        dx = bottom[0].diff.reshape(n, -1)
+        if self.layer_param.hinge_loss_param.norm == caffe_pb2.HingeLossParameter.L1:
+            np.multiply(self._sign * (self._margin > 0), w / n, out=dx)
+        else:
+            np.multiply(self._sign * self._margin, 2.0 * w / n, out=dx)
+
+
+@register("MultinomialLogisticLoss", "MULTINOMIAL_LOGISTIC_LOSS")
+class MultinomialLogisticLossLayer(LossLayer):
+    """MultinomialLogisticLoss: bottom 0 holds probabilities p (N, D), bottom 1 labels (N[,1,1,1]).
+    loss = −Σ log max(p[n, l_n], 1e-20) / N; dp[n, l_n] = −w / (N·max(p[n, l_n], 1e-20)),
+    0 elsewhere."""
+
+    def reshape(self, bottom, top):
+        LossLayer.reshape(self, bottom, top)
+        if any(_legacy(bottom[1], i) != 1 for i in (1, 2, 3)):
+            raise self.shape_error("label bottom %s" % _name(self, 1), bottom[1].shape,
+                                   (bottom[0].shape[0], 1, 1, 1))
+
+    def _picked(self, bottom):
+        n = bottom[0].shape[0]
+        p = bottom[0].data.reshape(n, -1)
+        lab = _labels(bottom[1])
+        _check_range(self, lab, p.shape[1])
+        return n, lab, np.maximum(p[np.arange(n), lab], KLOG_THRESHOLD)
+
+    def forward_cpu(self, bottom, top):
+        n, _, prob = self._picked(bottom)
+        top[0].data[...] = -np.log(prob).sum() / n
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        _no_label_backward(self, propagate_down)
+        if not propagate_down[0]:
+            return
+        n, lab, prob = self._picked(bottom)
+        dx = bottom[0].diff.reshape(n, -1)
+        dx[...] = 0
+        dx[np.arange(n), lab] = -top[0].cpu_diff().ravel()[0] / n / prob
+
+
+@register("InfogainLoss", "INFOGAIN_LOSS")
+class InfogainLossLayer(LossLayer):
+    """InfogainLoss (BVLC master: it applies a softmax itself). Bottoms: scores x, labels l and
+    optionally the infogain matrix H (C, C), else H is read from ``infogain_loss_param.source``
+    (a BlobProto file). p = softmax(x) along ``infogain_loss_param.axis`` (1);
+    loss = −Σ_positions Σ_c H[l, c]·log max(p_c, 1e-20) / normalizer (``loss_param``
+    normalization, default VALID; ``normalize`` is refused as in Caffe; ignore_label skipped).
+    dx_c = w·(p_c·Σ_c' H[l, c'] − H[l, c]) / normalizer. An optional second top gives p.
+    Only bottom 0 takes a gradient (Caffe would let force_backward reach H and then abort)."""
+    exact_num_bottom = -1
+    min_num_bottom = 2
+    max_num_bottom = 3
+    exact_num_top = -1
+    min_num_top = 1
+    max_num_top = 2
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index == 0
+
+    def layer_setup(self, bottom, top):
+        lp = self.layer_param.loss_param
+        self.ignore_label = lp.ignore_label if lp.HasField("ignore_label") else None
+        if lp.HasField("normalize"):
+            raise CaffeError('InfogainLoss layer %s: loss_param.normalize is deprecated; use '
+                             '"normalization"' % self.name)
+        self.H = None
+        if len(bottom) < 3:
+            p = self.layer_param.infogain_loss_param
+            if not p.HasField("source"):
+                raise CaffeError("InfogainLoss layer %s: infogain_loss_param.source (the "
+                                 "infogain matrix H) must be specified when there is no third "
+                                 "bottom" % self.name)
+            from minicaffe.io import blobproto_to_array
+            from minicaffe.protoio import read_blob_proto
+            self.H = blobproto_to_array(read_blob_proto(p.source)).astype(self.dtype)
+
+    def reshape(self, bottom, top):
+        LossLayer.reshape(self, bottom, top)
+        self.axis = bottom[0].canonical_axis(self.layer_param.infogain_loss_param.axis)
+        self.outer = bottom[0].count(0, self.axis)
+        self.inner = bottom[0].count(self.axis + 1)
+        self.C = bottom[0].shape[self.axis]
+        if bottom[1].count() != self.outer * self.inner:
+            raise self.shape_error("label bottom %s (count must equal outer*inner = %d)"
+                                   % (_name(self, 1), self.outer * self.inner),
+                                   bottom[1].shape, (self.outer * self.inner,))
+        h = self.H if len(bottom) < 3 else bottom[2].data
+        if h.size != self.C * self.C:
+            raise self.shape_error("the infogain matrix H (must be %dx%d)" % (self.C, self.C),
+                                   h.shape, (self.C, self.C))
+        if not hasattr(self, "prob") or self.prob.dtype != bottom[0].dtype:
+            self.prob = self.make_blob(bottom[0].shape)
+        self.prob.reshape(bottom[0].shape)
+        if len(top) > 1:
+            top[1].reshape(bottom[0].shape)
+            top[1].share_data(self.prob)
+
+    def _setup_terms(self, bottom):
+        h = (self.H if len(bottom) < 3 else bottom[2].data).reshape(self.C, self.C)
+        lab = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
+        valid = np.ones(lab.shape, bool) if self.ignore_label is None else lab != self.ignore_label
+        _check_range(self, lab, self.C, valid)
+        lab = np.where(valid, lab, 0)
+        return h, lab, valid
+
+    def forward_cpu(self, bottom, top):
+        softmax(bottom[0].data, self.axis, self.prob.data)
+        p = self.prob.data.reshape(self.outer, self.C, self.inner)
+        h, lab, valid = self._setup_terms(bottom)
+        hl = h[lab]                                    # (outer, inner, C): H[l, :]
+        logp = np.log(np.maximum(p, KLOG_THRESHOLD)).transpose(0, 2, 1)
+        loss = -(hl * logp).sum(axis=2)[valid].sum()
+        self._count = int(valid.sum())
+        norm = normalizer(self.layer_param.loss_param, self.outer, self.inner, self._count)
+        top[0].data[...] = loss / norm
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        _no_label_backward(self, propagate_down)
+        _no_label_backward(self, propagate_down, 2, "infogain")
+        if not propagate_down[0]:
+            return
+        p = self.prob.data.reshape(self.outer, self.C, self.inner)
+        h, lab, valid = self._setup_terms(bottom)
+        rows = h.sum(axis=1)[lab]                      # (outer, inner)
+        g = p * rows[:, None, :] - h[lab].transpose(0, 2, 1)
+        g *= valid[:, None, :]
+        norm = normalizer(self.layer_param.loss_param, self.outer, self.inner, self._count)
+        np.multiply(g, top[0].cpu_diff().ravel()[0] / norm,
+                    out=bottom[0].diff.reshape(self.outer, self.C, self.inner))
+
+
+@register("Accuracy", "ACCURACY")
+class AccuracyLayer(Layer):
+    """Accuracy: scores (.., C at ``accuracy_param.axis`` (1), ..) and labels (outer·inner of
+    them). A position is correct iff #{c : score_c ≥ score_label} − 1 < ``top_k`` (1), so ties
+    count as wrong (constant scores give 0). Labels equal to ``ignore_label`` are skipped;
+    accuracy = correct / counted (0 if none). An optional second top gives the per-class
+    accuracy (C,) (0 for classes that do not occur). top_k ≤ C is checked. No backward."""
+    exact_num_bottom = 2
+    min_num_top = 1
+    max_num_top = 2
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.accuracy_param
+        self.top_k = p.top_k
+        self.ignore_label = p.ignore_label if p.HasField("ignore_label") else None
+
+    def reshape(self, bottom, top):
+        classes = bottom[0].count() // max(bottom[1].count(), 1)
+        if self.top_k > classes:
+            raise CaffeError("Accuracy layer %s: accuracy_param.top_k %d must be less than or "
+                             "equal to the number of classes %d" % (self.name, self.top_k, classes))
+        self.axis = bottom[0].canonical_axis(self.layer_param.accuracy_param.axis)
+        self.outer = bottom[0].count(0, self.axis)
+        self.inner = bottom[0].count(self.axis + 1)
+        self.C = bottom[0].shape[self.axis]
+        if self.outer * self.inner != bottom[1].count():
+            raise self.shape_error(
+                "label bottom %s (the number of labels must match the number of predictions, "
+                "outer*inner = %d, with values in 0..%d)" % (_name(self, 1),
+                                                            self.outer * self.inner, self.C - 1),
+                bottom[1].shape, (self.outer * self.inner,))
+        top[0].reshape(())
+        if len(top) > 1:
+            top[1].reshape((self.C,))
+
+    def forward_cpu(self, bottom, top):
+        x = bottom[0].data.reshape(self.outer, self.C, self.inner)
+        lab = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
+        valid = np.ones(lab.shape, bool) if self.ignore_label is None else lab != self.ignore_label
+        _check_range(self, lab, self.C, valid)
+        lab = np.where(valid, lab, 0)
+        true = np.take_along_axis(x, lab[:, None, :], axis=1)
+        better = (x >= true).sum(axis=1) - 1           # the label itself counts once
+        correct = (better < self.top_k) & valid
+        count = int(valid.sum())
+        top[0].data[...] = correct.sum() / count if count else 0.0
+        if len(top) > 1:
+            seen = np.bincount(lab[valid], minlength=self.C)
+            hits = np.bincount(lab[correct], minlength=self.C)
+            top[1].data[...] = np.where(seen > 0, hits / np.maximum(seen, 1), 0.0)

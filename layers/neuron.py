@@ -1,7 +1,55 @@
-"""Neuron layers (elementwise, one bottom, one top, in-place allowed): ReLU."""
+"""Neuron layers (elementwise, one bottom, one top of the same shape, in-place allowed):
+ReLU, PReLU, ELU, Sigmoid, TanH, AbsVal, Power, Exp, Log, BNLL, Threshold, Dropout, Swish, Clip.
+
+In place (top is the bottom blob) the forward overwrites the input. Layers whose backward needs
+the input keep a copy of it in that case (Caffe's PReLU ``bottom_memory_``); Caffe's Power,
+Log, Clip and ELU (with α < 0) read the clobbered bottom instead, so here they are also right in
+place. AbsVal refuses in-place use, as in Caffe.
+"""
 import numpy as np
 
+from minicaffe import backend
+from minicaffe.errors import CaffeError, ShapeError
+from minicaffe.fillers import fill
 from minicaffe.layer import NeuronLayer, register
+
+
+class NotImplementedCaffeError(CaffeError, NotImplementedError):
+    """Caffe's NOT_IMPLEMENTED (a layer without a gradient asked for one)."""
+
+
+def _in_place(bottom, top):
+    return top[0] is bottom[0] or top[0].shares_data_with(bottom[0])
+
+
+def _sigmoid(x, out=None):
+    """σ(x) = ½·tanh(x/2) + ½ (Caffe's form: no overflow for any x)."""
+    out = np.multiply(x, 0.5, out=out)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
+
+
+class _KeepsInput(NeuronLayer):
+    """Base for neuron layers whose backward reads the input x: in place, forward keeps a copy."""
+
+    _saved = None
+
+    def _keep_input(self, bottom, top):
+        """Call at the start of forward_cpu; returns x (still intact)."""
+        x = bottom[0].data
+        if _in_place(bottom, top):
+            if self._saved is None or self._saved.shape != x.shape or self._saved.dtype != x.dtype:
+                self._saved = np.empty_like(x)
+            np.copyto(self._saved, x)
+        else:
+            self._saved = None
+        return x
+
+    def _input(self, bottom):
+        """x as it was at forward time (the copy when computed in place)."""
+        return bottom[0].data if self._saved is None else self._saved
 
 
 @register("ReLU", "RELU")
@@ -16,11 +64,370 @@ class ReLULayer(NeuronLayer):
         if nu == 0:
             np.maximum(x, 0, out=y)
         else:
-            np.copyto(y, np.where(x > 0, x, x * np.asarray(nu, x.dtype)))
+            np.copyto(y, np.where(x > 0, x, x * nu))
 
     def backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         x, dy, dx = bottom[0].data, top[0].diff, bottom[0].diff
         nu = self.layer_param.relu_param.negative_slope
-        np.multiply(dy, np.where(x > 0, 1, nu).astype(dx.dtype, copy=False), out=dx)
+        if nu == 0:
+            np.multiply(dy, x > 0, out=dx)
+        else:
+            np.multiply(dy, np.where(x > 0, 1.0, nu).astype(dx.dtype, copy=False), out=dx)
+
+
+@register("PReLU")
+class PReLULayer(_KeepsInput):
+    """PReLU: y = max(x, 0) + a_c·min(x, 0) with one learned slope a_c per channel (axis 1), or
+    a single one (0-D blob) with ``prelu_param.channel_shared`` (false). ``filler`` defaults to
+    constant 0.25. The bottom needs at least 2 axes.
+    Backward: da_c += Σ_{x in channel c, x ≤ 0} dy·x (accumulates); dx = dy·(1 if x > 0 else a_c).
+    In place, a copy of the input is kept for the backward (as Caffe's ``bottom_memory_``)."""
+
+    def _check_axes(self, bottom):
+        if bottom[0].num_axes < 2:
+            raise ShapeError("PReLU Layer %s: the bottom needs >= 2 axes (N, C, ...), got shape %s"
+                             % (self.name, bottom[0].shape))
+
+    def layer_setup(self, bottom, top):
+        self._check_axes(bottom)
+        p = self.layer_param.prelu_param
+        self.channel_shared = p.channel_shared
+        channels = bottom[0].shape[1]
+        if not self.blobs:
+            a = self.make_blob(() if self.channel_shared else (channels,))
+            if p.HasField("filler"):
+                fill(a, p.filler)
+            else:
+                a.data[...] = 0.25
+            self.blobs = [a]
+        want = 1 if self.channel_shared else channels
+        if self.blobs[0].count() != want:
+            raise ShapeError("PReLU Layer %s: the slope blob has %d element(s), expected %d (%s)"
+                             % (self.name, self.blobs[0].count(), want,
+                                "channel_shared" if self.channel_shared else "one per channel"))
+        self.param_propagate_down = [True]
+
+    def reshape(self, bottom, top):
+        self._check_axes(bottom)
+        if not self.channel_shared and bottom[0].shape[1] != self.blobs[0].count():
+            raise self.shape_error("bottom channels (axis 1)", (bottom[0].shape[1],),
+                                   (self.blobs[0].count(),))
+        top[0].reshape(bottom[0].shape)
+
+    def _slope(self, x):
+        a = self.blobs[0].data
+        if self.channel_shared:
+            return a.reshape(())
+        return a.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+    def forward_cpu(self, bottom, top):
+        x = self._keep_input(bottom, top)
+        np.copyto(top[0].data, np.where(x > 0, x, x * self._slope(x)))
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        x, dy = self._input(bottom), top[0].diff
+        if self.param_propagate_down and self.param_propagate_down[0]:
+            g = dy * np.where(x > 0, 0, x)
+            da = self.blobs[0].diff
+            if self.channel_shared:
+                da += g.sum()
+            else:
+                axes = (0,) + tuple(range(2, x.ndim))
+                da += g.sum(axis=axes)
+        if propagate_down[0]:
+            np.multiply(dy, np.where(x > 0, 1, self._slope(x)), out=bottom[0].diff)
+
+
+@register("ELU")
+class ELULayer(_KeepsInput):
+    """ELU: y = x if x > 0 else α·(exp(x) − 1) (``elu_param.alpha`` α, 1).
+    dx = dy·(1 if x > 0 else y + α)."""
+
+    def forward_cpu(self, bottom, top):
+        x = self._keep_input(bottom, top)
+        alpha = self.layer_param.elu_param.alpha
+        np.copyto(top[0].data, np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))))
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x, y, dy = self._input(bottom), top[0].data, top[0].diff
+        alpha = self.layer_param.elu_param.alpha
+        np.multiply(dy, np.where(x > 0, 1, y + alpha), out=bottom[0].diff)
+
+
+@register("Sigmoid", "SIGMOID")
+class SigmoidLayer(NeuronLayer):
+    """Sigmoid: y = 1/(1 + exp(−x)), computed as ½·tanh(x/2) + ½. dx = dy·y·(1 − y)."""
+
+    def forward_cpu(self, bottom, top):
+        _sigmoid(bottom[0].data, out=top[0].data)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            y = top[0].data
+            np.multiply(top[0].diff, y * (1 - y), out=bottom[0].diff)
+
+
+@register("TanH", "TANH")
+class TanHLayer(NeuronLayer):
+    """TanH: y = tanh(x). dx = dy·(1 − y²)."""
+
+    def forward_cpu(self, bottom, top):
+        np.tanh(bottom[0].data, out=top[0].data)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            y = top[0].data
+            np.multiply(top[0].diff, 1 - y * y, out=bottom[0].diff)
+
+
+@register("AbsVal", "ABSVAL")
+class AbsValLayer(NeuronLayer):
+    """AbsVal: y = |x|. dx = dy·sign(x) (0 at x = 0). No in-place computation (Caffe CHECKs)."""
+
+    def reshape(self, bottom, top):
+        if _in_place(bottom, top):
+            raise CaffeError("AbsVal Layer %s does not allow in-place computation" % self.name)
+        top[0].reshape(bottom[0].shape)
+
+    def forward_cpu(self, bottom, top):
+        np.abs(bottom[0].data, out=top[0].data)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            np.multiply(top[0].diff, np.sign(bottom[0].data), out=bottom[0].diff)
+
+
+@register("Power", "POWER")
+class PowerLayer(_KeepsInput):
+    """Power: y = (shift + scale·x)^power (``power_param`` power 1, scale 1, shift 0).
+
+    Caffe's special cases: with diff_scale = power·scale = 0 the input is ignored and
+    y = 1 if power = 0 else shift^power, dx = 0; with power = 1, dx = scale·dy.
+    Otherwise dx = dy·power·scale·(shift + scale·x)^(power − 1). (Caffe evaluates this last one
+    as diff_scale·y/(shift + scale·x), which is NaN where shift + scale·x = 0; the direct form
+    gives the limit there.)"""
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.power_param
+        self.power, self.scale, self.shift = p.power, p.scale, p.shift
+        self.diff_scale = self.power * self.scale
+
+    def forward_cpu(self, bottom, top):
+        y = top[0].data
+        if self.diff_scale == 0:
+            y[...] = 1.0 if self.power == 0 else np.power(np.float64(self.shift), self.power)
+            return
+        x = self._keep_input(bottom, top) if self.power != 1 else bottom[0].data
+        np.multiply(x, self.scale, out=y)
+        if self.shift != 0:
+            y += self.shift
+        if self.power != 1:
+            np.power(y, self.power, out=y)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dx, dy = bottom[0].diff, top[0].diff
+        if self.diff_scale == 0:
+            dx[...] = 0
+        elif self.power == 1:
+            np.multiply(dy, self.diff_scale, out=dx)
+        else:
+            t = self._input(bottom) * self.scale
+            if self.shift != 0:
+                t += self.shift
+            if self.power == 2:
+                t *= self.diff_scale
+            else:
+                np.power(t, self.power - 1, out=t)
+                t *= self.diff_scale
+            np.multiply(dy, t, out=dx)
+
+
+def _log_base(layer, base):
+    """ln(base), with base −1 meaning e (exactly 1); CaffeError for base ≤ 0 or ln(base) ±inf/0
+    where the caller divides by it."""
+    if base == -1:
+        return 1.0
+    if not base > 0:
+        raise CaffeError("%s layer %s: %s.base must be strictly positive (or -1 for e), got %g"
+                         % (layer.type, layer.name, layer.type.lower() + "_param", base))
+    return float(np.log(base))
+
+
+@register("Exp", "EXP")
+class ExpLayer(NeuronLayer):
+    """Exp: y = base^(shift + scale·x) (``exp_param`` base −1 meaning e, scale 1, shift 0),
+    computed as base^shift · exp(ln(base)·scale·x). dx = dy·y·ln(base)·scale."""
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.exp_param
+        log_base = _log_base(self, p.base)
+        self.inner_scale = log_base * p.scale
+        if p.shift == 0:
+            self.outer_scale = 1.0
+        else:
+            self.outer_scale = float(np.exp(p.shift)) if p.base == -1 else float(p.base) ** p.shift
+
+    def forward_cpu(self, bottom, top):
+        y = top[0].data
+        np.multiply(bottom[0].data, self.inner_scale, out=y)
+        np.exp(y, out=y)
+        if self.outer_scale != 1:
+            y *= self.outer_scale
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dx = bottom[0].diff
+            np.multiply(top[0].data, top[0].diff, out=dx)
+            if self.inner_scale != 1:
+                dx *= self.inner_scale
+
+
+@register("Log")
+class LogLayer(_KeepsInput):
+    """Log: y = log_base(shift + scale·x) (``log_param`` base −1 meaning e, scale 1, shift 0).
+    dx = dy·scale / ((shift + scale·x)·ln(base)). base must be > 0 and ≠ 1."""
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.log_param
+        log_base = _log_base(self, p.base)
+        if log_base == 0 or not np.isfinite(log_base):
+            raise CaffeError("Log layer %s: log_param.base %g gives 1/ln(base) = inf"
+                             % (self.name, p.base))
+        self.base_scale = 1.0 / log_base
+        self.scale, self.shift = p.scale, p.shift
+        self.backward_num_scale = p.scale / log_base
+
+    def forward_cpu(self, bottom, top):
+        x, y = self._keep_input(bottom, top), top[0].data
+        if self.scale == 1 and self.shift == 0:
+            np.log(x, out=y)
+        else:
+            np.multiply(x, self.scale, out=y)
+            if self.shift != 0:
+                y += self.shift
+            np.log(y, out=y)
+        if self.base_scale != 1:
+            y *= self.base_scale
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        t = self._input(bottom) * self.scale
+        if self.shift != 0:
+            t += self.shift
+        np.divide(self.backward_num_scale, t, out=t)
+        np.multiply(top[0].diff, t, out=bottom[0].diff)
+
+
+@register("BNLL")
+class BNLLLayer(NeuronLayer):
+    """BNLL: y = log(1 + exp(x)) (softplus), computed stably as logaddexp(0, x).
+    dx = dy·σ(x) = dy·(1 − exp(−y)), evaluated from the output, so it is exact for large |x|
+    and safe in place."""
+
+    def forward_cpu(self, bottom, top):
+        np.logaddexp(0, bottom[0].data, out=top[0].data)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            s = np.negative(top[0].data)
+            np.expm1(s, out=s)
+            np.negative(s, out=s)
+            np.multiply(top[0].diff, s, out=bottom[0].diff)
+
+
+@register("Threshold", "THRESHOLD")
+class ThresholdLayer(NeuronLayer):
+    """Threshold: y = 1 if x > threshold else 0 (``threshold_param.threshold``, 0).
+    It has no gradient: backward with propagate_down raises (Caffe's NOT_IMPLEMENTED)."""
+
+    def forward_cpu(self, bottom, top):
+        np.greater(bottom[0].data, self.layer_param.threshold_param.threshold, out=top[0].data,
+                   casting="unsafe")
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            raise NotImplementedCaffeError(
+                "Threshold layer %s: backward is not implemented (the step function has no "
+                "gradient); keep it out of the backward pass (propagate_down: false)" % self.name)
+
+
+@register("Dropout", "DROPOUT")
+class DropoutLayer(NeuronLayer):
+    """Dropout (``dropout_param.dropout_ratio`` r, 0.5; 0 ≤ r < 1).
+    TRAIN: mask ~ Bernoulli(1 − r) from ``backend.rng()``, y = x·mask/(1 − r),
+    dx = dy·mask/(1 − r). TEST: y = x, dx = dy. The phase is the layer's (from the net)."""
+
+    def layer_setup(self, bottom, top):
+        r = self.layer_param.dropout_param.dropout_ratio
+        if not 0 <= r < 1:
+            raise CaffeError("Dropout layer %s: dropout_param.dropout_ratio must be in [0, 1), "
+                             "got %g" % (self.name, r))
+        self.ratio = float(r)
+        self.scale = 1.0 / (1.0 - self.ratio)
+        self.mask = None
+
+    def forward_cpu(self, bottom, top):
+        x, y = bottom[0].data, top[0].data
+        if self.phase == 0:
+            self.mask = backend.rng().random(x.shape) < (1.0 - self.ratio)
+            np.multiply(x, self.mask, out=y)
+            y *= self.scale
+        elif not _in_place(bottom, top):
+            np.copyto(y, x)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy, dx = top[0].diff, bottom[0].diff
+        if self.phase == 0:
+            np.multiply(dy, self.mask, out=dx)
+            dx *= self.scale
+        elif not _in_place(bottom, top):
+            np.copyto(dx, dy)
+
+
+@register("Swish")
+class SwishLayer(NeuronLayer):
+    """Swish: y = x·σ(βx) (``swish_param.beta`` β, 1).
+    dx = dy·(β·y + σ(βx)·(1 − β·y)); σ(βx) is kept from the forward, so in place is fine."""
+
+    def forward_cpu(self, bottom, top):
+        x = bottom[0].data
+        beta = self.layer_param.swish_param.beta
+        self.sig = _sigmoid(x * beta)
+        np.multiply(x, self.sig, out=top[0].data)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            by = top[0].data * self.layer_param.swish_param.beta
+            np.multiply(top[0].diff, by + self.sig * (1 - by), out=bottom[0].diff)
+
+
+@register("Clip")
+class ClipLayer(_KeepsInput):
+    """Clip: y = max(min, min(x, max)) (``clip_param`` min and max, both required).
+    dx = dy where min ≤ x ≤ max, else 0 (ties pass the gradient, as in Caffe)."""
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.clip_param
+        for f in ("min", "max"):
+            if not p.HasField(f):
+                raise CaffeError("Clip layer %s: clip_param.%s is required" % (self.name, f))
+        self.lo, self.hi = p.min, p.max
+
+    def forward_cpu(self, bottom, top):
+        x, y = self._keep_input(bottom, top), top[0].data
+        np.minimum(x, self.hi, out=y)
+        np.maximum(y, self.lo, out=y)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            x = self._input(bottom)
+            np.multiply(top[0].diff, (x >= self.lo) & (x <= self.hi), out=bottom[0].diff)

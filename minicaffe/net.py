@@ -596,6 +596,52 @@ class Net:
                                      % (sname, sb.shape, tb.shape))
                 tb.share_data(sb)
 
+    def set_input_arrays(self, data, labels):
+        """pycaffe's Net.set_input_arrays: feed a MemoryData first layer. ``data`` must be a
+        C-contiguous float32 (N, C, H, W) array matching memory_data_param, ``labels`` float32
+        of shape (N,) or (N, 1, 1, 1), N a multiple of batch_size. The arrays are used in place
+        (not copied), as in Caffe."""
+        from .layers.data import MemoryDataLayer
+        if not self.layers or not isinstance(self.layers[0], MemoryDataLayer):
+            raise NetError("set_input_arrays may only be called if the first layer is a "
+                           "MemoryData layer")
+        md = self.layers[0]
+        if isinstance(labels, np.ndarray) and labels.ndim == 1:
+            labels = np.ascontiguousarray(labels[:, None, None, None])
+        for what, arr, dims in (("data array", data, (md.channels, md.height, md.width)),
+                                ("labels array", labels, (1, 1, 1))):
+            if not isinstance(arr, np.ndarray):
+                raise NetError("set_input_arrays: the %s must be a NumPy array, got %s"
+                               % (what, type(arr).__name__))
+            if not arr.flags.c_contiguous:
+                raise NetError("set_input_arrays: the %s must be C contiguous" % what)
+            if arr.dtype != np.float32:
+                raise NetError("set_input_arrays: the %s must be float32, got %s"
+                               % (what, arr.dtype))
+            if arr.ndim != 4 or arr.shape[1:] != dims:
+                raise ShapeError("set_input_arrays: the %s has shape %s, expected (N, %d, %d, %d)"
+                                 % ((what, arr.shape) + dims))
+        if data.shape[0] != labels.shape[0]:
+            raise ShapeError("set_input_arrays: data and labels must have the same first "
+                             "dimension (%d and %d)" % (data.shape[0], labels.shape[0]))
+        if data.shape[0] == 0 or data.shape[0] % md.batch_size:
+            raise ShapeError("set_input_arrays: the first dimension of the input arrays (%d) must "
+                             "be a positive multiple of batch size (%d)"
+                             % (data.shape[0], md.batch_size))
+        md.reset(data, labels, data.shape[0])
+
+    def close(self):
+        """Stop the data layers' prefetch threads (they also stop at exit)."""
+        for layer in self.layers:
+            if hasattr(layer, "close"):
+                layer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def __repr__(self):
         return "<Net %r: %d layers, phase %s>" % (self.name, len(self.layers),
                                                    caffe_pb2.Phase.Name(self.phase))

@@ -1,0 +1,321 @@
+"""Normalization layers: BatchNorm, Scale, Bias, MVN.
+
+BatchNorm only normalises; the learned γ/β of batch normalisation are a following
+``Scale { bias_term: true }`` layer, as in Caffe.
+"""
+import numpy as np
+
+from minicaffe.errors import CaffeError, ShapeError
+from minicaffe.fillers import fill
+from minicaffe.layer import Layer, register
+
+
+def _in_place(bottom, top):
+    return top[0] is bottom[0] or top[0].shares_data_with(bottom[0])
+
+
+@register("BatchNorm")
+class BatchNormLayer(Layer):
+    """BatchNorm: y = (x − μ_c) / sqrt(σ²_c + eps), statistics per channel (axis 1; a 1-D
+    bottom is one channel) over the batch and spatial axes (m = N·H·W values).
+
+    ``batch_norm_param``: use_global_stats (unset: false in TRAIN, true in TEST),
+    moving_average_fraction λ (0.999), eps (1e-5).
+    Three state blobs, never learned: running mean sum (C,), running variance sum (C,) and the
+    scale factor s (1,). Each TRAIN forward updates them as Caffe:
+    s ← λ·s + 1, mean ← λ·mean + μ, var ← λ·var + m/(m − 1)·σ² (biased batch σ², m > 1).
+    With global stats μ = mean/s, σ² = var/s (0 when s = 0).
+    Set-up appends ``param { lr_mult: 0 }`` for each blob the prototxt leaves unspecified, and
+    rejects a non-zero lr_mult ("Cannot configure batch normalization statistics as layer
+    parameters"), so no solver updates them.
+    Backward, batch stats: dx = (dy − mean(dy) − y·mean(dy·y)) / sqrt(σ² + eps), the means per
+    channel over N·H·W. Global stats: dx = dy / sqrt(σ² + eps).
+    """
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.batch_norm_param
+        self.maf = p.moving_average_fraction
+        self.use_global_stats = p.use_global_stats if p.HasField("use_global_stats") \
+            else self.phase == 1
+        self.eps = p.eps
+        if bottom[0].num_axes == 0:
+            raise ShapeError("BatchNorm Layer %s: the bottom needs at least 1 axis" % self.name)
+        self.channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]
+        if not self.blobs:
+            self.blobs = [self.make_blob((self.channels,)), self.make_blob((self.channels,)),
+                          self.make_blob((1,))]
+            for b in self.blobs:
+                b.data[...] = 0
+        params = self.layer_param.param
+        for i in range(len(self.blobs)):
+            if len(params) == i:
+                params.add().lr_mult = 0.0
+            elif params[i].lr_mult != 0:
+                raise CaffeError("BatchNorm layer %s: param %d has lr_mult %g; Cannot configure "
+                                 "batch normalization statistics as layer parameters (lr_mult "
+                                 "must be 0)" % (self.name, i, params[i].lr_mult))
+        self.param_propagate_down = [False] * len(self.blobs)
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        c = 1 if len(shape) == 1 else (shape[1] if shape else None)
+        if c != self.channels:
+            raise self.shape_error("bottom channels (axis 1)", (c,), (self.channels,))
+        if not _in_place(bottom, top):
+            top[0].reshape(shape)
+
+    def _view(self, a):
+        n = a.shape[0]
+        return a.reshape(n, self.channels, -1 if n and self.channels else 0)
+
+    def forward_cpu(self, bottom, top):
+        x = self._view(bottom[0].data)
+        if self.use_global_stats:
+            s = self.blobs[2].data.reshape(-1)[0]
+            f = 0.0 if s == 0 else 1.0 / s
+            mean = self.blobs[0].data * f
+            var = self.blobs[1].data * f
+            xc = x - mean[None, :, None]
+        else:
+            mean = x.mean(axis=(0, 2))
+            xc = x - mean[None, :, None]
+            var = np.mean(xc * xc, axis=(0, 2))
+            m = x.size // self.channels
+            self.blobs[2].data[...] *= self.maf
+            self.blobs[2].data[...] += 1
+            rm, rv = self.blobs[0].data, self.blobs[1].data
+            rm *= self.maf
+            rm += mean
+            rv *= self.maf
+            rv += var * (m / (m - 1.0) if m > 1 else 1.0)
+        self.std = np.sqrt(var + self.eps)
+        xc /= self.std[None, :, None]
+        self.x_norm = xc
+        np.copyto(self._view(top[0].data), xc)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = self._view(top[0].diff)
+        std = self.std[None, :, None]
+        dx = self._view(bottom[0].diff)
+        if self.use_global_stats:
+            np.divide(dy, std, out=dx)
+            return
+        y = self.x_norm
+        g = dy - dy.mean(axis=(0, 2), keepdims=True) \
+            - y * np.mean(dy * y, axis=(0, 2), keepdims=True)
+        np.divide(g, std, out=dx)
+
+
+# --- Scale and Bias: a blob broadcast over bottom[0] from ``axis`` -------------------------------
+
+def _param_shape(layer, what, b0, axis, num_axes):
+    """The shape of a learned scale/bias blob: bottom[0]'s axes [axis, axis + num_axes)
+    (−1: to the end)."""
+    axis = b0.canonical_axis(axis)
+    if num_axes < -1:
+        raise CaffeError("%s layer %s: %s.num_axes must be non-negative, or -1 to extend to the "
+                         "end of bottom[0], got %d" % (layer.type, layer.name,
+                                                      layer.type.lower() + "_param", num_axes))
+    if num_axes >= 0 and b0.num_axes < axis + num_axes:
+        raise ShapeError("%s Layer %s: %s blob's shape extends past bottom[0]'s shape %s when "
+                         "applied starting with bottom[0] axis = %d (num_axes %d)"
+                         % (layer.type, layer.name, what, b0.shape, axis, num_axes))
+    return b0.shape[axis:] if num_axes == -1 else b0.shape[axis:axis + num_axes]
+
+
+def _broadcast_dims(layer, what, b0, pshape, axis):
+    """(outer, dim, inner) for a blob of shape ``pshape`` applied to bottom[0] from ``axis``
+    (axis 0 when the blob is a scalar, as Caffe)."""
+    k = len(pshape)
+    axis = 0 if k == 0 else b0.canonical_axis(axis)
+    if b0.num_axes < axis + k or tuple(b0.shape[axis:axis + k]) != tuple(pshape):
+        raise ShapeError("%s Layer %s: %s blob of shape %s does not match bottom[0]'s shape %s "
+                         "from axis %d" % (layer.type, layer.name, what, tuple(pshape), b0.shape,
+                                           axis))
+    return b0.count(0, axis), int(np.prod(pshape, dtype=np.int64)), b0.count(axis + k)
+
+
+def _sum_outer_inner(a, dims):
+    o, d, i = dims
+    return a.reshape(o, d, i).sum(axis=(0, 2))
+
+
+@register("Scale")
+class ScaleLayer(Layer):
+    """Scale: y = x ⊙ s (+ b), s broadcast over bottom[0] from ``scale_param.axis`` (1).
+
+    With one bottom s is a learned blob of shape bottom.shape[axis : axis + num_axes]
+    (``num_axes`` 1; −1 = to the end; 0 = a scalar), filled by ``filler`` (default constant 1).
+    With two bottoms s is bottom[1] (any shape matching bottom[0] from ``axis``) and no scale blob
+    is created. ``bias_term`` (false) adds a learned bias blob (last in ``blobs``, filled by
+    ``bias_filler``, default constant 0) of the scale's shape: Caffe's internal Bias layer.
+    Backward: ds = Σ_{outer, inner} dy·x (accumulated for the blob, overwritten for bottom[1]),
+    db += Σ dy, dx = dy ⊙ s. In place, the input is kept for ds.
+    """
+    min_num_bottom = 1
+    max_num_bottom = 2
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.scale_param
+        if len(bottom) == 1 and not self.blobs:
+            s = self.make_blob(_param_shape(self, "scale", bottom[0], p.axis, p.num_axes))
+            if p.HasField("filler"):
+                fill(s, p.filler)
+            else:
+                s.data[...] = 1
+            self.blobs = [s]
+        self.bias_id = None
+        if p.bias_term:
+            if len(self.blobs) + len(bottom) < 3:
+                nax = bottom[1].num_axes if len(bottom) > 1 else p.num_axes
+                b = self.make_blob(_param_shape(self, "bias", bottom[0], p.axis, nax))
+                fill(b, p.bias_filler)
+                self.blobs.append(b)
+            self.bias_id = len(self.blobs) - 1
+        self.param_propagate_down = [True] * len(self.blobs)
+        self._saved = None
+
+    def _scale(self, bottom):
+        return bottom[1] if len(bottom) > 1 else self.blobs[0]
+
+    def reshape(self, bottom, top):
+        axis = self.layer_param.scale_param.axis
+        self.dims = _broadcast_dims(self, "scale", bottom[0], self._scale(bottom).shape, axis)
+        if self.bias_id is not None:
+            self.bias_dims = _broadcast_dims(self, "bias", bottom[0],
+                                             self.blobs[self.bias_id].shape, axis)
+        if not _in_place(bottom, top):
+            top[0].reshape(bottom[0].shape)
+
+    def forward_cpu(self, bottom, top):
+        o, d, i = self.dims
+        x = bottom[0].data.reshape(o, d, i)
+        self._saved = x.copy() if _in_place(bottom, top) else None
+        np.multiply(x, self._scale(bottom).data.reshape(1, d, 1), out=top[0].data.reshape(o, d, i))
+        if self.bias_id is not None:
+            bo, bd, bi = self.bias_dims
+            y = top[0].data.reshape(bo, bd, bi)
+            y += self.blobs[self.bias_id].data.reshape(1, bd, 1)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        o, d, i = self.dims
+        dy = top[0].diff
+        if self.bias_id is not None and self.param_propagate_down[self.bias_id]:
+            b = self.blobs[self.bias_id]
+            b.diff[...] += _sum_outer_inner(dy, self.bias_dims).reshape(b.shape)
+        two = len(bottom) > 1
+        s = self._scale(bottom)
+        if (two and propagate_down[1]) or (not two and self.param_propagate_down[0]):
+            x = self._saved if self._saved is not None else bottom[0].data
+            g = _sum_outer_inner(dy.reshape(o, d, i) * x.reshape(o, d, i), self.dims)
+            if two:
+                s.diff[...] = g.reshape(s.shape)
+            else:
+                s.diff[...] += g.reshape(s.shape)
+        if propagate_down[0]:
+            np.multiply(dy.reshape(o, d, i), s.data.reshape(1, d, 1),
+                        out=bottom[0].diff.reshape(o, d, i))
+
+
+@register("Bias")
+class BiasLayer(Layer):
+    """Bias: y = x + b, b broadcast over bottom[0] from ``bias_param.axis`` (1).
+
+    With one bottom b is a learned blob of shape bottom.shape[axis : axis + num_axes]
+    (``num_axes`` 1; −1 = to the end; 0 = a scalar), filled by ``filler`` (default constant 0).
+    With two bottoms b is bottom[1] and no blob is created.
+    Backward: db = Σ_{outer, inner} dy (accumulated for the blob, overwritten for bottom[1]),
+    dx = dy.
+    """
+    min_num_bottom = 1
+    max_num_bottom = 2
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.bias_param
+        if len(bottom) == 1 and not self.blobs:
+            b = self.make_blob(_param_shape(self, "bias", bottom[0], p.axis, p.num_axes))
+            fill(b, p.filler)
+            self.blobs = [b]
+        self.param_propagate_down = [True] * len(self.blobs)
+
+    def _bias(self, bottom):
+        return bottom[1] if len(bottom) > 1 else self.blobs[0]
+
+    def reshape(self, bottom, top):
+        self.dims = _broadcast_dims(self, "bias", bottom[0], self._bias(bottom).shape,
+                                    self.layer_param.bias_param.axis)
+        if not _in_place(bottom, top):
+            top[0].reshape(bottom[0].shape)
+
+    def forward_cpu(self, bottom, top):
+        o, d, i = self.dims
+        np.add(bottom[0].data.reshape(o, d, i), self._bias(bottom).data.reshape(1, d, 1),
+               out=top[0].data.reshape(o, d, i))
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        dy = top[0].diff
+        if propagate_down[0] and not _in_place(bottom, top):
+            np.copyto(bottom[0].diff, dy)
+        two = len(bottom) > 1
+        b = self._bias(bottom)
+        if (two and propagate_down[1]) or (not two and self.param_propagate_down[0]):
+            g = _sum_outer_inner(dy, self.dims).reshape(b.shape)
+            if two:
+                b.diff[...] = g
+            else:
+                b.diff[...] += g
+
+
+@register("MVN")
+class MVNLayer(Layer):
+    """MVN: per sample and channel (or per sample with ``across_channels``, false),
+    y = x − mean(x), then, with ``normalize_variance`` (true), y /= (std(x) + eps)
+    (``eps`` 1e-9 added to the standard deviation, not the variance; std is the biased one).
+
+    As in Caffe the top is reshaped through the legacy accessors to 4-D
+    (num, channels, height, width), so the bottom may have at most 4 axes.
+    Backward (exact for any eps): with s = σ + eps,
+    dx = (dy − mean(dy) − y·mean(dy·y)·s/σ) / s; Caffe drops the factor s/σ (≈ 1 + eps/σ).
+    Without variance normalisation dx = dy − mean(dy).
+    """
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if len(shape) > 4:
+            raise ShapeError("MVN Layer %s: Cannot use legacy accessors on Blobs with > 4 axes "
+                             "(bottom shape %s)" % (self.name, shape))
+        legacy = tuple(shape) + (1,) * (4 - len(shape))
+        top[0].reshape(legacy)
+        p = self.layer_param.mvn_param
+        self.num = legacy[0] if p.across_channels else legacy[0] * legacy[1]
+        self.dim = bottom[0].count() // self.num if self.num else 0
+
+    def forward_cpu(self, bottom, top):
+        p = self.layer_param.mvn_param
+        x = bottom[0].data.reshape(self.num, self.dim)
+        y = x - x.mean(axis=1, keepdims=True)
+        if p.normalize_variance:
+            self.sigma = np.sqrt(np.mean(y * y, axis=1, keepdims=True))
+            self.s = self.sigma + p.eps
+            y /= self.s
+            self.y = y
+        np.copyto(top[0].data.reshape(self.num, self.dim), y)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff.reshape(self.num, self.dim)
+        g = dy - dy.mean(axis=1, keepdims=True)
+        if self.layer_param.mvn_param.normalize_variance:
+            r = self.s / np.where(self.sigma > 0, self.sigma, self.s)
+            g -= self.y * (r * np.mean(dy * self.y, axis=1, keepdims=True))
+            g /= self.s
+        np.copyto(bottom[0].diff.reshape(self.num, self.dim), g)

@@ -1,0 +1,558 @@
+"""Vision layers: Convolution, Deconvolution, Pooling, LRN, Crop (kernels in ``im2col.py``)."""
+import math
+
+import numpy as np
+
+from minicaffe.errors import CaffeError
+from minicaffe.fillers import fill
+from minicaffe.layer import Layer, register
+
+from .im2col import col2im, col_buffer, im2col, launch, pool_backward, pool_forward
+
+_NO_MASK = np.zeros((1, 1, 1), np.int32)
+
+
+def _error(layer, msg):
+    return CaffeError("%s layer %s: %s" % (layer.type, layer.name, msg))
+
+
+class _BaseConvolutionLayer(Layer):
+    """Shared by Convolution and Deconvolution (base_conv_layer.cpp).
+
+    ``conv_in``/``conv_out`` channels are (C, num_output) for Convolution and swapped for
+    Deconvolution; the weight is (conv_out, conv_in/group, *kernel). ``_fwd_gemm`` is
+    im2col + W·col, ``_bwd_gemm`` is Wᵀ·out + col2im, ``_weight_gemm`` is dW += out·colᵀ,
+    each per group, through one shared column buffer. 1-D spatial inputs run as 2-D with a
+    height of 1; other spatial ranks raise.
+    """
+    min_num_bottom = 1
+    min_num_top = 1
+    equal_num_bottom_top = True
+    reverse = False
+
+    def _per_axis(self, p, name, hname, wname, default, nsp):
+        if hname and (p.HasField(hname) or p.HasField(wname)):
+            if nsp != 2:
+                raise _error(self, "convolution_param.%s & %s can only be used for 2D "
+                                   "convolution (%d spatial axes)" % (hname, wname, nsp))
+            if len(getattr(p, name)):
+                raise _error(self, "convolution_param: either %s or %s/%s should be "
+                                   "specified; not both" % (name, hname, wname))
+            return [int(getattr(p, hname)), int(getattr(p, wname))]
+        vals = [int(v) for v in getattr(p, name)]
+        if not vals and default is not None:
+            return [default] * nsp
+        if len(vals) not in (1, nsp):
+            raise _error(self, "convolution_param.%s must be specified once, or once per "
+                               "spatial dimension (%s specified %d times; %d spatial dims)"
+                         % (name, name, len(vals), nsp))
+        return vals * nsp if len(vals) == 1 else vals
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.convolution_param
+        self.channel_axis = bottom[0].canonical_axis(p.axis)
+        self.num_axes = bottom[0].num_axes
+        nsp = self.num_axes - self.channel_axis - 1
+        if nsp not in (1, 2):
+            raise _error(self, "only 1-D and 2-D spatial convolution is supported (bottom shape "
+                               "%s with channel axis %d has %d spatial axes)"
+                         % (bottom[0].shape, self.channel_axis, nsp))
+        self.num_spatial_axes = nsp
+        kernel = self._per_axis(p, "kernel_size", "kernel_h", "kernel_w", None, nsp)
+        stride = self._per_axis(p, "stride", "stride_h", "stride_w", 1, nsp)
+        pad = self._per_axis(p, "pad", "pad_h", "pad_w", 0, nsp)
+        dilation = self._per_axis(p, "dilation", None, None, 1, nsp)
+        if any(k <= 0 for k in kernel):
+            raise _error(self, "convolution_param kernel dimensions must be nonzero, got %s"
+                         % kernel)
+        if any(s <= 0 for s in stride):
+            raise _error(self, "convolution_param stride dimensions must be nonzero, got %s"
+                         % stride)
+        if any(d <= 0 for d in dilation):
+            raise _error(self, "convolution_param dilation must be nonzero, got %s" % dilation)
+        self.kernel_shape = tuple(kernel)
+        if nsp == 1:
+            kernel, stride, pad, dilation = [1] + kernel, [1] + stride, [0] + pad, [1] + dilation
+        (self.kh, self.kw), (self.sh, self.sw) = kernel, stride
+        (self.ph, self.pw), (self.dh, self.dw) = pad, dilation
+        self.stride, self.pad, self.dilation = stride[-nsp:], pad[-nsp:], dilation[-nsp:]
+        self.is_1x1 = kernel == [1, 1] and stride == [1, 1] and pad == [0, 0]
+
+        self.channels = bottom[0].shape[self.channel_axis]
+        self.num_output = int(p.num_output)
+        self.group = int(p.group)
+        if self.num_output <= 0:
+            raise _error(self, "convolution_param.num_output must be > 0, got %d" % self.num_output)
+        if self.group <= 0:
+            raise _error(self, "convolution_param.group must be > 0, got %d" % self.group)
+        if self.channels % self.group:
+            raise _error(self, "the input channels (%d) must be a multiple of "
+                               "convolution_param.group (%d)" % (self.channels, self.group))
+        if self.num_output % self.group:
+            raise _error(self, "convolution_param.num_output (%d) must be a multiple of "
+                               "convolution_param.group (%d)" % (self.num_output, self.group))
+        if self.reverse:
+            self.conv_out, self.conv_in = self.channels, self.num_output
+        else:
+            self.conv_out, self.conv_in = self.num_output, self.channels
+        self.bias_term = p.bias_term
+        wshape = (self.conv_out, self.conv_in // self.group) + self.kernel_shape
+        self.kernel_dim = math.prod(wshape[1:])
+        if self.blobs:
+            expect = [wshape] + ([(self.num_output,)] if self.bias_term else [])
+            got = [b.shape for b in self.blobs]
+            if len(got) != len(expect) or any(tuple(g) != e for g, e in zip(got, expect)):
+                raise _error(self, "incorrect weight blobs: expected shapes %s, got %s"
+                             % (expect, got))
+        else:
+            w = self.make_blob(wshape)
+            fill(w, p.weight_filler)
+            self.blobs = [w]
+            if self.bias_term:
+                b = self.make_blob((self.num_output,))
+                fill(b, p.bias_filler)
+                self.blobs.append(b)
+        self.param_propagate_down = [True] * len(self.blobs)
+
+    def compute_output_shape(self, in_shape):
+        raise NotImplementedError
+
+    def reshape(self, bottom, top):
+        b0 = bottom[0]
+        if b0.num_axes != self.num_axes:
+            raise self.shape_error("bottom (num_axes may not change)", b0.shape,
+                                   ("%d axes" % self.num_axes,))
+        ca = self.channel_axis
+        if b0.shape[ca] != self.channels:
+            raise self.shape_error("bottom[0] (input size incompatible with the convolution "
+                                   "kernel: channels on axis %d)" % ca,
+                                   b0.shape, b0.shape[:ca] + (self.channels, "..."))
+        for i, b in enumerate(bottom[1:], 1):
+            if b.shape != b0.shape:
+                raise self.shape_error("bottom[%d] (all bottoms must have bottom[0]'s shape)" % i,
+                                       b.shape, b0.shape)
+        self.num = b0.count(0, ca)
+        in_sp = tuple(b0.shape[ca + 1:])
+        out_sp = self.compute_output_shape(in_sp)
+        if any(o <= 0 for o in out_sp):
+            raise self.shape_error("output (kernel %s, stride %s, pad %s, dilation %s on input %s)"
+                                   % (self.kernel_shape, tuple(self.stride), tuple(self.pad),
+                                      tuple(self.dilation), in_sp), out_sp, ("positive sizes",))
+        for t in top:
+            t.reshape(b0.shape[:ca] + (self.num_output,) + out_sp)
+        two_d = (lambda s: (1,) + s) if self.num_spatial_axes == 1 else (lambda s: s)
+        # the im2col image is the conv input (bottom) or, for deconvolution, the top
+        im_sp, col_sp = (out_sp, in_sp) if self.reverse else (in_sp, out_sp)
+        self.im_hw = two_d(im_sp)
+        self.col_hw = two_d(col_sp)
+        self.col_dim = math.prod(col_sp)
+        og, kd = self.conv_out // self.group, self.kernel_dim
+        if getattr(self, "_wtmp", None) is None or self._wtmp.shape != (og, kd) \
+                or self._wtmp.dtype != self.dtype:
+            self._wtmp = np.empty((og, kd), self.dtype)
+
+    # --- GEMM helpers (one image; ``im`` (conv_in, H, W), ``out`` (conv_out, col_dim)) -------
+    def _im2col(self, im):
+        if self.is_1x1:
+            return im.reshape(im.shape[0], -1)
+        col = col_buffer(self.kernel_dim * self.group * self.col_dim, im.dtype)
+        col = col.reshape(self.kernel_dim * self.group, self.col_dim)
+        launch(im2col, col.size, im, self.kh, self.kw, self.ph, self.pw, self.sh, self.sw,
+               self.dh, self.dw, self.col_hw[0], self.col_hw[1], col)
+        return col
+
+    def _groups(self):
+        og, kd = self.conv_out // self.group, self.kernel_dim
+        return [(slice(g * og, (g + 1) * og), slice(g * kd, (g + 1) * kd))
+                for g in range(self.group)]
+
+    def _fwd_gemm(self, im, out, col=None):
+        if col is None:
+            col = self._im2col(im)
+        w = self.blobs[0].data.reshape(self.conv_out, self.kernel_dim)
+        for so, sk in self._groups():
+            np.dot(w[so], col[sk], out=out[so])
+
+    def _bwd_gemm(self, out, im):
+        w = self.blobs[0].data.reshape(self.conv_out, self.kernel_dim)
+        if self.is_1x1:
+            col = im.reshape(im.shape[0], -1)
+        else:
+            col = col_buffer(self.kernel_dim * self.group * self.col_dim, im.dtype)
+            col = col.reshape(self.kernel_dim * self.group, self.col_dim)
+        for so, sk in self._groups():
+            np.dot(w[so].T, out[so], out=col[sk])
+        if not self.is_1x1:
+            launch(col2im, col.size, col, self.kh, self.kw, self.ph, self.pw, self.sh, self.sw,
+                   self.dh, self.dw, self.col_hw[0], self.col_hw[1], im)
+
+    def _weight_gemm(self, im, out):
+        col = self._im2col(im)
+        dw = self.blobs[0].diff.reshape(self.conv_out, self.kernel_dim)
+        tmp = self._wtmp
+        for so, sk in self._groups():
+            np.dot(out[so], col[sk].T, out=tmp)
+            dw[so] += tmp
+        return col
+
+    def _views(self, bottom_arr, top_arr):
+        """(num, conv_in, H, W) image views and (num, conv_out, col_dim) output views."""
+        if self.reverse:
+            return (top_arr.reshape((self.num, self.conv_in) + self.im_hw),
+                    bottom_arr.reshape(self.num, self.conv_out, self.col_dim))
+        return (bottom_arr.reshape((self.num, self.conv_in) + self.im_hw),
+                top_arr.reshape(self.num, self.conv_out, self.col_dim))
+
+    def _add_bias(self, t):
+        if self.bias_term:
+            y = t.data.reshape(self.num, self.num_output, -1)
+            y += self.blobs[1].data[:, None]
+
+    def _bias_backward(self, t):
+        if self.bias_term and self.param_propagate_down[1]:
+            dy = t.diff.reshape(self.num, self.num_output, -1)
+            self.blobs[1].diff[...] += dy.sum(axis=(0, 2))
+
+
+@register("Convolution", "CONVOLUTION")
+class ConvolutionLayer(_BaseConvolutionLayer):
+    """Convolution (cross-correlation, im2col + GEMM), one top per bottom with shared weights.
+
+    convolution_param: num_output (required), bias_term (true), kernel_size / stride (1) /
+    pad (0) / dilation (1) once or per spatial axis, or kernel_h/w, stride_h/w, pad_h/w (2-D
+    only, not mixed with the repeated forms), group (1), axis (1, the channel axis),
+    weight_filler / bias_filler (constant 0). W is (num_output, C/group, kh, kw), b is
+    (num_output,). Output size: floor((in + 2p − (d(k−1)+1))/s) + 1 (a negative numerator,
+    a kernel larger than the padded input, raises instead of following C's truncation).
+    Group g maps channels [g·C/G, (g+1)·C/G) to outputs [g·O/G, (g+1)·O/G).
+    Forward: y[n] = W·im2col(x[n]) + b. Backward: dW += dy·colᵀ, db += Σ dy,
+    dx = col2im(Wᵀ·dy) (overwrite).
+    """
+
+    def compute_output_shape(self, in_shape):
+        out = []
+        for i, k, s, p, d in zip(in_shape, self.kernel_shape, self.stride, self.pad, self.dilation):
+            num = i + 2 * p - (d * (k - 1) + 1)
+            out.append(num // s + 1 if num >= 0 else 0)
+        return tuple(out)
+
+    def forward_cpu(self, bottom, top):
+        for b, t in zip(bottom, top):
+            x, y = self._views(b.data, t.data)
+            for n in range(self.num):
+                self._fwd_gemm(x[n], y[n])
+            self._add_bias(t)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            self._bias_backward(t)
+            if not (self.param_propagate_down[0] or propagate_down[i]):
+                continue
+            x, dy = self._views(b.data, t.diff)
+            dx = self._views(b.diff, t.diff)[0] if propagate_down[i] else None
+            for n in range(self.num):
+                if self.param_propagate_down[0]:
+                    self._weight_gemm(x[n], dy[n])
+                if propagate_down[i]:
+                    self._bwd_gemm(dy[n], dx[n])
+
+
+@register("Deconvolution", "DECONVOLUTION")
+class DeconvolutionLayer(_BaseConvolutionLayer):
+    """Deconvolution (transposed convolution): Convolution's forward and backward swapped.
+
+    convolution_param as Convolution. W is (C_in, num_output/group, kh, kw), b (num_output,).
+    Output size: s(in − 1) + d(k − 1) + 1 − 2p. Forward: y[n] = col2im(Wᵀ·x[n]) + b.
+    Backward: dW += x[n]·im2col(dy[n])ᵀ, db += Σ dy, dx[n] = W·im2col(dy[n]) (overwrite).
+    """
+    reverse = True
+
+    def compute_output_shape(self, in_shape):
+        return tuple(s * (i - 1) + d * (k - 1) + 1 - 2 * p for i, k, s, p, d in
+                     zip(in_shape, self.kernel_shape, self.stride, self.pad, self.dilation))
+
+    def forward_cpu(self, bottom, top):
+        for b, t in zip(bottom, top):
+            y, x = self._views(b.data, t.data)
+            for n in range(self.num):
+                self._bwd_gemm(x[n], y[n])
+            self._add_bias(t)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            self._bias_backward(t)
+            if not (self.param_propagate_down[0] or propagate_down[i]):
+                continue
+            dy, x = self._views(b.data, t.diff)
+            dx = self._views(b.diff, t.diff)[1] if propagate_down[i] else None
+            for n in range(self.num):
+                col = None
+                if self.param_propagate_down[0]:
+                    col = self._weight_gemm(dy[n], x[n])
+                if propagate_down[i]:
+                    self._fwd_gemm(dy[n], dx[n], col)  # reuses im2col(dy[n]) when computed
+
+
+@register("Pooling", "POOLING")
+class PoolingLayer(Layer):
+    """Pooling over the H×W planes of a 4-D (N, C, H, W) bottom (pooling_layer.cpp).
+
+    pooling_param: pool (MAX, AVE; STOCHASTIC raises on CPU as in Caffe), kernel_size or
+    kernel_h+kernel_w, stride (1) or stride_h+stride_w, pad (0) or pad_h+pad_w,
+    global_pooling (false: kernel = H×W, pad 0, stride 1), round_mode (CEIL, or FLOOR).
+    Output: ceil|floor((H + 2p − k)/s) + 1, then, only when a pad is nonzero, one less if the
+    last window would start at or beyond H + p. pad < kernel. MAX: strict ``>`` from −FLT_MAX
+    over the clipped window (the first maximum in row-major order wins); the argmax h·W + w
+    goes to an int32 mask or, with a second top, to top[1] as floats; backward:
+    dx[mask] += dy. AVE: in-image sum / ((min(hs+k, H+p) − hs)·(min(ws+k, W+p) − ws)), so the
+    padding counts in the divisor but the ceil overflow does not; backward spreads dy / size.
+    """
+    exact_num_bottom = 1
+    min_num_top = 1
+    max_num_top = 1
+
+    def __init__(self, layer_param, phase=None):
+        super().__init__(layer_param, phase)
+        p = layer_param.pooling_param
+        self.max_num_top = 2 if p.pool == p.MAX else 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.pooling_param
+        self.pool = p.pool
+        if p.pool not in (p.MAX, p.AVE, p.STOCHASTIC):
+            raise _error(self, "unknown pooling_param.pool %d" % p.pool)
+        if p.round_mode not in (p.CEIL, p.FLOOR):
+            raise _error(self, "unknown pooling_param.round_mode %d" % p.round_mode)
+        has = p.HasField
+        self.global_pooling = p.global_pooling
+        if self.global_pooling:
+            if has("kernel_size") or has("kernel_h") or has("kernel_w"):
+                raise _error(self, "with global_pooling: true, the filter size (kernel_size, "
+                                   "kernel_h, kernel_w) cannot be specified")
+            self.kh = self.kw = 0
+        else:
+            if has("kernel_size") == (has("kernel_h") and has("kernel_w")):
+                if has("kernel_size"):
+                    raise _error(self, "the filter size is pooling_param.kernel_size OR "
+                                       "kernel_h and kernel_w; not both")
+                raise _error(self, "pooling_param.kernel_size is required (for non-square "
+                                   "filters both kernel_h and kernel_w)")
+            if has("kernel_size"):
+                self.kh = self.kw = p.kernel_size
+            else:
+                self.kh, self.kw = p.kernel_h, p.kernel_w
+            if self.kh <= 0 or self.kw <= 0:
+                raise _error(self, "pooling_param filter dimensions cannot be zero")
+        for name in ("pad", "stride"):
+            if not ((not has(name) and has(name + "_h") and has(name + "_w"))
+                    or (not has(name + "_h") and not has(name + "_w"))):
+                raise _error(self, "pooling_param.%s is %s OR %s_h and %s_w (both required)"
+                             % (name, name, name, name))
+        if has("pad_h"):
+            self.ph, self.pw = p.pad_h, p.pad_w
+        else:
+            self.ph = self.pw = p.pad
+        if has("stride_h"):
+            self.sh, self.sw = p.stride_h, p.stride_w
+        else:
+            self.sh = self.sw = p.stride
+        if self.sh <= 0 or self.sw <= 0:
+            raise _error(self, "pooling_param stride must be nonzero")
+        if self.global_pooling and (self.ph or self.pw or self.sh != 1 or self.sw != 1):
+            raise _error(self, "with global_pooling: true, only pad = 0 and stride = 1 are allowed")
+        if self.ph or self.pw:
+            if p.pool not in (p.MAX, p.AVE):
+                raise _error(self, "pooling_param.pad is implemented only for MAX and AVE pooling")
+            if self.ph >= self.kh or self.pw >= self.kw:
+                raise _error(self, "pooling_param.pad (%d, %d) must be smaller than the kernel "
+                                   "(%d, %d)" % (self.ph, self.pw, self.kh, self.kw))
+        self.mask = None
+
+    def reshape(self, bottom, top):
+        p = self.layer_param.pooling_param
+        b = bottom[0]
+        if b.num_axes != 4:
+            raise self.shape_error("bottom (Pooling input must have 4 axes: num, channels, "
+                                   "height, width)", b.shape, ("N", "C", "H", "W"))
+        n, c, h, w = b.shape
+        if self.global_pooling:
+            self.kh, self.kw = h, w
+        rnd = np.ceil if p.round_mode == p.CEIL else np.floor
+        ph_ = int(rnd(np.float32(h + 2 * self.ph - self.kh) / np.float32(self.sh))) + 1
+        pw_ = int(rnd(np.float32(w + 2 * self.pw - self.kw) / np.float32(self.sw))) + 1
+        if self.ph or self.pw:
+            if (ph_ - 1) * self.sh >= h + self.ph:
+                ph_ -= 1
+            if (pw_ - 1) * self.sw >= w + self.pw:
+                pw_ -= 1
+        if ph_ <= 0 or pw_ <= 0:
+            raise self.shape_error("output (kernel (%d, %d), stride (%d, %d), pad (%d, %d))"
+                                   % (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw),
+                                   (n, c, ph_, pw_), ("positive sizes",))
+        self.pooled = (ph_, pw_)
+        top[0].reshape((n, c, ph_, pw_))
+        if len(top) > 1:
+            top[1].reshape((n, c, ph_, pw_))
+        if self.pool == p.MAX and (self.mask is None or self.mask.shape != (n * c, ph_, pw_)):
+            self.mask = np.empty((n * c, ph_, pw_), np.int32)
+
+    def _args(self):
+        return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw,
+                self.pool == self.layer_param.pooling_param.MAX)
+
+    def _planes(self, a, hw):
+        return a.reshape((-1,) + hw)
+
+    def forward_cpu(self, bottom, top):
+        p = self.layer_param.pooling_param
+        if self.pool == p.STOCHASTIC:
+            raise _error(self, "STOCHASTIC pooling is not implemented on the CPU (Caffe has it "
+                               "on the GPU only)")
+        x = self._planes(bottom[0].data, bottom[0].shape[2:])
+        y = self._planes(top[0].data, self.pooled)
+        is_max = self.pool == p.MAX
+        launch(pool_forward, y.size * self.kh * self.kw, x, *self._args(), y,
+               self.mask if is_max else _NO_MASK)
+        if is_max and len(top) > 1:
+            top[1].data.reshape(self.mask.shape)[...] = self.mask
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        p = self.layer_param.pooling_param
+        if self.pool == p.STOCHASTIC:
+            raise _error(self, "STOCHASTIC pooling is not implemented on the CPU")
+        mask = _NO_MASK
+        if self.pool == p.MAX:
+            mask = self.mask
+            if len(top) > 1:  # Caffe reads the argmax back from the mask top
+                mask = top[1].data.reshape(self.mask.shape).astype(np.int32)
+        dy = self._planes(top[0].diff, self.pooled)
+        dx = self._planes(bottom[0].diff, bottom[0].shape[2:])
+        launch(pool_backward, dy.size * self.kh * self.kw + dx.size, dy, mask, *self._args(), dx)
+
+
+@register("LRN", "LRN")
+class LRNLayer(Layer):
+    """Local response normalisation of a 4-D (N, C, H, W) bottom (lrn_layer.cpp).
+
+    lrn_param: local_size n (5, odd), alpha α (1), beta β (0.75), k (1), norm_region
+    (ACROSS_CHANNELS, or WITHIN_CHANNEL).
+    ACROSS_CHANNELS: s = k + (α/n)·Σ_{|c'−c| ≤ (n−1)/2} x_{c'}² (zero-padded channels).
+    WITHIN_CHANNEL: s = 1 + (α/n²)·Σ_{n×n window, pad (n−1)/2} x² (k ignored; Caffe's
+    Split/Power/AVE-Pool/Power/Eltwise chain, whose pool divisor is always n²).
+    y = x·s^(−β). Backward (both): dx = dy·s^(−β) − (2αβ/m)·x·Σ_window dy·y/s with
+    m = n or n², the window sum being over the same symmetric box. Both box sums run on the
+    AVE pooling kernel (divisor exactly m here); the channel window is an (n × 1) pool over
+    (C, H·W) planes.
+    """
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.lrn_param
+        self.size = int(p.local_size)
+        if self.size % 2 != 1:
+            raise _error(self, "lrn_param.local_size must be odd, got %d" % self.size)
+        if p.norm_region not in (p.ACROSS_CHANNELS, p.WITHIN_CHANNEL):
+            raise _error(self, "unknown lrn_param.norm_region %d" % p.norm_region)
+        self.across = p.norm_region == p.ACROSS_CHANNELS
+        self.alpha, self.beta, self.k = float(p.alpha), float(p.beta), float(p.k)
+        self.scale = None
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        if b.num_axes != 4:
+            raise self.shape_error("bottom (LRN input must have 4 axes: num, channels, height, "
+                                   "width)", b.shape, ("N", "C", "H", "W"))
+        top[0].reshape(b.shape)
+        if self.scale is None or self.scale.shape != b.shape or self.scale.dtype != b.dtype:
+            self.scale = np.empty(b.shape, b.dtype)
+
+    def _box_mean(self, a, out):
+        """out = the mean of ``a`` over the zero-padded LRN window (divisor n or n²)."""
+        n, c, h, w = a.shape
+        r = (self.size - 1) // 2
+        if self.across:
+            launch(pool_forward, a.size * self.size, a.reshape(n, c, h * w), self.size, 1, 1, 1,
+                   r, 0, False, out.reshape(n, c, h * w), _NO_MASK)
+        else:
+            launch(pool_forward, a.size * self.size ** 2, a.reshape(n * c, h, w), self.size,
+                   self.size, 1, 1, r, r, False, out.reshape(n * c, h, w), _NO_MASK)
+
+    def forward_cpu(self, bottom, top):
+        x, y, s = bottom[0].data, top[0].data, self.scale
+        self._box_mean(x * x, s)
+        s *= self.alpha
+        s += self.k if self.across else 1.0
+        np.multiply(x, s ** -self.beta, out=y)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x, y, dy, s = bottom[0].data, top[0].data, top[0].diff, self.scale
+        dx = bottom[0].diff
+        ratio = dy * y / s
+        acc = np.empty_like(ratio)
+        self._box_mean(ratio, acc)
+        acc *= x
+        acc *= 2.0 * self.alpha * self.beta
+        np.multiply(dy, s ** -self.beta, out=dx)
+        dx -= acc
+
+
+@register("Crop")
+class CropLayer(Layer):
+    """Crop bottom[0] to bottom[1]'s shape on the axes from crop_param.axis (2) on.
+
+    crop_param.offset: none (0), one for every cropped axis, or one per axis from ``axis``;
+    bottom[0].shape[i] − offset ≥ bottom[1].shape[i]. y = x[offsets : offsets + shape].
+    Backward: dx = 0, then dx[crop] = dy; bottom[1] only gives a shape (its diff is zeroed).
+    """
+    exact_num_bottom = 2
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.crop_param
+        nd = bottom[0].num_axes
+        self.start_axis = bottom[0].canonical_axis(p.axis)
+        if len(p.offset) > 1 and self.start_axis + len(p.offset) != nd:
+            raise _error(self, "the number of crop_param.offset values (%d) must equal the "
+                               "number of axes from crop_param.axis %d on (%d)"
+                         % (len(p.offset), self.start_axis, nd - self.start_axis))
+
+    def reshape(self, bottom, top):
+        p = self.layer_param.crop_param
+        a, b = bottom[0], bottom[1]
+        nd = a.num_axes
+        if b.num_axes < nd:
+            raise self.shape_error("bottom[1] (the crop reference needs as many axes as "
+                                   "bottom[0])", b.shape, a.shape)
+        shape, self.slices = [], []
+        for i in range(nd):
+            off, size = 0, a.shape[i]
+            if i >= self.start_axis:
+                size = b.shape[i]
+                if len(p.offset) == 1:
+                    off = int(p.offset[0])
+                elif len(p.offset) > 1:
+                    off = int(p.offset[i - self.start_axis])
+                if a.shape[i] - off < size:
+                    raise self.shape_error("the crop for axis %d (size %d at offset %d) is out of "
+                                           "bounds of bottom[0]" % (i, size, off), a.shape,
+                                           b.shape)
+            shape.append(size)
+            self.slices.append(slice(off, off + size))
+        self.slices = tuple(self.slices)
+        top[0].reshape(tuple(shape))
+
+    def forward_cpu(self, bottom, top):
+        top[0].data[...] = bottom[0].data[self.slices]
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dx = bottom[0].diff
+            dx[...] = 0
+            dx[self.slices] = top[0].diff
+        if propagate_down[1]:
+            bottom[1].diff[...] = 0

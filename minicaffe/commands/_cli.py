@@ -1,0 +1,209 @@
+"""Plumbing shared by the command-line programs: Caffe-style flags, one-line errors, glog logs.
+
+Every ``minicaffe.commands.<name>.main(argv=None)`` is ``run(fn, argv, parser=build_parser())``:
+
+- ``caffe_argv`` lets Caffe's gflags spellings through (``-solver S``, ``-solver=S``);
+- ``run`` parses, calls ``fn(args)`` and turns the errors a user can fix (``CaffeError``, a
+  missing file, a bad flag, Ctrl-C) into one line ``prog: error: <message>`` and exit status 2
+  (130 for Ctrl-C), with the traceback only under ``--debug``;
+- ``setup_logging`` prints the ``minicaffe`` logger in glog's format, the format that
+  Caffe's tools/extra/parse_log.py, extract_seconds.py and minicaffe's parse_log read.
+"""
+import datetime
+import logging
+import os
+import re
+import sys
+import threading
+
+from minicaffe.errors import CaffeError
+
+__all__ = ["UsageError", "caffe_argv", "run", "setup_logging", "GlogFormatter"]
+
+# "-solver", "-solver=x", "-display_lrm": a dash and 2+ identifier characters. "-1", "-1e-3",
+# "-.5", "-x" (one letter) and "--solver" do not match.
+_GFLAG = re.compile(r"-([A-Za-z_][A-Za-z0-9_]+)(=.*)?", re.DOTALL)
+
+
+class UsageError(CaffeError):
+    """A command line argparse rejects (unknown flag, missing argument, bad choice)."""
+
+
+def caffe_argv(argv):
+    """``argv`` with Caffe's gflags single-dash flags rewritten to argparse's double dash.
+
+    ``-solver S`` -> ``--solver S`` and ``-solver=S`` -> ``--solver=S``; only a dash followed
+    by two or more identifier characters is rewritten, so negative numbers (``-1``, ``-1e-3``)
+    and one-letter options (``-h``) are left alone, and nothing after a bare ``--`` is touched.
+    """
+    out = []
+    args = list(argv)
+    for i, a in enumerate(args):
+        if a == "--":
+            out.extend(args[i:])
+            break
+        out.append("-" + a if isinstance(a, str) and _GFLAG.fullmatch(a) else a)
+    return out
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _attach_negative_values(argv, parser):
+    """``--lr -1e-3`` -> ``--lr=-1e-3``: argparse takes "-1e-3" for a flag (it knows only
+    "-1" and "-.5" as negative numbers); gflags does not."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        action = parser._option_string_actions.get(a) if a.startswith("-") else None
+        if (action is not None and action.nargs is None and i + 1 < len(argv)
+                and argv[i + 1].startswith("-") and _is_number(argv[i + 1])):
+            out.append("%s=%s" % (a, argv[i + 1]))
+            i += 2
+            continue
+        if a == "--":
+            out.extend(argv[i:])
+            break
+        out.append(a)
+        i += 1
+    return out
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def _error_message(exc):
+    if isinstance(exc, OSError) and exc.filename is not None:
+        what = exc.strerror or exc.__class__.__name__
+        if isinstance(exc, FileNotFoundError):
+            what = "No such file or directory"
+        return "%s: %s" % (what, os.fspath(exc.filename))
+    return str(exc) or exc.__class__.__name__
+
+
+def run(main_fn, argv=None, prog=None, parser=None):
+    """Run a command and return its exit status.
+
+    ``argv`` (default ``sys.argv[1:]``) goes through ``caffe_argv``. With ``parser`` (an
+    ``argparse.ArgumentParser``; a ``--debug`` flag is added if it has none) ``main_fn`` gets
+    the parsed namespace, otherwise the rewritten argument list. ``main_fn`` returns an exit
+    status (None means 0).
+
+    ``CaffeError``, ``OSError`` naming a file (FileNotFoundError, PermissionError, ...) and
+    argparse errors print ``prog: error: <message>`` as one line on stderr and return 2;
+    Ctrl-C returns 130. With ``--debug`` on the command line these are re-raised instead.
+    Any other exception is a bug and propagates with its traceback.
+    """
+    argv = caffe_argv(sys.argv[1:] if argv is None else argv)
+    if prog is None:
+        prog = parser.prog if parser is not None else os.path.basename(sys.argv[0] or "minicaffe")
+    dash = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:dash]
+    try:
+        if parser is not None:
+            if "--debug" not in parser._option_string_actions:
+                parser.add_argument("--debug", action="store_true",
+                                    help="show the traceback of an error")
+
+            def _error(message):
+                raise UsageError("%s (see %s --help)" % (message, parser.prog))
+
+            parser.error = _error
+            args = parser.parse_args(_attach_negative_values(argv, parser))
+        else:
+            args = argv
+        status = main_fn(args)
+        return 0 if status is None else int(status)
+    except SystemExit as exc:  # --help / --version, or a command that exits itself
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code
+        print("%s: error: %s" % (prog, _one_line(exc.code)), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("%s: error: interrupted" % prog, file=sys.stderr)
+        return 130
+    except (CaffeError, OSError) as exc:
+        if debug or (isinstance(exc, OSError) and exc.filename is None
+                     and not isinstance(exc, FileNotFoundError)):
+            raise
+        print("%s: error: %s" % (prog, _one_line(_error_message(exc))), file=sys.stderr)
+        return 2
+
+
+# glog's severity letters; DEBUG has none in glog (VLOG prints "I").
+_LETTERS = {logging.DEBUG: "I", logging.INFO: "I", logging.WARNING: "W",
+            logging.ERROR: "E", logging.CRITICAL: "F"}
+
+
+class GlogFormatter(logging.Formatter):
+    """``I1128 18:46:21.123456 12345 solver.py:123] message``: severity letter, month and day,
+    local time with microseconds, thread id, file:line of the logging call (as glog)."""
+
+    def format(self, record):
+        t = datetime.datetime.fromtimestamp(record.created)
+        letter = _LETTERS.get(record.levelno)
+        if letter is None:
+            letter = "I" if record.levelno < logging.WARNING else \
+                "W" if record.levelno < logging.ERROR else \
+                "E" if record.levelno < logging.CRITICAL else "F"
+        tid = _native_id(record)
+        msg = record.getMessage()
+        if record.exc_info:
+            msg = msg + "\n" + self.formatException(record.exc_info)
+        return "%s%s %5d %s:%d] %s" % (letter, t.strftime("%m%d %H:%M:%S.%f"), tid,
+                                       record.filename, record.lineno, msg)
+
+
+def _native_id(record):
+    # Records made in this thread get the OS thread id, as glog prints; others their ident.
+    if record.thread == threading.get_ident() and hasattr(threading, "get_native_id"):
+        return threading.get_native_id()
+    return (record.thread or 0) % 100000
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (so redirections and pytest see it)."""
+
+    _minicaffe_glog = True
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def setup_logging(level="INFO"):
+    """Log the ``minicaffe`` logger to stderr in glog's format at ``level`` (a name such as
+    "INFO" or a ``logging`` level). Calling it again replaces the handler, never doubles it.
+    Returns the logger."""
+    if isinstance(level, str):
+        name = level.upper()
+        if name not in ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL"):
+            raise ValueError("unknown log level %r" % level)
+        level = logging.getLevelName("WARNING" if name == "WARN" else
+                                     "CRITICAL" if name == "FATAL" else name)
+    log = logging.getLogger("minicaffe")
+    for h in list(log.handlers):
+        if getattr(h, "_minicaffe_glog", False):
+            log.removeHandler(h)
+    handler = _StderrHandler()
+    handler.setFormatter(GlogFormatter())
+    log.addHandler(handler)
+    log.setLevel(level)
+    return log
