@@ -290,6 +290,12 @@ class _PrefetchingDataLayer(Layer):
         self._state = self._source.get_state()
         self._start()
 
+    def get_state(self):  # the solver keeps it in .solverstate to resume exactly
+        return self.data_state()
+
+    def set_state(self, state):
+        self.set_data_state(state)
+
     @property
     def position(self):
         return {k: v for k, v in self._state.items() if k in ("epoch", "line_id", "offset")}
@@ -588,3 +594,165 @@ class DataLayer(_PrefetchingDataLayer):
     def offset(self):
         """How many records the consumed batches have read (rand_skip included)."""
         return self._state["offset"]
+
+
+# --- DomainData (DAH batches) -----------------------------------------------------------------
+
+class _DomainBatchSource:
+    """DomainData's reader (runs on the prefetch thread). Each epoch (one pass over the target
+    list): shuffle both lists; every class gets ``n_batches·K`` source ids, repeating a class's
+    shuffled ids when it has fewer (the authors' getJointEntropyTrainValSets); batch b takes
+    the next K ids of class 0, ..., C−1 and the next C·K target ids, the last target batch
+    padded with the first shuffled target ids."""
+
+    def __init__(self, who, src_list, tgt_list, readers, k, num_classes, shuffle, transformer,
+                 dtype, seed):
+        self.who, self.src, self.tgt = who, src_list, tgt_list
+        self.read_src, self.read_tgt = readers
+        self.k, self.c, self.shuffle = k, num_classes, shuffle
+        self.transformer, self.dtype = transformer, dtype
+        self.rng = np.random.default_rng(seed)
+        self.by_class = [[i for i, e in enumerate(src_list) if e[1] == j] for j in range(num_classes)]
+        self.epoch, self.batch = 0, 0
+        self._plan()
+
+    @property
+    def n_batches(self):
+        return -(-len(self.tgt) // (self.c * self.k))
+
+    def _plan(self):
+        perm = self.rng.permutation if self.shuffle else np.arange
+        need = self.n_batches * self.k
+        self.src_plan = []
+        for ids in self.by_class:
+            ids = np.asarray(ids)[perm(len(ids))] if self.shuffle else np.asarray(ids)
+            reps = -(-need // len(ids))
+            self.src_plan.append(np.tile(ids, reps)[:need])
+        t = perm(len(self.tgt)) if self.shuffle else np.arange(len(self.tgt))
+        total = self.n_batches * self.c * self.k
+        self.tgt_plan = np.concatenate([t, t[: total - len(t)]]) if total > len(t) else t
+
+    def _fill(self, ids, entries, reader):
+        t = self.transformer
+        data = first = None
+        labels = np.empty(len(ids), self.dtype)
+        for i, idx in enumerate(ids):
+            x, label, where = reader(int(idx))
+            _check_same_shape(x, first, self.who, where)
+            try:
+                if data is None:
+                    first = x.shape
+                    data = np.empty((len(ids),) + t.infer_shape(x.shape), self.dtype)
+                t.apply(x, data[i], *t.draw(x.shape))
+            except CaffeError as exc:
+                raise _locate(self.who, where, exc) from None
+            labels[i] = label
+        return data, labels
+
+    def next_batch(self):
+        b, k = self.batch, self.k
+        sids = np.concatenate([plan[b * k:(b + 1) * k] for plan in self.src_plan])
+        tids = self.tgt_plan[b * self.c * k:(b + 1) * self.c * k]
+        sdata, slab = self._fill(sids, self.src, self.read_src)
+        tdata, tlab = self._fill(tids, self.tgt, self.read_tgt)
+        self.batch += 1
+        if self.batch >= self.n_batches:
+            self.batch, self.epoch = 0, self.epoch + 1
+            self._plan()
+        return (sdata, slab, tdata, tlab), None, self.get_state()
+
+    def get_state(self):
+        return {"epoch": self.epoch, "batch": self.batch,
+                "src_plan": [p.tolist() for p in self.src_plan], "tgt_plan": self.tgt_plan.tolist(),
+                "rng": _rng_state(self.rng), "transform_rng": _rng_state(self.transformer.rng)}
+
+    def set_state(self, s):
+        self.epoch, self.batch = int(s["epoch"]), int(s["batch"])
+        self.src_plan = [np.asarray(p, np.int64) for p in s["src_plan"]]
+        self.tgt_plan = np.asarray(s["tgt_plan"], np.int64)
+        _set_rng_state(self.rng, s.get("rng"))
+        _set_rng_state(self.transformer.rng, s.get("transform_rng"))
+
+
+@register("DomainData")
+class DomainDataLayer(_PrefetchingDataLayer):
+    """DomainData — DAH's domain batches (dah_spec §3, the authors' batch construction).
+
+    ``domain_data_param``: ``source`` (labelled source list, ImageData format), ``target_source``
+    (target list; its labels are never fed to a loss), ``root_folder`` / ``target_root_folder``
+    (the latter defaults to the former), ``per_class`` K (5), ``num_classes`` C (default: 1 +
+    the largest source label), ``shuffle`` (true; reshuffled every epoch), ``new_height`` /
+    ``new_width``, ``is_color``; ``transform_param`` as ImageData's. Tops: source data (C·K, …)
+    with K images of each class in class order, source labels (C·K,), target data (C·K, …),
+    and optionally target labels (C·K,) for evaluation only. One epoch = ceil(n_t / (C·K))
+    batches, one pass over the target list. Deterministic under ``caffe.set_random_seed``.
+    """
+    min_num_top = 3
+    max_num_top = 4
+
+    def _open_source(self):
+        p = self.layer_param.domain_data_param
+        who = "DomainData layer %s" % self.name
+        if not p.source or not p.target_source:
+            raise CaffeError("%s: domain_data_param needs source and target_source (list files)"
+                             % who)
+        new_h, new_w = int(p.new_height), int(p.new_width)
+        if (new_h > 0) != (new_w > 0):
+            raise CaffeError("%s: new_height and new_width must be set together" % who)
+        src = read_image_list(p.source, "%s: list file" % who)
+        tgt = read_image_list(p.target_source, "%s: list file" % who)
+        if not src or not tgt:
+            raise CaffeError("%s: %s has no images" % (who, p.source if not src else p.target_source))
+        c = int(p.num_classes) if p.HasField("num_classes") else int(max(e[1] for e in src)) + 1
+        counts = np.bincount([int(e[1]) for e in src], minlength=c)
+        if len(counts) > c:
+            raise CaffeError("%s: source label %d >= num_classes %d" % (who, len(counts) - 1, c))
+        missing = [j for j in range(c) if counts[j] == 0]
+        if missing:
+            raise CaffeError("%s: classes %s have no source image in %s (every class needs one)"
+                             % (who, missing[:10], p.source))
+        if p.per_class < 1:
+            raise CaffeError("%s: per_class must be >= 1" % who)
+        troot = p.target_root_folder or p.root_folder
+
+        def reader(entries, root, listfile):
+            def read(i):
+                path, label, lineno = entries[i]
+                try:
+                    img = read_image(root + path, new_h, new_w, bool(p.is_color))
+                except ImageReadError as exc:
+                    raise CaffeError("%s: %s line %d: %s" % (who, listfile, lineno, exc)) from None
+                return img.transpose(2, 0, 1), label, "%s line %d (%s)" % (listfile, lineno, path)
+            return read
+
+        transformer = DataTransformer(self.layer_param.transform_param, self.phase, who)
+        seed = int(backend.rng().integers(0, 2 ** 63))
+        source = _DomainBatchSource(who, src, tgt, (reader(src, p.root_folder, p.source),
+                                                    reader(tgt, troot, p.target_source)),
+                                    int(p.per_class), c, bool(p.shuffle), transformer,
+                                    self.dtype, seed)
+        x, _, _ = source.read_src(0)
+        return source, c * int(p.per_class), transformer.infer_shape(x.shape)
+
+    def layer_setup(self, bottom, top):
+        super().layer_setup(bottom, top[:1])
+        n = top[0].shape[0]
+        top[1].reshape((n,))
+        top[2].reshape(top[0].shape)
+        if len(top) > 3:
+            top[3].reshape((n,))
+
+    def forward_cpu(self, bottom, top):
+        (sd, sl, td, tl), _, state = self._prefetcher.get()
+        for t, arr in zip(top, (sd, sl, td, tl)):
+            t.reshape(arr.shape)
+            t.data[...] = arr
+        self._state = state
+
+    @property
+    def epoch(self):
+        return self._state["epoch"]
+
+    @property
+    def batches_per_epoch(self):
+        return self._source.n_batches

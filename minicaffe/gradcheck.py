@@ -208,13 +208,29 @@ def _overrides_backward(layer):
     return isinstance(layer, PythonLayer) or type(layer).backward_cpu is not Layer.backward_cpu
 
 
+def fill_net_inputs(net, seed=1701):
+    """Gaussian values (std 1) in every Input blob, as Caffe's layer tests; blobs a layer takes
+    as labels (a bottom it refuses to backpropagate to) get random labels in {0, 1}."""
+    rng = np.random.default_rng(seed)
+    labels = set()
+    for layer, bnames in zip(net.layers, net.bottom_names.values()):
+        for i, name in enumerate(bnames):
+            if not layer.allow_force_backward(i):
+                labels.add(name)
+    for name in net.inputs:
+        b = net.blobs[name]
+        b.data[...] = rng.integers(0, 2, b.shape) if name in labels else rng.normal(size=b.shape)
+
+
 def check_net(net, layer_names=None, stepsize=1e-2, threshold=1e-3, samples=None,
-              exhaustive=False, kink=0.0, kink_range=-1.0, seed=1701):
+              exhaustive=False, kink=0.0, kink_range=-1.0, seed=1701, fill_inputs=True):
     """Layer-wise finite-difference check of a (float64) net, as Caffe's CheckGradientNet:
     each chosen layer is checked on copies of its current bottoms. Returns a list of
     ``(layer name, type, status, checked elements, failures)``; status is "ok", "FAIL" or
-    "skipped: <why>"."""
+    "skipped: <why>". ``fill_inputs`` first fills the Input blobs (``fill_net_inputs``)."""
     from .errors import CaffeError
+    if fill_inputs:
+        fill_net_inputs(net, seed)
     net.forward_prefilled()
     results = []
     names = layer_names or net.layer_names

@@ -364,7 +364,7 @@ class Solver:
         st.current_step = self.current_step
         for h in self.history + self.history2:
             st.history.add().MergeFromString(blobproto_bytes(h))
-        st.minicaffe_state = json.dumps(self._extra_state()).encode()
+        st.minicaffe_state = json.dumps(self._extra_state(), default=_jsonable).encode()
         protoio.write_proto_binary(state_path, st)
         self.last_snapshot = (model, state_path)
         return model, state_path
@@ -437,6 +437,15 @@ class Solver:
         signal.signal(signal.SIGINT, handler_for(sigint_effect, None))
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, handler_for(sighup_effect, None))
+
+
+def _jsonable(obj):
+    """NumPy arrays and scalars in layer states → JSON."""
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError("not JSON serialisable: %r" % type(obj))
 
 
 def _hms(seconds):

@@ -4,7 +4,8 @@
                     [--phase TRAIN|TEST] [--weights W] [--samples N] [--exhaustive]
                     [--kink 0 --kink_range 0.01]
 
-The net is built in float64 and run forward once; each layer is then checked on copies of
+The net is built in float64, its Input blobs filled with Gaussian data (labels with 0/1),
+and run forward once; each layer is then checked on copies of
 its bottoms with Caffe's GradientChecker (objective ½Σ top², or every top element with
 --exhaustive). Prints one line per layer and the worst elements of a failing one; exits 1 when
 any layer fails, 2 on bad input.
