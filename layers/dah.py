@@ -213,6 +213,7 @@ class HashLossLayer(Layer):
     θ = u_iᵀu_j), ``similar_weight`` (1.0; theirs 10), ``quantization_weight`` (1.0),
     ``normalization`` NONE (eq 5 as written) or BATCH_SIZE (÷ n).
     """
+    gradcheck_kink = (0.0, 0.01)  # sgn(u) jumps at 0: checks skip |u| <= 0.01
     exact_num_bottom = 2
     exact_num_top = 1
     auto_top_blobs = True
@@ -335,6 +336,7 @@ class QuantizationLossLayer(Layer):
     the authors' code also applies it to target codes). Gradient 2(u − sgn u), sgn constant.
     One bottom; scalar top (default loss_weight 1). ``quantization_loss_param.normalization``
     NONE (default) or BATCH_SIZE."""
+    gradcheck_kink = (0.0, 0.01)  # sgn(u) jumps at 0: checks skip |u| <= 0.01
     exact_num_bottom = 1
     exact_num_top = 1
     auto_top_blobs = True
@@ -390,6 +392,11 @@ class GradientScalerLayer(NeuronLayer):
         if self.iteration < p.threshold_iter:
             return 0.0
         return float(gradient_scaler_coeff(p, self.iteration))
+
+    def gradcheck_scale(self):
+        """The backward is −λ_p times the true gradient: what a finite-difference check
+        must expect."""
+        return -self.coeff()
 
     def backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:

@@ -57,6 +57,7 @@ class ReLULayer(NeuronLayer):
     """ReLU: y = max(x, 0) + ν·min(x, 0) (``negative_slope`` ν, 0).
     dx = dy·(1 if x > 0 else ν); the gradient at 0 is ν, as in Caffe. In place, x is the output,
     whose sign matches the input's for ν ≥ 0."""
+    gradcheck_kink = (0.0, 0.01)  # not differentiable at 0: checks skip |x| <= 0.01
 
     def forward_cpu(self, bottom, top):
         x, y = bottom[0].data, top[0].data
@@ -84,6 +85,7 @@ class PReLULayer(_KeepsInput):
     constant 0.25. The bottom needs at least 2 axes.
     Backward: da_c += Σ_{x in channel c, x ≤ 0} dy·x (accumulates); dx = dy·(1 if x > 0 else a_c).
     In place, a copy of the input is kept for the backward (as Caffe's ``bottom_memory_``)."""
+    gradcheck_kink = (0.0, 0.01)  # not differentiable at 0: checks skip |x| <= 0.01
 
     def _check_axes(self, bottom):
         if bottom[0].num_axes < 2:
@@ -144,6 +146,7 @@ class PReLULayer(_KeepsInput):
 class ELULayer(_KeepsInput):
     """ELU: y = x if x > 0 else α·(exp(x) − 1) (``elu_param.alpha`` α, 1).
     dx = dy·(1 if x > 0 else y + α)."""
+    gradcheck_kink = (0.0, 0.01)  # not differentiable at 0: checks skip |x| <= 0.01
 
     def forward_cpu(self, bottom, top):
         x = self._keep_input(bottom, top)
@@ -187,6 +190,7 @@ class TanHLayer(NeuronLayer):
 @register("AbsVal", "ABSVAL")
 class AbsValLayer(NeuronLayer):
     """AbsVal: y = |x|. dx = dy·sign(x) (0 at x = 0). No in-place computation (Caffe CHECKs)."""
+    gradcheck_kink = (0.0, 0.01)  # not differentiable at 0: checks skip |x| <= 0.01
 
     def reshape(self, bottom, top):
         if _in_place(bottom, top):

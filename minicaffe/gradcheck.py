@@ -25,8 +25,12 @@ class GradientCheckError(AssertionError):
 
 
 class GradientChecker:
-    def __init__(self, stepsize, threshold, seed=1701, kink=0.0, kink_range=-1.0, samples=None):
+    def __init__(self, stepsize, threshold, seed=1701, kink=0.0, kink_range=-1.0, samples=None,
+                 grad_scale=1.0):
         self.samples = samples  # check at most this many random elements per blob (None: all)
+        # a layer whose backward is deliberately a multiple of the gradient (gradient
+        # reversal: −λ) is checked against grad_scale × the finite difference
+        self.grad_scale = float(grad_scale)
         self.stepsize = float(stepsize)
         self.threshold = float(threshold)
         self.seed = seed
@@ -141,7 +145,7 @@ class GradientChecker:
                     flat[k] = orig - h
                     neg = self._forward(layer, bottom, top, top_id, top_data_id)
                     blob.data.reshape(-1)[k] = orig
-                    est = (pos - neg) / h / 2.0
+                    est = (pos - neg) / h / 2.0 * self.grad_scale
                 feature = float(blob.data.reshape(-1)[k])
                 if self.kink - self.kink_range > abs(feature) or abs(feature) > self.kink + self.kink_range:
                     scale = max(abs(grad[k]), abs(est), 1.0)
@@ -253,7 +257,11 @@ def check_net(net, layer_names=None, stepsize=1e-2, threshold=1e-3, samples=None
             results.append((name, layer.type, "skipped: nothing to check", 0, []))
             continue
         top = [Blob((), np.float64) for _ in net._top_vecs[idx]]
-        checker = GradientChecker(stepsize, threshold, seed, kink, kink_range, samples)
+        scale = layer.gradcheck_scale() if hasattr(layer, "gradcheck_scale") else 1.0
+        k, kr = kink, kink_range
+        if kr < 0 and getattr(layer, "gradcheck_kink", None):
+            k, kr = layer.gradcheck_kink   # the layer's own non-differentiable point
+        checker = GradientChecker(stepsize, threshold, seed, k, kr, samples, scale)
         failures, checked = [], 0
         runs = [-1] if len(allowed) == len(bottom) else (allowed or [-2])
         try:

@@ -59,6 +59,7 @@ class Layer:
     equal_num_bottom_top = False
     auto_top_blobs = False       # loss layers: missing tops are created anonymously
     default_loss_weight = 0.0    # LossLayer: 1 on top 0 when the prototxt gives none
+    gradcheck_kink = None        # (kink, kink_range) a finite-difference check should skip
 
     def __init__(self, layer_param, phase=None):
         self.layer_param = layer_param

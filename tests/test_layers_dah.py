@@ -1,6 +1,8 @@
 """DAH layers: finite differences in float64, loop references of the supplement's equations,
 loss_weight scaling and invariants."""
 import math
+import os
+import re
 
 import numpy as np
 import pytest
@@ -332,3 +334,26 @@ def test_dah_net_trains(tanh_module):
     assert last < first
     assert s.net.layer_dict["grl"].iteration == 29
 
+
+
+# ---------------------------------------------------------------------------- the shipped demo
+
+DEMO = os.path.join(os.path.dirname(__file__), "..", "prototxt", "dah_layers")
+
+
+def test_demo_trains_under_tools_train(tmp_path, monkeypatch, capsys):
+    from minicaffe.commands import train
+    monkeypatch.chdir(tmp_path)   # the solver's net path resolves beside the solver file
+    assert train.main(["--solver", os.path.join(DEMO, "solver.prototxt")]) == 0
+    err = capsys.readouterr().err
+    hash_losses = [float(x) for x in re.findall(r"Train net output #\d+: hash_loss = ([0-9.e+-]+)", err)]
+    assert len(hash_losses) == 10 and hash_losses[-1] < 0.2 * hash_losses[0]
+    assert "Optimization Done." in err
+
+
+def test_demo_passes_tools_gradcheck(capsys):
+    from minicaffe.commands import gradcheck
+    assert gradcheck.main(["--model", os.path.join(DEMO, "train.prototxt"), "--samples", "15"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mmd_fc", "hash_loss", "entropy", "grl"):
+        assert re.search(r"^%s +\w+ +[1-9]\d* +ok$" % name, out, re.M), name
