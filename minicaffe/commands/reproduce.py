@@ -173,6 +173,7 @@ def reproduce(args):
         solvers[r] = experiments.configure(
             family, m, source_list=by_short[s], target_list=by_short[t], root=rootp,
             num_classes=num_classes, bits=b, max_iter=args.iters, seed=args.seed,
+            per_class=args.per_class,
             snapshot_prefix=os.path.join(out, "models", run_name(*r)),
             display=0 if not args.verbose else None)
     todo = [r for r in runs if not os.path.exists(
@@ -403,6 +404,8 @@ def build_parser():
     p.add_argument("--weights", default="", help="pretrained weights (e.g. VGG_CNN_F.caffemodel)")
     p.add_argument("--gpu", default=None)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--per_class", type=int, default=None,
+                   help="source images per class in a batch, K (default: the prototxt's)")
     p.add_argument("--reevaluate", action="store_true", help="recompute the numbers of existing models")
     p.add_argument("--verbose", action="store_true", help="show the solvers' logs")
     p.add_argument("--log_level", default="INFO")

@@ -1,0 +1,117 @@
+"""tools/reproduce end to end on a tiny ToyHome: tables, figures, resumability; the shipped
+net families are consistent."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from minicaffe import experiments, protoio
+from minicaffe.commands import reproduce
+from minicaffe.datasets import toyhome
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("toy") / "toyhome")
+    toyhome.generate(root, seed=0, per_class=4, size=40, classes=toyhome.CLASSES[:3])
+    return root
+
+
+def test_reproduce_tiny(tiny_root, tmp_path, capsys):
+    out = str(tmp_path / "res")
+    args = ["--root", tiny_root, "--family", "toyhome", "--pairs", "Ar:Cl", "--bits", "8",
+            "--methods", "DAH,NoDA,SuH,DAN,ITQ", "--iters", "2", "--out", out, "--per_class", "2"]
+    assert reproduce.main(args) == 0
+    printed = capsys.readouterr()
+    assert "Target recognition accuracy" in printed.out and "protocol A" in printed.out
+    res = json.load(open(os.path.join(out, "results.json")))["runs"]
+    for name in ("DAH_Ar-Cl_8bits", "NoDA_Ar-Cl_8bits", "SuH_Ar-Cl_8bits", "DAN_Ar-Cl", "ITQ_Ar-Cl_8bits"):
+        assert res[name]["evaluated"], name
+    for key in ("accuracy", "map_a", "map_b"):
+        assert 0 <= res["DAH_Ar-Cl_8bits"][key] <= 1
+    assert 0 <= res["DAN_Ar-Cl"]["accuracy"] <= 1
+    for f in ("accuracy.md", "accuracy.csv", "map_8bits.md", "map_8bits_a.csv", "map_8bits_b.csv",
+              "pr_8bits_Clipart.csv", "pr_8bits_Clipart.png"):
+        assert os.path.exists(os.path.join(out, f)), f
+    md = open(os.path.join(out, "map_8bits.md")).read()
+    assert "| Clipart (Art) |" in md and "Protocol B" in md
+    acc = open(os.path.join(out, "accuracy.csv")).read().splitlines()
+    assert acc[0] == "Method,Ar→Cl,Avg." and acc[1].startswith("DAN,")
+    pr = open(os.path.join(out, "pr_8bits_Clipart.csv")).read().splitlines()
+    assert pr[0] == "method,radius,precision,recall" and len(pr) == 1 + 4 * 9  # 4 methods × r = 0..8
+    # the same model through tools/evaluate and tools/extract_features
+    from minicaffe.commands import evaluate, extract_features
+    from minicaffe.proto import caffe_pb2
+    model = os.path.join(out, "models", "DAH_Ar-Cl_8bits_iter_2.caffemodel")
+    deploy = str(tmp_path / "deploy.prototxt")
+    dep = reproduce._deploy_param(experiments.family_file("toyhome", "hash_deploy.prototxt"), 8, 3)
+    open(deploy, "w").write(str(dep))
+    train_net = str(tmp_path / "train.prototxt")
+    sp = experiments.configure("toyhome", "DAH", source_list="x", target_list="y", root="",
+                               num_classes=3, bits=8, snapshot_prefix="z")
+    open(train_net, "w").write(str(sp.net_param))
+    lists = os.path.join(out, "lists")
+    assert evaluate.main(["--model", deploy, "--weights", model, "--root", tiny_root + "/",
+                          "--source", os.path.join(lists, "Art.txt"),
+                          "--target", os.path.join(lists, "Clipart.txt"),
+                          "--transform_from", train_net, "--name", "DAH",
+                          "--out", str(tmp_path / "ev")]) == 0
+    text = capsys.readouterr().out
+    assert "mAP protocol A" in text
+    map_a = float(text.split("source database): ")[1].split()[0])
+    assert abs(map_a - res["DAH_Ar-Cl_8bits"]["map_a"]) < 1e-4
+    assert os.path.exists(str(tmp_path / "ev_pr.png"))
+    assert len(open(str(tmp_path / "ev_pr.csv")).read().splitlines()) == 1 + 2 * 9
+    assert extract_features.main(["--model", deploy, "--weights", model, "--root", tiny_root + "/",
+                                  "--list", os.path.join(lists, "Clipart.txt"), "--blob", "fc7",
+                                  "--blob", "code", "--transform_from", train_net,
+                                  "--out", str(tmp_path / "feat")]) == 0
+    assert np.load(str(tmp_path / "feat_code.npy")).shape == (12, 8)
+    assert np.load(str(tmp_path / "feat_fc7.npy")).shape == (12, 256)
+    assert list(np.load(str(tmp_path / "feat_labels.npy"))) == sorted([0, 1, 2] * 4)
+    capsys.readouterr()
+    # a second run reuses every model and recomputes nothing
+    mtimes = {f: os.path.getmtime(os.path.join(out, "models", f)) for f in os.listdir(os.path.join(out, "models"))}
+    assert reproduce.main(args) == 0
+    assert "0 iterations to run" in capsys.readouterr().err
+    assert all(os.path.getmtime(os.path.join(out, "models", f)) == t for f, t in mtimes.items())
+
+
+def test_reproduce_bad_arguments(capsys):
+    assert reproduce.main(["--pairs", "Ar:Xx"]) == 2
+    assert "bad pair" in capsys.readouterr().err
+    assert reproduce.main(["--methods", "DAH,Magic", "--pairs", "Ar:Cl"]) == 2
+    assert "unknown method(s) Magic" in capsys.readouterr().err
+
+
+def _losses(sp):
+    return {lp.name: (lp.type, list(lp.loss_weight)) for lp in sp.net_param.layer}
+
+
+def test_families_are_consistent():
+    """NoDA is DAH with gamma = eta = 0; SuH trains on the target list; the deploy nets hold the
+    training nets' trunk and head with the same shapes."""
+    kw = dict(source_list="s.txt", target_list="t.txt", root="/r/", num_classes=12,
+              snapshot_prefix="x")
+    dah = experiments.configure("toyhome", "DAH", **kw)
+    noda = experiments.configure("toyhome", "NoDA", **kw)
+    suh = experiments.configure("toyhome", "SuH", **kw)
+    zeroed = experiments.configure("toyhome", "DAH", gamma=0, eta=0, **kw)
+    strip = lambda sp: [(lp.type, list(lp.bottom), list(lp.top), list(lp.loss_weight),  # noqa: E731
+                         lp.inner_product_param.num_output, lp.convolution_param.num_output)
+                        for lp in sp.net_param.layer]
+    assert strip(noda) == strip(zeroed) and strip(suh) == strip(zeroed)
+    assert suh.net_param.layer[0].domain_data_param.source == "t.txt"
+    assert _losses(dah)["mmd_fc7"][1] == [1.0] and _losses(noda)["mmd_fc7"][1] == [0.0]
+    train_names = {lp.name: lp for lp in dah.net_param.layer}
+    dep = protoio.read_net_param(experiments.family_file("toyhome", "hash_deploy.prototxt"))
+    for lp in dep.layer:
+        if lp.type != "Input":
+            assert lp.name in train_names
+            t = train_names[lp.name]
+            assert (lp.convolution_param, lp.inner_product_param) == \
+                (t.convolution_param, t.inner_product_param), lp.name
+    for bits in (16, 64, 128):
+        tr = protoio.read_net_param(experiments.family_file("office_home", "dah_train_%d.prototxt" % bits))
+        assert {lp.name: lp.inner_product_param.num_output for lp in tr.layer}["fc8_hash"] == bits
