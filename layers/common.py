@@ -1,7 +1,14 @@
 """Common layers: InnerProduct, Split, Silence, Eltwise, Concat, Slice, Flatten, Reshape,
-ArgMax, Reduction, Tile, Embed."""
-import numpy as np
+ArgMax, Reduction, Tile, Embed.
 
+GPU: every layer but ArgMax (no gradient, a sort; it runs its CPU code on a host copy) has
+``forward_gpu`` / ``backward_gpu`` beside its CPU code; InnerProduct's products go through
+``gpu.gemm``. Flatten and Reshape share memory, so they have nothing to do on either device.
+"""
+import numpy as np
+from numba import cuda
+
+from minicaffe import gpu
 from minicaffe.errors import CaffeError
 from minicaffe.fillers import fill
 from minicaffe.layer import Layer, register
@@ -9,6 +16,133 @@ from minicaffe.proto import caffe_pb2
 
 _ELT = caffe_pb2.EltwiseParameter
 _RED = caffe_pb2.ReductionParameter
+
+
+@cuda.jit
+def _slice_copy(small, big, outer, k, inner, big_dim, off, to_big):
+    # big viewed as (outer, big_dim, inner), small as (outer, k, inner) = big[:, off:off+k, :]
+    i = cuda.grid(1)
+    n = outer * k * inner
+    while i < n:
+        o = i // (k * inner)
+        j = (o * big_dim + off) * inner + i - o * k * inner
+        if to_big:
+            big[j] = small[i]
+        else:
+            small[i] = big[j]
+        i += cuda.gridsize(1)
+
+
+def slice_copy(small, big, outer, k, inner, big_dim, off, to_big):
+    """Copy between ``small`` (outer, k, inner) and the slice [off, off + k) of axis 1 of
+    ``big`` (outer, big_dim, inner): Concat, Slice, and the DAH nets' source/target halves."""
+    n = outer * k * inner
+    if n:
+        _slice_copy[gpu.grid(n)](small, big, outer, k, inner, big_dim, off, to_big)
+
+
+@cuda.jit
+def _eltwise_max(x, i_bottom, first, other, y, mask):
+    # first: y = x0 > x1 ? x0 : x1 (a tie picks bottom 1); later bottoms need a strict >
+    i = cuda.grid(1)
+    while i < y.size:
+        if first:
+            if x[i] > other[i]:
+                y[i] = x[i]
+                mask[i] = 0
+            else:
+                y[i] = other[i]
+                mask[i] = 1
+        elif x[i] > y[i]:
+            y[i] = x[i]
+            mask[i] = i_bottom
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _eltwise_max_bwd(dy, mask, i_bottom, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        dx[i] = dy[i] if mask[i] == i_bottom else 0
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _div_mul(y, x, dy, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        dx[i] = y[i] / x[i] * dy[i]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _reduction_terms(x, op, out):
+    # op 1: |x|, 2: x² (ASUM, SUMSQ), anything else: x
+    i = cuda.grid(1)
+    while i < x.size:
+        v = x[i]
+        if op == 1:
+            out[i] = abs(v)
+        elif op == 2:
+            out[i] = v * v
+        else:
+            out[i] = v
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _reduction_bwd(x, dy, coeff, op, dim, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        g = dy[i // dim] * coeff
+        if op == 1:
+            v = x[i]
+            dx[i] = g if v > 0 else (-g if v < 0 else 0)
+        elif op == 2:
+            dx[i] = x[i] * (2 * g)
+        else:
+            dx[i] = g
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _tile_fwd(x, tiles, inner, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        o = i // (tiles * inner)
+        y[i] = x[o * inner + i % inner]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _tile_bwd(dy, tiles, inner, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        o = i // inner
+        r = i - o * inner
+        acc = dy[o * tiles * inner + r]
+        for t in range(1, tiles):
+            acc += dy[(o * tiles + t) * inner + r]
+        dx[i] = acc
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _embed_fwd(idx, w, n_out, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        m = i // n_out
+        y[i] = w[idx[m] * n_out + i - m * n_out]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _embed_bwd(idx, dy, n_out, dw):
+    i = cuda.grid(1)
+    while i < dy.size:
+        m = i // n_out
+        cuda.atomic.add(dw, idx[m] * n_out + i - m * n_out, dy[i])
+        i += cuda.gridsize(1)
 
 
 @register("InnerProduct", "INNER_PRODUCT")
@@ -75,6 +209,29 @@ class InnerProductLayer(Layer):
         if propagate_down[0]:
             np.dot(dy, self._w().T, out=bottom[0].diff.reshape(self.M, self.K))
 
+    def forward_gpu(self, bottom, top):
+        x, y = bottom[0].gpu_data(False), top[0].gpu_data()
+        w = self.blobs[0].gpu_data(False)
+        # y (M×N) = x·Wᵀ, or x·W with transpose
+        gpu.gemm(False, not self.transpose, self.M, self.N, self.K, 1.0, x, w, 0.0, y)
+        if self.bias_term:
+            gpu.add_bias(y, self.blobs[1].gpu_data(False), self.N, 1)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        dy, x = top[0].gpu_diff(False), bottom[0].gpu_data(False)
+        if self.param_propagate_down[0]:
+            dw = self.blobs[0].gpu_diff()
+            if self.transpose:   # dW (K×N) += xᵀ·dy
+                gpu.gemm(True, False, self.K, self.N, self.M, 1.0, x, dy, 1.0, dw)
+            else:                # dW (N×K) += dyᵀ·x
+                gpu.gemm(True, False, self.N, self.K, self.M, 1.0, dy, x, 1.0, dw)
+        if self.bias_term and self.param_propagate_down[1]:
+            gpu.sum_odi(dy, self.M, self.N, 1, self.blobs[1].gpu_diff(), 1.0, 1.0)
+        if propagate_down[0]:
+            w = self.blobs[0].gpu_data(False)
+            gpu.gemm(False, self.transpose, self.M, self.K, self.N, 1.0, dy, w, 0.0,
+                     bottom[0].gpu_diff())
+
 
 @register("Split", "SPLIT")
 class SplitLayer(Layer):
@@ -103,6 +260,20 @@ class SplitLayer(Layer):
         for t in top[2:]:
             d += t.diff
 
+    def forward_gpu(self, bottom, top):
+        pass
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        d = bottom[0].gpu_diff()
+        if len(top) == 1:
+            gpu.copy(top[0].gpu_diff(False), d)
+            return
+        gpu.add(top[0].gpu_diff(False), top[1].gpu_diff(False), d)
+        for t in top[2:]:
+            gpu.axpy(1.0, t.gpu_diff(False), d)
+
 
 @register("Silence", "SILENCE")
 class SilenceLayer(Layer):
@@ -120,6 +291,14 @@ class SilenceLayer(Layer):
         for b, p in zip(bottom, propagate_down):
             if p:
                 b.diff[...] = 0
+
+    def forward_gpu(self, bottom, top):
+        pass
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        for b, p in zip(bottom, propagate_down):
+            if p:
+                gpu.fill(b.gpu_diff(), 0.0)
 
 
 def _blob_name(names, i, kind="bottom"):
@@ -207,6 +386,47 @@ class EltwiseLayer(Layer):
             else:
                 np.multiply(dy, self.mask == i, out=dx)
 
+    def forward_gpu(self, bottom, top):
+        y = top[0].gpu_data()
+        xs = [b.gpu_data(False) for b in bottom]
+        if self.op == _ELT.PROD:
+            gpu.mul(xs[0], xs[1], y)
+            for x in xs[2:]:
+                gpu.mul(y, x, y)
+        elif self.op == _ELT.SUM:
+            gpu.axpby(self.coeffs[0], xs[0], 0.0, y)
+            for c, x in zip(self.coeffs[1:], xs[1:]):
+                gpu.axpy(c, x, y)
+        elif self.op == _ELT.MAX:
+            self._mask_dev = gpu.ensure(getattr(self, "_mask_dev", None), y.size, np.int32)
+            g = gpu.grid(y.size)
+            _eltwise_max[g](xs[0], 0, True, xs[1], y, self._mask_dev)
+            for i, x in enumerate(xs[2:], 2):
+                _eltwise_max[g](x, i, False, x, y, self._mask_dev)
+        else:
+            self.forward_cpu(bottom, top)  # raises the unknown-operation error
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        dy = top[0].gpu_diff(False)
+        for i, b in enumerate(bottom):
+            if not propagate_down[i]:
+                continue
+            dx = b.gpu_diff()
+            if self.op == _ELT.PROD:
+                if self.stable_prod_grad:
+                    others = [bottom[j].gpu_data(False) for j in range(len(bottom)) if j != i]
+                    gpu.copy(others[0], dx)
+                    for x in others[1:]:
+                        gpu.mul(dx, x, dx)
+                    gpu.mul(dx, dy, dx)
+                else:
+                    _div_mul[gpu.grid(dx.size)](top[0].gpu_data(False), b.gpu_data(False), dy,
+                                                dx)
+            elif self.op == _ELT.SUM:
+                gpu.axpby(self.coeffs[i], dy, 0.0, dx)
+            else:
+                _eltwise_max_bwd[gpu.grid(dx.size)](dy, self._mask_dev, i, dx)
+
 
 @register("Concat", "CONCAT")
 class ConcatLayer(Layer):
@@ -271,6 +491,21 @@ class ConcatLayer(Layer):
         for (b, s, k), pd in zip(self._parts(bottom), propagate_down):
             if pd:
                 b.diff.reshape(self.outer, k, self.inner)[...] = dy[:, s, :]
+
+    def forward_gpu(self, bottom, top):
+        if len(bottom) == 1:
+            return
+        y, dim = top[0].gpu_data(), top[0].shape[self.axis]
+        for b, s, k in self._parts(bottom):
+            slice_copy(b.gpu_data(False), y, self.outer, k, self.inner, dim, s.start, True)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if len(bottom) == 1:
+            return
+        dy, dim = top[0].gpu_diff(False), top[0].shape[self.axis]
+        for (b, s, k), pd in zip(self._parts(bottom), propagate_down):
+            if pd:
+                slice_copy(b.gpu_diff(), dy, self.outer, k, self.inner, dim, s.start, False)
 
 
 @register("Slice", "SLICE")
@@ -353,6 +588,20 @@ class SliceLayer(Layer):
         for t, s, k in self._parts(top):
             dx[:, s, :] = t.diff.reshape(self.outer, k, self.inner)
 
+    def forward_gpu(self, bottom, top):
+        if len(top) == 1:
+            return
+        x, dim = bottom[0].gpu_data(False), bottom[0].shape[self.axis]
+        for t, s, k in self._parts(top):
+            slice_copy(t.gpu_data(), x, self.outer, k, self.inner, dim, s.start, False)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0] or len(top) == 1:
+            return
+        dx, dim = bottom[0].gpu_diff(), bottom[0].shape[self.axis]
+        for t, s, k in self._parts(top):
+            slice_copy(t.gpu_diff(False), dx, self.outer, k, self.inner, dim, s.start, True)
+
 
 @register("Flatten", "FLATTEN")
 class FlattenLayer(Layer):
@@ -378,6 +627,8 @@ class FlattenLayer(Layer):
 
     def backward_cpu(self, top, propagate_down, bottom):
         pass
+
+    forward_gpu, backward_gpu = forward_cpu, backward_cpu  # shared memory: nothing to do
 
 
 @register("Reshape")
@@ -449,6 +700,8 @@ class ReshapeLayer(Layer):
 
     def backward_cpu(self, top, propagate_down, bottom):
         pass
+
+    forward_gpu, backward_gpu = forward_cpu, backward_cpu  # shared memory: nothing to do
 
 
 @register("ArgMax", "ARGMAX")
@@ -555,6 +808,24 @@ class ReductionLayer(Layer):
         else:
             np.multiply(x, 2 * g, out=dx)
 
+    def _gpu_op(self):
+        return {_RED.ASUM: 1, _RED.SUMSQ: 2}.get(self.op, 0)
+
+    def forward_gpu(self, bottom, top):
+        x, y = bottom[0].gpu_data(False), top[0].gpu_data()
+        op = self._gpu_op()
+        if op:
+            terms = gpu.scratch("reduction", x.size, x.dtype)
+            _reduction_terms[gpu.grid(x.size)](x, op, terms)
+            x = terms
+        gpu.sum_odi(x, 1, self.num, self.dim, y, self.coeff, 0.0)  # a row sum per top element
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0] and self.dim:
+            dx = bottom[0].gpu_diff()
+            _reduction_bwd[gpu.grid(dx.size)](bottom[0].gpu_data(False), top[0].gpu_diff(False),
+                                              self.coeff, self._gpu_op(), self.dim, dx)
+
 
 @register("Tile")
 class TileLayer(Layer):
@@ -588,6 +859,17 @@ class TileLayer(Layer):
             return
         dy = top[0].diff.reshape(self.outer, self.tiles, self.inner)
         np.sum(dy, axis=1, out=bottom[0].diff.reshape(self.outer, self.inner))
+
+    def forward_gpu(self, bottom, top):
+        y = top[0].gpu_data()
+        if y.size:
+            _tile_fwd[gpu.grid(y.size)](bottom[0].gpu_data(False), self.tiles, self.inner, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dx = bottom[0].gpu_diff()
+            if dx.size:
+                _tile_bwd[gpu.grid(dx.size)](top[0].gpu_diff(False), self.tiles, self.inner, dx)
 
 
 @register("Embed")
@@ -624,7 +906,7 @@ class EmbedLayer(Layer):
         top[0].reshape(bottom[0].shape + (self.N,))
 
     def _indices(self, bottom):
-        x = bottom[0].data.reshape(-1)
+        x = bottom[0].cpu_data().reshape(-1)
         idx = x.astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= self.K or not np.array_equal(idx, x)):
             bad = x[(idx < 0) | (idx >= self.K) | (idx != x)][0]
@@ -648,3 +930,21 @@ class EmbedLayer(Layer):
             np.add.at(self.blobs[0].diff, self._indices(bottom), dy)
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff[...] += dy.sum(axis=0)
+
+    def forward_gpu(self, bottom, top):
+        # the indices are checked on a host copy (an index bottom is small), then uploaded
+        self._idx_dev = gpu.to_device(self._indices(bottom).astype(np.int64))
+        y = top[0].gpu_data()
+        if y.size:
+            _embed_fwd[gpu.grid(y.size)](self._idx_dev, self.blobs[0].gpu_data(False), self.N, y)
+        if self.bias_term:
+            gpu.add_bias(y, self.blobs[1].gpu_data(False), self.N, 1)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            self.backward_cpu(top, propagate_down, bottom)  # raises: no gradient for indices
+        dy = top[0].gpu_diff(False)
+        if self.param_propagate_down[0] and dy.size:
+            _embed_bwd[gpu.grid(dy.size)](self._idx_dev, dy, self.N, self.blobs[0].gpu_diff())
+        if self.bias_term and self.param_propagate_down[1]:
+            gpu.sum_odi(dy, self.M, self.N, 1, self.blobs[1].gpu_diff(), 1.0, 1.0)

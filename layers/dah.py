@@ -6,9 +6,18 @@ the supplement's equations exactly; the authors' code's departures are opt-in pa
 (``../shared/reference/dah_spec.md``). Every loss is a sum of closed-form GEMMs: no Python
 loops over samples. The math lives in plain functions over NumPy arrays so the GPU path can
 share it. sgn(0) is +1, and sgn is a constant in every gradient (supplement §1.2).
-"""
-import numpy as np
 
+GPU: HashLoss and EntropyLoss run their GEMMs through ``gpu.gemm`` (EntropyLoss in float64, as
+on the CPU) with elementwise / per-row kernels for the rest; MMDLoss computes the 4·Q squared
+distances on the device, the tiny kernel sums and coefficients with the CPU's own function on
+the host, and the gradients on the device; labels are checked on a host copy (n values).
+"""
+import math
+
+import numpy as np
+from numba import cuda
+
+from minicaffe import gpu
 from minicaffe.errors import CaffeError
 from minicaffe.layer import Layer, NeuronLayer, register
 from minicaffe.proto import caffe_pb2
@@ -45,8 +54,12 @@ def _loss_weight(top):
     return float(top[0].cpu_diff().ravel()[0])
 
 
+def _set_scalar(blob, value):
+    gpu.fill(blob.gpu_data(), value)
+
+
 def _labels(blob, n, layer, num_classes=None):
-    lab = blob.data.ravel()
+    lab = blob.cpu_data().ravel()
     if lab.size != n:
         raise layer.shape_error("label bottom (one label per sample)", blob.shape, (n,))
     li = lab.astype(np.int64)
@@ -84,31 +97,100 @@ def mmd_mean_sq_distance(u, v):
     return max(total / (n * n - n), 0.0)
 
 
+def mmd_kernel_terms(sq, sigmas, dtype):
+    """From the quadruples' squared distances ``sq`` = (uu, vv, uv, vu), each (Q,) with Q > 0:
+    M of eq 11 with k_m(x, y) = exp(−‖x − y‖²/σ_m), β_m = 1/κ, and the gradient coefficients
+    c_pair = Σ_m (2/σ_m)·k_m / (Qκ) (each (Q, 1), in ``dtype``), since
+    dk_m(x,y)/dx = −(2/σ_m)·k_m(x,y)·(x − y). Shared by the CPU and GPU paths."""
+    q = sq[0].shape[0]
+    sig = np.asarray(sigmas, np.float64)
+    kappa = len(sig)
+    k = [np.exp(-np.outer(s, 1.0 / sig)) for s in sq]  # each (Q, κ)
+    loss = (k[0] + k[1] - k[2] - k[3]).sum() / (q * kappa)
+    c = [(kk * (2.0 / sig)).sum(1)[:, None] / (q * kappa) for kk in k]
+    return float(loss), [x.astype(dtype, copy=False) for x in c]
+
+
 def mmd_forward_backward(u, v, sigmas, want_grad=True):
     """Linear-time MK-MMD of eq 11 with k_m(x, y) = exp(−‖x − y‖²/σ_m), β_m = 1/κ:
     M = 1/(Qκ) Σ_m Σ_i [k(u_a,u_b) + k(v_a,v_b) − k(u_a,v_b) − k(u_b,v_a)], and its gradients
     (eqs 12, 13). Returns (M, dM/du, dM/dv)."""
-    (duu, dvv, duv, dvu), (suu, svv, suv, svu) = mmd_pair_distances(u, v)
+    (duu, dvv, duv, dvu), sq = mmd_pair_distances(u, v)
     q = duu.shape[0]
     du, dv = np.zeros_like(u), np.zeros_like(v)
     if q == 0:
         return 0.0, du, dv
-    sig = np.asarray(sigmas, np.float64)
-    kappa = len(sig)
-    k = [np.exp(-np.outer(s, 1.0 / sig)) for s in (suu, svv, suv, svu)]  # each (Q, κ)
-    loss = (k[0] + k[1] - k[2] - k[3]).sum() / (q * kappa)
+    loss, c = mmd_kernel_terms(sq, sigmas, u.dtype)
     if not want_grad:
-        return float(loss), du, dv
-    # dk_m(x,y)/dx = −(2/σ_m)·k_m(x,y)·(x − y); c_pair = Σ_m (2/σ_m) k_m / (Qκ)
-    c = [(kk * (2.0 / sig)).sum(1)[:, None] / (q * kappa) for kk in k]
-    c = [x.astype(u.dtype, copy=False) for x in c]
+        return loss, du, dv
     # eq 12: source gradients
     du[0:2 * q:2] = -c[0] * duu + c[2] * duv
     du[1:2 * q:2] = c[0] * duu + c[3] * dvu
     # eq 13: target gradients
     dv[0:2 * q:2] = -c[1] * dvv - c[3] * dvu
     dv[1:2 * q:2] = c[1] * dvv - c[2] * duv
-    return float(loss), du, dv
+    return loss, du, dv
+
+
+@cuda.jit
+def _mmd_distances(u, v, pu, pv, q, d, out):
+    # out[p·Q + r] = ‖x − y‖² of pair p of quadruple r: (u_a, u_b), (v_a, v_b), (u_a, v_b),
+    # (u_b, v_a) with a = 2r, b = 2r + 1 (eq 10) in the pairing's row orders pu, pv
+    t = cuda.grid(1)
+    while t < 4 * q:
+        p = t // q
+        r = t - p * q
+        if p == 0:
+            x, y, xa, ya = u, u, pu[2 * r], pu[2 * r + 1]
+        elif p == 1:
+            x, y, xa, ya = v, v, pv[2 * r], pv[2 * r + 1]
+        elif p == 2:
+            x, y, xa, ya = u, v, pu[2 * r], pv[2 * r + 1]
+        else:
+            x, y, xa, ya = u, v, pu[2 * r + 1], pv[2 * r]
+        acc = 0.0
+        for e in range(d):
+            diff = x[xa * d + e] - y[ya * d + e]
+            acc += diff * diff
+        out[t] = acc
+        t += cuda.gridsize(1)
+
+
+@cuda.jit
+def _mmd_grad(u, v, pu, pv, c, q, d, du, dv):
+    # eqs 12–13 for quadruple r, feature e; c holds (c_uu, c_vv, c_uv, c_vu), each (Q,); the
+    # pairing's rows are distinct, so each thread writes its own elements
+    t = cuda.grid(1)
+    while t < q * d:
+        r = t // d
+        e = t - r * d
+        ua, ub = pu[2 * r] * d + e, pu[2 * r + 1] * d + e
+        va, vb = pv[2 * r] * d + e, pv[2 * r + 1] * d + e
+        duu = u[ua] - u[ub]
+        dvv = v[va] - v[vb]
+        duv = u[ua] - v[vb]
+        dvu = u[ub] - v[va]
+        cuu, cvv, cuv, cvu = c[r], c[q + r], c[2 * q + r], c[3 * q + r]
+        du[ua] = -cuu * duu + cuv * duv
+        du[ub] = cuu * duu + cvu * dvu
+        dv[va] = -cvv * dvv - cvu * dvu
+        dv[vb] = cvv * dvv - cuv * duv
+        t += cuda.gridsize(1)
+
+
+def _mmd_mean_sq_gpu(u, v, n_u, n_v, d):
+    """``mmd_mean_sq_distance`` from device arrays: the sums in float64 on the device, d column
+    sums copied back."""
+    n = n_u + n_v
+    if n < 2:
+        return 1.0
+    col = gpu.scratch("mmd_col", 2 * d, np.float64)
+    gpu.sum_odi(u, n_u, d, 1, col[:d])
+    gpu.sum_odi(v, n_v, d, 1, col[d:])
+    s = col.copy_to_host()
+    s = s[:d] + s[d:]
+    total = 2 * n * (gpu.sumsq(u) + gpu.sumsq(v)) - 2 * s @ s
+    return max(total / (n * n - n), 0.0)
 
 
 @register("MMDLoss")
@@ -123,8 +205,11 @@ class MMDLossLayer(Layer):
     batch) or MEDIAN (the authors' DAH code: median of the estimator's 4·Q squared distances).
     Without ``sigma``: σ_m = σ_base·kernel_mul^(m − ⌊κ/2⌋), m = 0..κ−1, a constant in the
     gradient; ``fix_gamma`` freezes σ_base after the first batch. Quadruples are taken in batch
-    order over ⌊min(n_s, n_t)/2⌋ pairs, the same in forward and backward, so the layer passes
-    the gradient checker (transfer-caffe's does not). O(n·d) time and memory.
+    order over ⌊min(n_s, n_t)/2⌋ pairs (``pairing: BATCH_ORDER``, eq 9), or from a random
+    pairing drawn per batch (``pairing: RANDOM``, the authors' code — needed with DAH's
+    class-ordered source batches, where batch order pairs images of the same class and the MMD
+    would push them apart), the same in forward and backward, so the layer passes the gradient
+    checker (transfer-caffe's does not). O(n·d) time and memory.
     """
     exact_num_bottom = 2
     exact_num_top = 1
@@ -147,7 +232,9 @@ class MMDLossLayer(Layer):
                                    bottom[1].shape, (bottom[1].shape[0],) + bottom[0].shape[1:])
         top[0].reshape(())
 
-    def sigmas(self, u, v):
+    def sigmas(self, sq, mean_sq):
+        """σ_m from ``sq()``, the quadruples' squared distances (MEDIAN), or ``mean_sq()``, the
+        mean squared distance over all pairs (MEAN); each is called only when needed."""
         p = self.layer_param.mmd_param
         if p.sigma:
             return np.array(p.sigma, np.float64)
@@ -155,20 +242,36 @@ class MMDLossLayer(Layer):
             base = self.fixed_base
         else:
             if p.bandwidth == caffe_pb2.MMDParameter.MEDIAN:
-                _, sq = mmd_pair_distances(u, v)
-                base = float(np.median(np.concatenate(sq))) if sq[0].size else 1.0
+                d = sq()
+                base = float(np.median(np.concatenate(d))) if d[0].size else 1.0
             else:
-                base = mmd_mean_sq_distance(u, v)
+                base = mean_sq()
             base = base if base > 0 else 1.0
             if p.fix_gamma:
                 self.fixed_base = base
         m = np.arange(p.kernel_num) - p.kernel_num // 2
         return base * float(p.kernel_mul) ** m
 
+    def _pairing(self, n_u, n_v):
+        """Row orders for RANDOM pairing (drawn from the global generator, so a gradient check,
+        which reseeds before every forward, sees the same pairs), or None for BATCH_ORDER."""
+        if self.layer_param.mmd_param.pairing != caffe_pb2.MMDParameter.RANDOM:
+            return None
+        from minicaffe import backend
+        rng = backend.rng()
+        return rng.permutation(n_u), rng.permutation(n_v)
+
     def forward_cpu(self, bottom, top):
         u, v = _flat(bottom[0]), _flat(bottom[1])
-        self._sig = self.sigmas(u, v)
+        self._perm = self._pairing(u.shape[0], v.shape[0])
+        if self._perm is not None:
+            u, v = u[self._perm[0]], v[self._perm[1]]
+        self._sig = self.sigmas(lambda: mmd_pair_distances(u, v)[1],
+                                lambda: mmd_mean_sq_distance(u, v))
         loss, self._du, self._dv = mmd_forward_backward(u, v, self._sig)
+        if self._perm is not None:  # gradients back to the samples' own rows
+            self._du[self._perm[0]] = self._du.copy()
+            self._dv[self._perm[1]] = self._dv.copy()
         top[0].data[...] = loss
 
     def backward_cpu(self, top, propagate_down, bottom):
@@ -176,6 +279,38 @@ class MMDLossLayer(Layer):
         for i, g in ((0, self._du), (1, self._dv)):
             if propagate_down[i]:
                 bottom[i].diff.reshape(g.shape)[...] = w * g
+
+    def forward_gpu(self, bottom, top):
+        u, v = bottom[0].gpu_data(False), bottom[1].gpu_data(False)
+        n_u, n_v = (bottom[0].shape[0], bottom[1].shape[0]) if bottom[0].num_axes else (1, 1)
+        d = u.size // max(n_u, 1)
+        q = min(n_u, n_v) // 2
+        self._perm = self._pairing(n_u, n_v)  # the CPU's draws from the global generator
+        pu, pv = self._perm if self._perm is not None else (np.arange(n_u), np.arange(n_v))
+        pu, pv = gpu.to_device(pu.astype(np.int64)), gpu.to_device(pv.astype(np.int64))
+        dist = gpu.scratch("mmd_dist", 4 * q, np.float64)
+        if q:
+            _mmd_distances[gpu.grid(4 * q)](u, v, pu, pv, q, d, dist)
+        sq = list(dist.copy_to_host().reshape(4, q))  # 4·Q numbers
+        self._sig = self.sigmas(lambda: sq, lambda: _mmd_mean_sq_gpu(u, v, n_u, n_v, d))
+        self._du_dev = gpu.ensure(getattr(self, "_du_dev", None), u.size, u.dtype)
+        self._dv_dev = gpu.ensure(getattr(self, "_dv_dev", None), v.size, v.dtype)
+        gpu.fill(self._du_dev, 0.0)
+        gpu.fill(self._dv_dev, 0.0)
+        loss = 0.0
+        if q:
+            loss, c = mmd_kernel_terms(sq, self._sig, u.dtype)
+            c_dev = gpu.to_device(np.concatenate(c).ravel())
+            if d:
+                _mmd_grad[gpu.grid(q * d)](u, v, pu, pv, c_dev, q, d, self._du_dev,
+                                           self._dv_dev)
+        _set_scalar(top[0], loss)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        w = _loss_weight(top)
+        for i, g in ((0, self._du_dev), (1, self._dv_dev)):
+            if propagate_down[i]:
+                gpu.axpby(w, g, 0.0, bottom[i].gpu_diff())
 
     def get_state(self):
         return None if self.fixed_base is None else {"fixed_base": self.fixed_base}
@@ -245,6 +380,62 @@ class HashLossLayer(Layer):
         if propagate_down[0]:
             scale = _loss_weight(top) / self._norm(self._grad.shape[0])
             np.multiply(self._grad, scale, out=bottom[0].diff.reshape(self._grad.shape))
+
+    def forward_gpu(self, bottom, top):
+        p = self.layer_param.hash_loss_param
+        n = bottom[0].shape[0] if bottom[0].num_axes else 1
+        u = bottom[0].gpu_data(False)
+        d = u.size // max(n, 1)
+        lab = gpu.to_device(_labels(bottom[1], n, self).astype(np.int64))
+        dt = u.dtype
+        theta = gpu.scratch("hash_theta", n * n, dt)
+        gpu.gemm(False, True, n, n, d, p.scale, u, u, 0.0, theta)       # θ = scale·U·Uᵀ
+        terms = gpu.scratch("loss_terms", n * n, np.float64)
+        if n:
+            _hash_pairs[gpu.grid(n * n)](theta, lab, n, p.similar_weight, terms)  # θ → G
+        loss = gpu.total(terms)
+        r = gpu.scratch("hash_r", u.size, dt)
+        _minus_sgn[gpu.grid(u.size)](u, r)
+        loss += p.quantization_weight * gpu.sumsq(r)
+        self._grad_dev = gpu.ensure(getattr(self, "_grad_dev", None), u.size, dt)
+        # eq 15: 2·scale·G·U + 2·qw·(u − sgn u)
+        gpu.gemm(False, False, n, d, n, 2.0 * p.scale, theta, u, 0.0, self._grad_dev)
+        gpu.axpy(2.0 * p.quantization_weight, r, self._grad_dev)
+        self._n = n
+        _set_scalar(top[0], loss / self._norm(n))
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise CaffeError("HashLoss layer %s cannot backpropagate to label inputs" % self.name)
+        if propagate_down[0]:
+            scale = _loss_weight(top) / self._norm(self._n)
+            gpu.axpby(scale, self._grad_dev, 0.0, bottom[0].gpu_diff())
+
+
+@cuda.jit
+def _hash_pairs(theta, lab, n, similar_weight, terms):
+    # per pair (i, j): the eq-5 term w·(softplus θ − s·θ) into terms, w·(σ(θ) − s) over θ
+    t = cuda.grid(1)
+    while t < n * n:
+        i = t // n
+        s = 1.0 if lab[i] == lab[t - i * n] else 0.0
+        w = 1.0 + (similar_weight - 1.0) * s
+        th = theta[t]
+        e = math.exp(-abs(th))
+        terms[t] = w * (((th if th > 0 else 0.0) + math.log1p(e)) - s * th)
+        sig = 1.0 / (1.0 + e) if th >= 0 else e / (1.0 + e)
+        theta[t] = w * (sig - s)
+        t += cuda.gridsize(1)
+
+
+@cuda.jit
+def _minus_sgn(u, r):
+    # r = u − sgn(u), sgn(0) = +1
+    i = cuda.grid(1)
+    while i < r.size:
+        v = u[i]
+        r[i] = v - (1.0 if v >= 0 else -1.0)
+        i += cuda.gridsize(1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -326,6 +517,118 @@ class EntropyLossLayer(Layer):
             if propagate_down[i]:
                 np.multiply(g, w, out=bottom[i].diff.reshape(g.shape))
 
+    def forward_gpu(self, bottom, top):
+        p = self.layer_param.entropy_loss_param
+        nt, ns = bottom[0].shape[0], bottom[1].shape[0]
+        d = bottom[0].count(1)
+        c = p.num_classes
+        lab = gpu.to_device(_labels(bottom[2], ns, self, c).astype(np.int64))
+        v, u = _as_f64(bottom[0].gpu_data(False), "ent_v"), _as_f64(bottom[1].gpu_data(False),
+                                                                   "ent_u")
+        a = gpu.scratch("ent_a", nt * ns, np.float64)
+        gpu.gemm(False, True, nt, ns, d, p.scale, v, u, 0.0, a)        # A = scale·V·Uᵀ
+        logz = gpu.scratch("ent_logz", nt, np.float64)
+        logp = gpu.scratch("ent_logp", nt * c, np.float64)
+        ent = gpu.scratch("ent_ent", nt, np.float64)
+        if nt:
+            _row_logsumexp[gpu.grid(nt)](a, ns, logz)
+            _class_logp[gpu.grid(nt * c)](a, lab, logz, ns, c, logp)
+            _row_entropy[gpu.grid(nt)](logp, c, ent)
+        h = -gpu.total(ent) / max(nt, 1)
+        if nt and ns:  # A → G = ∂H/∂A in place
+            _entropy_grad[gpu.grid(nt * ns)](a, lab, logz, logp, ent, ns, c, 1.0 / max(nt, 1))
+        self._dv_dev = gpu.ensure(getattr(self, "_dv_dev", None), nt * d, np.float64)
+        self._du_dev = gpu.ensure(getattr(self, "_du_dev", None), ns * d, np.float64)
+        gpu.gemm(False, False, nt, d, ns, p.scale, a, u, 0.0, self._dv_dev)  # eq 32
+        gpu.gemm(True, False, ns, d, nt, p.scale, a, v, 0.0, self._du_dev)   # eq 25
+        _set_scalar(top[0], h)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[2]:
+            raise CaffeError("EntropyLoss layer %s cannot backpropagate to label inputs" % self.name)
+        w = _loss_weight(top)
+        for i, g in ((0, self._dv_dev), (1, self._du_dev)):
+            if propagate_down[i]:
+                gpu.axpby(w, g, 0.0, bottom[i].gpu_diff())
+
+
+def _as_f64(x, key):
+    """x itself in float64, else a float64 copy (a scratch buffer)."""
+    if x.dtype == np.float64:
+        return x
+    out = gpu.scratch(key, x.size, np.float64)
+    gpu.copy(x, out)
+    return out
+
+
+@cuda.jit
+def _row_logsumexp(a, cols, out):
+    # log Σ_k e^{a_ik} with max subtraction (a non-finite max counts as 0, as ``logsumexp``)
+    i = cuda.grid(1)
+    while i < out.size:
+        m = -math.inf
+        for k in range(cols):
+            if a[i * cols + k] > m:
+                m = a[i * cols + k]
+        if not math.isfinite(m):
+            m = 0.0
+        s = 0.0
+        for k in range(cols):
+            s += math.exp(a[i * cols + k] - m)
+        out[i] = m + math.log(s) if s > 0 else -math.inf
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _class_logp(a, lab, logz, ns, c, logp):
+    # log p_ij = log Σ_{k ∈ class j} e^{A_ik} − log z_i (−inf for a class absent from the batch)
+    t = cuda.grid(1)
+    while t < logp.size:
+        i = t // c
+        j = t - i * c
+        m = -math.inf
+        for k in range(ns):
+            if lab[k] == j and a[i * ns + k] > m:
+                m = a[i * ns + k]
+        if m == -math.inf:
+            logp[t] = -math.inf
+        else:
+            if not math.isfinite(m):
+                m = 0.0
+            s = 0.0
+            for k in range(ns):
+                if lab[k] == j:
+                    s += math.exp(a[i * ns + k] - m)
+            logp[t] = m + math.log(s) - logz[i]
+        t += cuda.gridsize(1)
+
+
+@cuda.jit
+def _row_entropy(logp, c, ent):
+    # Σ_j p_ij log p_ij (0·log 0 = 0)
+    i = cuda.grid(1)
+    while i < ent.size:
+        acc = 0.0
+        for j in range(c):
+            lp = logp[i * c + j]
+            pr = math.exp(lp)
+            if pr > 0 and math.isfinite(lp):
+                acc += pr * lp
+        ent[i] = acc
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _entropy_grad(a, lab, logz, logp, ent, ns, c, inv_nt):
+    # ∂H/∂A_ik = −p̄_ik·(log p_{i,c(k)} − Σ_j p_ij log p_ij) / n_t, p̄_ik = e^{A_ik − log z_i}
+    t = cuda.grid(1)
+    while t < a.size:
+        i = t // ns
+        k = t - i * ns
+        pbar = math.exp(a[t] - logz[i])
+        a[t] = -(pbar * (logp[i * c + lab[k]] - ent[i])) * inv_nt
+        t += cuda.gridsize(1)
+
 
 # ------------------------------------------------------------------------------------------
 # Quantisation loss alone
@@ -359,6 +662,19 @@ class QuantizationLossLayer(Layer):
         if propagate_down[0]:
             n = bottom[0].shape[0] if bottom[0].num_axes else 1
             np.multiply(self._r, 2.0 * _loss_weight(top) / self._norm(n), out=bottom[0].diff)
+
+    def forward_gpu(self, bottom, top):
+        u = bottom[0].gpu_data(False)
+        self._r_dev = gpu.ensure(getattr(self, "_r_dev", None), u.size, u.dtype)
+        _minus_sgn[gpu.grid(u.size)](u, self._r_dev)
+        n = bottom[0].shape[0] if bottom[0].num_axes else 1
+        _set_scalar(top[0], gpu.sumsq(self._r_dev) / self._norm(n))
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            n = bottom[0].shape[0] if bottom[0].num_axes else 1
+            gpu.axpby(2.0 * _loss_weight(top) / self._norm(n), self._r_dev, 0.0,
+                      bottom[0].gpu_diff())
 
 
 # ------------------------------------------------------------------------------------------
@@ -401,3 +717,10 @@ class GradientScalerLayer(NeuronLayer):
     def backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             np.multiply(top[0].diff, -self.coeff(), out=bottom[0].diff)
+
+    def forward_gpu(self, bottom, top):
+        pass
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            gpu.axpby(-self.coeff(), top[0].gpu_diff(False), 0.0, bottom[0].gpu_diff())

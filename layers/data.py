@@ -4,6 +4,13 @@ ImageData and Data read on a background daemon thread (a bounded queue of prepar
 their random draws (shuffle, crop offsets, mirror) come from generators seeded from
 ``backend.rng()`` at set-up, so the batches depend only on ``caffe.set_random_seed``, never on
 thread timing. The transform itself is minicaffe.transformer.DataTransformer.
+
+Data-parallel training (minicaffe.parallel) shards every stream by batch: ``set_shard(r, N)``
+makes a layer read batch r of each group of N consecutive batches and skip the others. A
+skipped batch moves the position and makes the same random draws (shuffle, crop, mirror) as a
+read one but decodes no image (only image headers, when a random crop needs the size), so rank
+r of N gets exactly the batches that one process with ``iter_size: N`` reads in pass r, and
+after every group all ranks stand at the same position (one state resumes every rank).
 """
 import copy
 import os
@@ -267,6 +274,13 @@ class _PrefetchingDataLayer(Layer):
             fin()
             self._finalizer = None
 
+    def _halt(self):
+        """close(), then wait for a batch still being made: the source is ours again."""
+        prefetcher = getattr(self, "_prefetcher", None)
+        self.close()
+        if prefetcher is not None and prefetcher.thread is not threading.current_thread():
+            prefetcher.thread.join()
+
     def reshape(self, bottom, top):
         pass  # forward reshapes the tops to each batch
 
@@ -285,10 +299,28 @@ class _PrefetchingDataLayer(Layer):
 
     def set_data_state(self, state):
         """Continue reading from a ``data_state()`` (restarts the prefetch thread)."""
-        self.close()
+        self._halt()
         self._source.set_state(copy.deepcopy(state))
         self._state = self._source.get_state()
         self._start()
+
+    def set_shard(self, rank, size):
+        """Data-parallel reading: from the current position on, take batch ``rank`` of every
+        ``size`` consecutive batches of the stream and skip the others (the batches already
+        prefetched are dropped). ``set_shard(0, 1)`` reads every batch again."""
+        rank, size = int(rank), int(size)
+        if not 0 <= rank < size:
+            raise CaffeError("%s layer %s: shard rank %d is not in [0, %d)"
+                             % (self.type, self.name, rank, size))
+        self._halt()
+        self._source.set_state(copy.deepcopy(self._state))
+        self._source.rank, self._source.size = rank, size
+        self._start()
+
+    @property
+    def shard(self):
+        """(rank, size) of ``set_shard``; (0, 1) when every batch is read."""
+        return self._source.rank, self._source.size
 
     def get_state(self):  # the solver keeps it in .solverstate to resume exactly
         return self.data_state()
@@ -325,9 +357,52 @@ def _set_rng_state(g, s):
         g.bit_generator.state = s
 
 
+class _ShardedStream:
+    """A source's batch stream, sharded for data-parallel training: rank r of N skips r
+    batches, reads one, then skips the N − 1 − r left in its group, so the state it hands
+    out is the group's end, the same on every rank. Sources define ``read_batch()``,
+    ``skip_batch()`` (same position and draws, no decoding) and ``get_state()``."""
+    rank, size = 0, 1
+
+    def next_batch(self):
+        for _ in range(self.rank):
+            self.skip_batch()
+        data, labels = self.read_batch()
+        for _ in range(self.size - 1 - self.rank):
+            self.skip_batch()
+        return data, labels, self.get_state()
+
+
+def _needs_size(t):
+    """Whether the transformer's draws depend on the item's height and width (random crop)."""
+    return t.rng is not None and t.crop_size > 0 and t.phase == caffe_pb2.TRAIN
+
+
+def _image_hw(path, fp=None):
+    """An image's (height, width) from its header, without decoding the pixels."""
+    from PIL import Image
+    try:
+        with Image.open(path if fp is None else fp) as img:
+            w, h = img.size
+    except FileNotFoundError:
+        raise ImageReadError("could not open or find image %s" % path) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError("could not decode image %s (%s)" % (path, exc)) from None
+    return h, w
+
+
+def _skip_draws(t, shape, who, where):
+    """The draws a transform of a ``shape`` item makes, without the transform."""
+    try:
+        t.infer_shape(shape)
+    except CaffeError as exc:
+        raise _locate(who, where, exc) from None
+    t.draw(shape)
+
+
 # --- ImageData --------------------------------------------------------------------------------
 
-class _ImageListSource:
+class _ImageListSource(_ShardedStream):
     """ImageData's reader (runs on the prefetch thread): the list order, the line position,
     the epoch, and the per-item transform draws."""
 
@@ -342,6 +417,7 @@ class _ImageListSource:
             self.shuffle_rng = np.random.default_rng(int(backend.rng().integers(0, 2 ** 63)))
             self.order = self.shuffle_rng.permutation(len(entries))
         self.epoch, self.line_id = 0, 0
+        self._sizes = {}  # path -> (0, H, W) of the images skipped so far
 
     def read(self, k):
         path, label, lineno = self.entries[self.order[k]]
@@ -351,8 +427,16 @@ class _ImageListSource:
             raise CaffeError("%s: %s line %d: %s" % (self.who, self.source, lineno, exc)) from None
         return img.transpose(2, 0, 1), label, lineno, path
 
-    def next_batch(self):
-        t, n = self.transformer, len(self.entries)
+    def _advance(self):
+        self.line_id += 1
+        if self.line_id >= len(self.entries):
+            self.line_id = 0
+            self.epoch += 1
+            if self.shuffle_rng is not None:
+                self.order = self.shuffle_rng.permutation(len(self.entries))
+
+    def read_batch(self):
+        t = self.transformer
         data = labels = first = None
         for i in range(self.batch_size):
             x, label, lineno, path = self.read(self.line_id)
@@ -367,13 +451,30 @@ class _ImageListSource:
             except CaffeError as exc:
                 raise _locate(self.who, where, exc) from None
             labels[i] = label
-            self.line_id += 1
-            if self.line_id >= n:
-                self.line_id = 0
-                self.epoch += 1
-                if self.shuffle_rng is not None:
-                    self.order = self.shuffle_rng.permutation(n)
-        return data, labels, self.get_state()
+            self._advance()
+        return data, labels
+
+    def skip_batch(self):
+        t = self.transformer
+        for _ in range(self.batch_size):
+            if t.rng is not None:
+                shape = (0, 0, 0)
+                if _needs_size(t):
+                    path, _, lineno = self.entries[self.order[self.line_id]]
+                    where = "%s line %d (%s)" % (self.source, lineno, path)
+                    if self.new_hw[0] > 0:
+                        shape = (0,) + tuple(self.new_hw)
+                    else:
+                        shape = self._sizes.get(path)
+                        if shape is None:
+                            try:
+                                shape = self._sizes[path] = (0,) + _image_hw(self.root + path)
+                            except ImageReadError as exc:
+                                raise _locate(self.who, where, exc) from None
+                    _skip_draws(t, shape, self.who, where)
+                else:
+                    t.draw(shape)
+            self._advance()
 
     def get_state(self):
         return {"epoch": self.epoch, "line_id": self.line_id,
@@ -467,7 +568,7 @@ def open_lmdb(path, who, write=False):
         raise CaffeError("%s: cannot open LMDB %s: %s" % (who, path, exc)) from None
 
 
-class _LMDBSource:
+class _LMDBSource(_ShardedStream):
     """Data's reader: a cursor over the LMDB (opened on the prefetch thread), wrapping at the
     end, and the per-item transform draws."""
 
@@ -511,7 +612,13 @@ class _LMDBSource:
             self._seek = False
         return self._cursor
 
-    def next_batch(self):
+    def _advance(self, cur):
+        self.offset += 1
+        if not cur.next():  # "Restarting data prefetching from start."
+            cur.first()
+            self.epoch += 1
+
+    def read_batch(self):
         cur, t = self._position(), self.transformer
         data = labels = first = None
         for i in range(self.batch_size):
@@ -528,11 +635,36 @@ class _LMDBSource:
             except CaffeError as exc:
                 raise _locate(self.who, where, exc) from None
             labels[i] = label
-            self.offset += 1
-            if not cur.next():  # "Restarting data prefetching from start."
-                cur.first()
-                self.epoch += 1
-        return data, labels, self.get_state()
+            self._advance(cur)
+        return data, labels
+
+    def _datum_shape(self, key, value):
+        """A record's (C, H, W) from the Datum fields or the encoded image's header."""
+        try:
+            datum = caffe_pb2.Datum.FromString(value)
+        except Exception as exc:
+            raise CaffeError("%s: %s record %r is not a Datum (%s)"
+                             % (self.who, self.path, key, exc)) from None
+        if not datum.encoded:
+            return datum.channels, datum.height, datum.width
+        import io
+        what = "record %r of %s" % (key, self.path)
+        try:
+            return (0,) + _image_hw(what, io.BytesIO(datum.data))
+        except ImageReadError as exc:
+            raise CaffeError("%s: %s" % (self.who, exc)) from None
+
+    def skip_batch(self):
+        cur, t = self._position(), self.transformer
+        for _ in range(self.batch_size):
+            if t.rng is not None:
+                if _needs_size(t):
+                    key = cur.key()
+                    _skip_draws(t, self._datum_shape(key, cur.value()), self.who,
+                                "%s record %r" % (self.path, key))
+                else:
+                    t.draw((0, 0, 0))
+            self._advance(cur)
 
     def get_state(self):
         return {"epoch": self.epoch, "offset": self.offset,
@@ -598,17 +730,19 @@ class DataLayer(_PrefetchingDataLayer):
 
 # --- DomainData (DAH batches) -----------------------------------------------------------------
 
-class _DomainBatchSource:
+class _DomainBatchSource(_ShardedStream):
     """DomainData's reader (runs on the prefetch thread). Each epoch (one pass over the target
     list): shuffle both lists; every class gets ``n_batches·K`` source ids, repeating a class's
     shuffled ids when it has fewer (the authors' getJointEntropyTrainValSets); batch b takes
     the next K ids of class 0, ..., C−1 and the next C·K target ids, the last target batch
-    padded with the first shuffled target ids."""
+    padded with the first shuffled target ids. ``readers`` give an item (CHW array, label,
+    where) by list index, ``sizers`` its ((C, H, W), where) without decoding (to skip)."""
 
     def __init__(self, who, src_list, tgt_list, readers, k, num_classes, shuffle, transformer,
-                 dtype, seed):
+                 dtype, seed, sizers=None):
         self.who, self.src, self.tgt = who, src_list, tgt_list
         self.read_src, self.read_tgt = readers
+        self.size_src, self.size_tgt = sizers or (None, None)
         self.k, self.c, self.shuffle = k, num_classes, shuffle
         self.transformer, self.dtype = transformer, dtype
         self.rng = np.random.default_rng(seed)
@@ -649,17 +783,35 @@ class _DomainBatchSource:
             labels[i] = label
         return data, labels
 
-    def next_batch(self):
+    def _batch_ids(self):
         b, k = self.batch, self.k
         sids = np.concatenate([plan[b * k:(b + 1) * k] for plan in self.src_plan])
-        tids = self.tgt_plan[b * self.c * k:(b + 1) * self.c * k]
-        sdata, slab = self._fill(sids, self.src, self.read_src)
-        tdata, tlab = self._fill(tids, self.tgt, self.read_tgt)
+        return sids, self.tgt_plan[b * self.c * k:(b + 1) * self.c * k]
+
+    def _advance(self):
         self.batch += 1
         if self.batch >= self.n_batches:
             self.batch, self.epoch = 0, self.epoch + 1
             self._plan()
-        return (sdata, slab, tdata, tlab), None, self.get_state()
+
+    def read_batch(self):
+        sids, tids = self._batch_ids()
+        sdata, slab = self._fill(sids, self.src, self.read_src)
+        tdata, tlab = self._fill(tids, self.tgt, self.read_tgt)
+        self._advance()
+        return (sdata, slab, tdata, tlab), None
+
+    def skip_batch(self):
+        t = self.transformer
+        if t.rng is not None:
+            for ids, sizer in zip(self._batch_ids(), (self.size_src, self.size_tgt)):
+                for idx in ids:
+                    if _needs_size(t):
+                        shape, where = sizer(int(idx))
+                        _skip_draws(t, shape, self.who, where)
+                    else:
+                        t.draw((0, 0, 0))
+        self._advance()
 
     def get_state(self):
         return {"epoch": self.epoch, "batch": self.batch,
@@ -686,6 +838,11 @@ class DomainDataLayer(_PrefetchingDataLayer):
     with K images of each class in class order, source labels (C·K,), target data (C·K, …),
     and optionally target labels (C·K,) for evaluation only. One epoch = ceil(n_t / (C·K))
     batches, one pass over the target list. Deterministic under ``caffe.set_random_seed``.
+
+    Data-parallel (``set_shard(r, N)``, rank r of N): the ranks share one epoch plan and rank
+    r takes its batches r, r + N, r + 2N, ...; so every rank's batch still holds K images of
+    each class in class order (the losses see all classes), but other images of them, and
+    other target images: each rank forms different MMD quadruples and hash pairs.
     """
     min_num_top = 3
     max_num_top = 4
@@ -725,12 +882,30 @@ class DomainDataLayer(_PrefetchingDataLayer):
                 return img.transpose(2, 0, 1), label, "%s line %d (%s)" % (listfile, lineno, path)
             return read
 
+        def sizer(entries, root, listfile):
+            known = {}
+
+            def size(i):
+                path, _, lineno = entries[i]
+                where = "%s line %d (%s)" % (listfile, lineno, path)
+                if new_h > 0:
+                    return (0, new_h, new_w), where
+                if i not in known:
+                    try:
+                        known[i] = (0,) + _image_hw(root + path)
+                    except ImageReadError as exc:
+                        raise CaffeError("%s: %s: %s" % (who, where, exc)) from None
+                return known[i], where
+            return size
+
         transformer = DataTransformer(self.layer_param.transform_param, self.phase, who)
         seed = int(backend.rng().integers(0, 2 ** 63))
         source = _DomainBatchSource(who, src, tgt, (reader(src, p.root_folder, p.source),
                                                     reader(tgt, troot, p.target_source)),
                                     int(p.per_class), c, bool(p.shuffle), transformer,
-                                    self.dtype, seed)
+                                    self.dtype, seed,
+                                    (sizer(src, p.root_folder, p.source),
+                                     sizer(tgt, troot, p.target_source)))
         x, _, _ = source.read_src(0)
         return source, c * int(p.per_class), transformer.infer_shape(x.shape)
 

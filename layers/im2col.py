@@ -17,10 +17,14 @@ The leading axis of every image array is parallel (channels, or num·channels pl
 Call them through ``launch(kernel, work, *args)``: below ``PARALLEL_MIN`` element-operations
 it runs the kernel on one thread, since waking the thread pool costs more than small work
 (and far more when the cores are shared).
+
+Their GPU twins (``im2col_gpu``, ``col2im_gpu``, ``pool_forward_gpu``, ``pool_backward_gpu``)
+follow at the end: the same index maps on flat device arrays, batched over images. The GPU
+backward kernels gather (one thread per bottom element, as Caffe's), so they need no atomics.
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import cuda, njit, prange
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -164,3 +168,139 @@ def pool_backward(top_diff, mask, kh, kw, sh, sw, ph, pw, is_max, bottom_diff):
                     for h in range(hs, he):
                         for w in range(ws, we):
                             bottom_diff[p, h, w] += g
+
+
+# --- GPU twins (numba.cuda, grid-stride over flat arrays) ------------------------------------
+# The same index maps as the CPU kernels above, batched over ``n`` images laid out one after
+# the other: im (n, C, H, W), col (n, C·kh·kw, oh·ow); pooling planes (P, H, W).
+
+@cuda.jit(device=True, inline=True)
+def _imin(a, b):
+    return a if a < b else b
+
+
+@cuda.jit(device=True, inline=True)
+def _imax(a, b):
+    return a if a > b else b
+
+
+@cuda.jit
+def im2col_gpu(im, n, C, H, W, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
+    total = n * C * kh * kw * oh * ow
+    i = cuda.grid(1)
+    while i < total:
+        x = i % ow
+        t = i // ow
+        y = t % oh
+        t = t // oh
+        j = t % kw
+        t = t // kw
+        ki = t % kh
+        t = t // kh            # t = b·C + c
+        h = y * sh - ph + ki * dh
+        w = x * sw - pw + j * dw
+        if h >= 0 and h < H and w >= 0 and w < W:
+            col[i] = im[(t * H + h) * W + w]
+        else:
+            col[i] = 0
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def col2im_gpu(col, n, C, H, W, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, im):
+    # one thread per image element gathers every column entry that maps onto it (overwrites)
+    total = n * C * H * W
+    i = cuda.grid(1)
+    while i < total:
+        w = i % W
+        t = i // W
+        h = t % H
+        t = t // H             # t = b·C + c
+        acc = 0.0
+        for ki in range(kh):
+            hh = h + ph - ki * dh
+            if hh >= 0 and hh % sh == 0:
+                y = hh // sh
+                if y < oh:
+                    for j in range(kw):
+                        ww = w + pw - j * dw
+                        if ww >= 0 and ww % sw == 0:
+                            x = ww // sw
+                            if x < ow:
+                                acc += col[((t * kh + ki) * kw + j) * oh * ow + y * ow + x]
+        im[i] = acc
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def pool_forward_gpu(x, P, H, W, kh, kw, sh, sw, ph, pw, is_max, PH, PW, top, mask):
+    total = P * PH * PW
+    k = cuda.grid(1)
+    while k < total:
+        j = k % PW
+        t = k // PW
+        i = t % PH
+        p = t // PH
+        hs = i * sh - ph
+        ws = j * sw - pw
+        if is_max:
+            he = _imin(hs + kh, H)
+            we = _imin(ws + kw, W)
+            hs = _imax(hs, 0)
+            ws = _imax(ws, 0)
+            best = -FLT_MAX
+            idx = -1
+            for h in range(hs, he):
+                for w in range(ws, we):
+                    v = x[(p * H + h) * W + w]
+                    if v > best:
+                        best = v
+                        idx = h * W + w
+            top[k] = best
+            mask[k] = idx
+        else:
+            he = _imin(hs + kh, H + ph)
+            we = _imin(ws + kw, W + pw)
+            size = (he - hs) * (we - ws)
+            hs = _imax(hs, 0)
+            ws = _imax(ws, 0)
+            he = _imin(he, H)
+            we = _imin(we, W)
+            s = 0.0
+            for h in range(hs, he):
+                for w in range(ws, we):
+                    s += x[(p * H + h) * W + w]
+            top[k] = s / size
+        k += cuda.gridsize(1)
+
+
+@cuda.jit
+def pool_backward_gpu(top_diff, mask, P, H, W, kh, kw, sh, sw, ph, pw, is_max, PH, PW,
+                      bottom_diff):
+    # one thread per bottom element gathers from the windows that cover it (overwrites)
+    total = P * H * W
+    k = cuda.grid(1)
+    while k < total:
+        w = k % W
+        t = k // W
+        h = t % H
+        p = t // H
+        i0 = 0 if h + ph < kh else (h + ph - kh) // sh + 1
+        i1 = _imin((h + ph) // sh + 1, PH)
+        j0 = 0 if w + pw < kw else (w + pw - kw) // sw + 1
+        j1 = _imin((w + pw) // sw + 1, PW)
+        g = 0.0
+        for i in range(i0, i1):
+            for j in range(j0, j1):
+                q = (p * PH + i) * PW + j
+                if is_max:
+                    if mask[q] == h * W + w:
+                        g += top_diff[q]
+                else:
+                    hs = i * sh - ph
+                    ws = j * sw - pw
+                    he = _imin(hs + kh, H + ph)
+                    we = _imin(ws + kw, W + pw)
+                    g += top_diff[q] / ((he - hs) * (we - ws))
+        bottom_diff[k] = g
+        k += cuda.gridsize(1)

@@ -1,13 +1,310 @@
 """Softmax, the losses and Accuracy: Softmax, SoftmaxWithLoss, SigmoidCrossEntropyLoss,
-EuclideanLoss, ContrastiveLoss, HingeLoss, MultinomialLogisticLoss, InfogainLoss, Accuracy."""
-import numpy as np
+EuclideanLoss, ContrastiveLoss, HingeLoss, MultinomialLogisticLoss, InfogainLoss, Accuracy.
 
+GPU: one thread per position (or element) writes its loss term, the terms are summed
+(``gpu.total``, partial sums added on the host in float64) and the scalar is written to the top
+on the device. A label out of range sets a device flag; the layer then reruns its CPU code,
+which raises the CPU's error.
+"""
+import math
+
+import numpy as np
+from numba import cuda
+
+from minicaffe import gpu
 from minicaffe.errors import CaffeError
 from minicaffe.layer import Layer, LossLayer, register
 from minicaffe.proto import caffe_pb2
 
 FLT_MIN = np.float32(np.finfo(np.float32).tiny)
+_FLT_MIN = float(FLT_MIN)
 _NORM = caffe_pb2.LossParameter
+
+
+def _set_scalar(blob, value):
+    """A loss value into its top, on the device."""
+    gpu.fill(blob.gpu_data(), value)
+
+
+def _loss_weight(top):
+    return float(top[0].cpu_diff().ravel()[0])
+
+
+def _flag():
+    f = gpu.scratch("label_flag", 1, np.int32)
+    gpu.fill(f, 0)
+    return f
+
+
+def _raised(flag):
+    return bool(flag.copy_to_host()[0])
+
+
+@cuda.jit
+def _softmax_fwd(x, outer, channels, inner, y):
+    k = cuda.grid(1)
+    while k < outer * inner:
+        o = k // inner
+        base = o * channels * inner + k - o * inner
+        m = x[base]
+        for c in range(1, channels):
+            v = x[base + c * inner]
+            if v > m:
+                m = v
+        s = 0.0
+        for c in range(channels):
+            e = math.exp(x[base + c * inner] - m)
+            y[base + c * inner] = e
+            s += e
+        for c in range(channels):
+            y[base + c * inner] /= s
+        k += cuda.gridsize(1)
+
+
+@cuda.jit
+def _softmax_bwd(y, dy, outer, channels, inner, dx):
+    k = cuda.grid(1)
+    while k < outer * inner:
+        o = k // inner
+        base = o * channels * inner + k - o * inner
+        dot = 0.0
+        for c in range(channels):
+            dot += dy[base + c * inner] * y[base + c * inner]
+        for c in range(channels):
+            j = base + c * inner
+            dx[j] = y[j] * (dy[j] - dot)
+        k += cuda.gridsize(1)
+
+
+def softmax_gpu(x, outer, channels, inner, y):
+    if outer * inner:
+        _softmax_fwd[gpu.grid(outer * inner)](x, outer, channels, inner, y)
+
+
+@cuda.jit
+def _pick_log_loss(prob, label, outer, channels, inner, has_ignore, ignore, floor, loss, valid,
+                   bad):
+    # per position: −log max(p[label], floor), 0 where ignored; valid = 1/0; bad label → flag
+    k = cuda.grid(1)
+    while k < outer * inner:
+        lab = int(label[k])
+        loss[k] = 0
+        valid[k] = 0
+        if not has_ignore or lab != ignore:
+            valid[k] = 1
+            if lab < 0 or lab >= channels:
+                bad[0] = 1
+            else:
+                o = k // inner
+                pr = prob[(o * channels + lab) * inner + k - o * inner]
+                loss[k] = -math.log(pr if pr > floor else floor)
+        k += cuda.gridsize(1)
+
+
+@cuda.jit
+def _softmax_loss_bwd(prob, label, outer, channels, inner, has_ignore, ignore, scale, dx):
+    j = cuda.grid(1)
+    while j < dx.size:
+        i = j % inner
+        t = j // inner
+        c = t % channels
+        o = t // channels
+        lab = int(label[o * inner + i])
+        if has_ignore and lab == ignore:
+            dx[j] = 0
+        else:
+            dx[j] = (prob[j] - (1 if c == lab else 0)) * scale
+        j += cuda.gridsize(1)
+
+
+@cuda.jit
+def _sigmoid_ce(x, t, has_ignore, ignore, loss, valid):
+    i = cuda.grid(1)
+    while i < x.size:
+        v = x[i]
+        if has_ignore and int(t[i]) == ignore:
+            loss[i] = 0
+            valid[i] = 0
+        else:
+            loss[i] = (v if v >= 0 else 0.0) - v * t[i] + math.log1p(math.exp(-abs(v)))
+            valid[i] = 1
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _sigmoid_ce_bwd(x, t, has_ignore, ignore, scale, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        if has_ignore and int(t[i]) == ignore:
+            dx[i] = 0
+        else:
+            dx[i] = (math.tanh(0.5 * x[i]) * 0.5 + 0.5 - t[i]) * scale
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _contrastive(dist_sq, sim, margin, legacy, loss, coef):
+    # per pair: the loss term and the gradient factor (1 similar; hinge factor dissimilar)
+    r = cuda.grid(1)
+    while r < loss.size:
+        d = dist_sq[r]
+        if int(sim[r]) != 0:
+            loss[r] = d
+            coef[r] = 1
+        elif legacy:
+            md = margin - d
+            loss[r] = md if md > 0 else 0.0
+            coef[r] = -1 if md > 0 else 0
+        else:
+            dist = math.sqrt(d)
+            md = margin - dist
+            loss[r] = md * md if md > 0 else 0.0
+            coef[r] = -md / (dist + 1e-4) if md > 0 else 0
+        r += cuda.gridsize(1)
+
+
+@cuda.jit
+def _row_scale(x, coef, alpha, dim, out):
+    i = cuda.grid(1)
+    while i < out.size:
+        out[i] = x[i] * (alpha * coef[i // dim])
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _hinge(x, label, dim, margin, bad):
+    # margin = max(0, 1 + s·x) with s = −1 at the label, +1 elsewhere
+    i = cuda.grid(1)
+    while i < x.size:
+        lab = int(label[i // dim])
+        if lab < 0 or lab >= dim:
+            bad[0] = 1
+        s = -1 if i % dim == lab else 1
+        m = 1 + s * x[i]
+        margin[i] = m if m > 0 else 0.0
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _hinge_bwd(margin, label, dim, l2, scale, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        s = -1 if i % dim == int(label[i // dim]) else 1
+        m = margin[i]
+        if l2:
+            dx[i] = s * m * scale
+        else:
+            dx[i] = (s if m > 0 else 0) * scale
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _multinomial(p, label, dim, loss, bad):
+    r = cuda.grid(1)
+    while r < loss.size:
+        lab = int(label[r])
+        if lab < 0 or lab >= dim:
+            bad[0] = 1
+            loss[r] = 0
+        else:
+            pr = p[r * dim + lab]
+            loss[r] = -math.log(pr if pr > 1e-20 else 1e-20)
+        r += cuda.gridsize(1)
+
+
+@cuda.jit
+def _multinomial_bwd(p, label, dim, scale, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        r = i // dim
+        lab = int(label[r])
+        pr = p[i] if p[i] > 1e-20 else 1e-20
+        dx[i] = scale / pr if i - r * dim == lab else 0
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _infogain(prob, label, h, outer, channels, inner, has_ignore, ignore, loss, valid, bad):
+    k = cuda.grid(1)
+    while k < outer * inner:
+        lab = int(label[k])
+        loss[k] = 0
+        valid[k] = 0
+        if not has_ignore or lab != ignore:
+            valid[k] = 1
+            if lab < 0 or lab >= channels:
+                bad[0] = 1
+            else:
+                o = k // inner
+                base = o * channels * inner + k - o * inner
+                acc = 0.0
+                for c in range(channels):
+                    pr = prob[base + c * inner]
+                    acc += h[lab * channels + c] * math.log(pr if pr > 1e-20 else 1e-20)
+                loss[k] = -acc
+        k += cuda.gridsize(1)
+
+
+@cuda.jit
+def _infogain_bwd(prob, label, h, outer, channels, inner, has_ignore, ignore, scale, dx):
+    j = cuda.grid(1)
+    while j < dx.size:
+        i = j % inner
+        t = j // inner
+        c = t % channels
+        o = t // channels
+        lab = int(label[o * inner + i])
+        if has_ignore and lab == ignore:
+            dx[j] = 0
+        else:
+            row = 0.0
+            for cc in range(channels):
+                row += h[lab * channels + cc]
+            dx[j] = (prob[j] * row - h[lab * channels + c]) * scale
+        j += cuda.gridsize(1)
+
+
+@cuda.jit
+def _accuracy(x, label, outer, channels, inner, top_k, has_ignore, ignore, correct, valid, bad):
+    k = cuda.grid(1)
+    while k < outer * inner:
+        lab = int(label[k])
+        correct[k] = 0
+        valid[k] = 0
+        if not has_ignore or lab != ignore:
+            valid[k] = 1
+            if lab < 0 or lab >= channels:
+                bad[0] = 1
+            else:
+                o = k // inner
+                base = o * channels * inner + k - o * inner
+                v = x[base + lab * inner]
+                better = -1
+                for c in range(channels):
+                    if x[base + c * inner] >= v:
+                        better += 1
+                if better < top_k:
+                    correct[k] = 1
+        k += cuda.gridsize(1)
+
+
+@cuda.jit
+def _per_class_accuracy(label, correct, valid, positions, out):
+    c = cuda.grid(1)
+    while c < out.size:
+        seen = 0
+        hits = 0
+        for k in range(positions):
+            if valid[k] != 0 and int(label[k]) == c:
+                seen += 1
+                hits += correct[k]
+        out[c] = hits / seen if seen > 0 else 0
+        c += cuda.gridsize(1)
+
+
+def _ignore(layer):
+    return (layer.ignore_label is not None,
+            int(layer.ignore_label) if layer.ignore_label is not None else 0)
 
 
 def softmax(x, axis, out):
@@ -38,6 +335,19 @@ class SoftmaxLayer(Layer):
         y, dy = top[0].data, top[0].diff
         dot = (dy * y).sum(axis=self.axis, keepdims=True)
         np.multiply(y, dy - dot, out=bottom[0].diff)
+
+    def _oci(self, blob):
+        return blob.count(0, self.axis), blob.shape[self.axis], blob.count(self.axis + 1)
+
+    def forward_gpu(self, bottom, top):
+        softmax_gpu(bottom[0].gpu_data(False), *self._oci(bottom[0]), top[0].gpu_data())
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            o, c, i = self._oci(bottom[0])
+            if o * i:
+                _softmax_bwd[gpu.grid(o * i)](top[0].gpu_data(False), top[0].gpu_diff(False),
+                                              o, c, i, bottom[0].gpu_diff())
 
 
 def normalizer(loss_param, outer, inner, valid_count, default=_NORM.VALID):
@@ -127,6 +437,36 @@ class SoftmaxWithLossLayer(LossLayer):
         norm = normalizer(self.layer_param.loss_param, self.outer, self.inner, self.valid_count)
         dx *= top[0].cpu_diff().ravel()[0] / norm
 
+    def forward_gpu(self, bottom, top):
+        c = self.prob.shape[self.axis]
+        prob = self.prob.gpu_data()
+        softmax_gpu(bottom[0].gpu_data(False), self.outer, c, self.inner, prob)
+        n = self.outer * self.inner
+        loss, valid = gpu.scratch("loss_terms", n, np.float64), gpu.scratch("valid", n, np.float64)
+        bad = _flag()
+        if n:
+            _pick_log_loss[gpu.grid(n)](prob, bottom[1].gpu_data(False), self.outer, c,
+                                        self.inner, *_ignore(self), _FLT_MIN, loss, valid, bad)
+        if _raised(bad):
+            return self.forward_cpu(bottom, top)  # raises the CPU's label error
+        self.valid_count = int(round(gpu.total(valid))) if self.ignore_label is not None else -1
+        norm = normalizer(self.layer_param.loss_param, self.outer, self.inner, self.valid_count)
+        _set_scalar(top[0], gpu.total(loss) / norm)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise CaffeError("SoftmaxWithLoss layer %s cannot backpropagate to label inputs"
+                             % self.name)
+        if not propagate_down[0]:
+            return
+        norm = normalizer(self.layer_param.loss_param, self.outer, self.inner, self.valid_count)
+        dx = bottom[0].gpu_diff()
+        if dx.size:
+            _softmax_loss_bwd[gpu.grid(dx.size)](self.prob.gpu_data(False),
+                                                 bottom[1].gpu_data(False), self.outer,
+                                                 self.prob.shape[self.axis], self.inner,
+                                                 *_ignore(self), _loss_weight(top) / norm, dx)
+
 
 KLOG_THRESHOLD = 1e-20
 
@@ -204,6 +544,27 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
             dx *= self._valid.reshape(dx.shape)
         dx *= top[0].cpu_diff().ravel()[0] / self._norm
 
+    def forward_gpu(self, bottom, top):
+        x = bottom[0].gpu_data(False)
+        loss, valid = (gpu.scratch("loss_terms", x.size, np.float64),
+                       gpu.scratch("valid", x.size, np.float64))
+        if x.size:
+            _sigmoid_ce[gpu.grid(x.size)](x, bottom[1].gpu_data(False), *_ignore(self), loss,
+                                          valid)
+        count = int(round(gpu.total(valid)))
+        self._norm = normalizer(self.layer_param.loss_param, self.outer, self.inner, count,
+                                default=_NORM.BATCH_SIZE)
+        _set_scalar(top[0], gpu.total(loss) / self._norm)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        _no_label_backward(self, propagate_down)
+        if propagate_down[0]:
+            dx = bottom[0].gpu_diff()
+            if dx.size:
+                _sigmoid_ce_bwd[gpu.grid(dx.size)](bottom[0].gpu_data(False),
+                                                   bottom[1].gpu_data(False), *_ignore(self),
+                                                   _loss_weight(top) / self._norm, dx)
+
 
 @register("EuclideanLoss", "EUCLIDEAN_LOSS")
 class EuclideanLossLayer(LossLayer):
@@ -229,6 +590,19 @@ class EuclideanLossLayer(LossLayer):
             if propagate_down[i]:
                 alpha = sign * w / bottom[i].shape[0]
                 np.multiply(self._diff, alpha, out=bottom[i].diff.reshape(-1))
+
+    def forward_gpu(self, bottom, top):
+        a = bottom[0].gpu_data(False)
+        self._diff_dev = gpu.ensure(getattr(self, "_diff_dev", None), a.size, a.dtype)
+        gpu.axpby(1.0, a, 0.0, self._diff_dev)
+        gpu.axpy(-1.0, bottom[1].gpu_data(False), self._diff_dev)
+        _set_scalar(top[0], gpu.sumsq(self._diff_dev) / bottom[0].shape[0] / 2.0)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        w = _loss_weight(top)
+        for i, sign in ((0, 1.0), (1, -1.0)):
+            if propagate_down[i]:
+                gpu.axpby(sign * w / bottom[i].shape[0], self._diff_dev, 0.0, bottom[i].gpu_diff())
 
 
 @register("ContrastiveLoss", "CONTRASTIVE_LOSS")
@@ -288,6 +662,34 @@ class ContrastiveLossLayer(LossLayer):
                 np.multiply(self._diff, (alpha * scale)[:, None],
                             out=bottom[i].diff.reshape(n, -1))
 
+    def forward_gpu(self, bottom, top):
+        p = self.layer_param.contrastive_loss_param
+        n = bottom[0].shape[0]
+        a = bottom[0].gpu_data(False)
+        dim = a.size // max(n, 1)
+        self._diff_dev = gpu.ensure(getattr(self, "_diff_dev", None), a.size, a.dtype)
+        gpu.axpby(1.0, a, 0.0, self._diff_dev)
+        gpu.axpy(-1.0, bottom[1].gpu_data(False), self._diff_dev)
+        sq = gpu.scratch("contrastive_sq", a.size, a.dtype)
+        gpu.mul(self._diff_dev, self._diff_dev, sq)
+        dist_sq = gpu.scratch("contrastive_d", n, np.float64)
+        gpu.sum_odi(sq, 1, n, dim, dist_sq)
+        loss = gpu.scratch("loss_terms", n, np.float64)
+        self._coef_dev = gpu.ensure(getattr(self, "_coef_dev", None), n, np.float64)
+        _contrastive[gpu.grid(n)](dist_sq, bottom[2].gpu_data(False), p.margin,
+                                  bool(p.legacy_version), loss, self._coef_dev)
+        _set_scalar(top[0], gpu.total(loss) / n / 2.0)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        _no_label_backward(self, propagate_down, 2, "similarity")
+        w = _loss_weight(top)
+        n = bottom[0].shape[0]
+        for i, sign in ((0, 1.0), (1, -1.0)):
+            if propagate_down[i]:
+                dx = bottom[i].gpu_diff()
+                _row_scale[gpu.grid(dx.size)](self._diff_dev, self._coef_dev, sign * w / n,
+                                              dx.size // n, dx)
+
 
 @register("HingeLoss", "HINGE_LOSS")
 class HingeLossLayer(LossLayer):
@@ -331,6 +733,33 @@ class HingeLossLayer(LossLayer):
         else:
             np.multiply(self._sign * self._margin, 2.0 * w / n, out=dx)
 
+    def forward_gpu(self, bottom, top):
+        norm = self.layer_param.hinge_loss_param.norm
+        if norm not in (caffe_pb2.HingeLossParameter.L1, caffe_pb2.HingeLossParameter.L2):
+            return self.forward_cpu(bottom, top)  # raises
+        n = bottom[0].shape[0]
+        x = bottom[0].gpu_data(False)
+        self._margin_dev = gpu.ensure(getattr(self, "_margin_dev", None), x.size, x.dtype)
+        bad = _flag()
+        l2 = norm == caffe_pb2.HingeLossParameter.L2
+        _hinge[gpu.grid(x.size)](x, bottom[1].gpu_data(False), x.size // n, self._margin_dev,
+                                 bad)
+        if _raised(bad):
+            return self.forward_cpu(bottom, top)  # raises the CPU's label error
+        loss = gpu.sumsq(self._margin_dev) if l2 else gpu.total(self._margin_dev)
+        _set_scalar(top[0], loss / n)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        _no_label_backward(self, propagate_down)
+        if not propagate_down[0]:
+            return
+        n = bottom[0].shape[0]
+        w = _loss_weight(top)
+        l2 = self.layer_param.hinge_loss_param.norm == caffe_pb2.HingeLossParameter.L2
+        dx = bottom[0].gpu_diff()
+        _hinge_bwd[gpu.grid(dx.size)](self._margin_dev, bottom[1].gpu_data(False), dx.size // n,
+                                      l2, (2.0 * w if l2 else w) / n, dx)
+
 
 @register("MultinomialLogisticLoss", "MULTINOMIAL_LOGISTIC_LOSS")
 class MultinomialLogisticLossLayer(LossLayer):
@@ -363,6 +792,24 @@ class MultinomialLogisticLossLayer(LossLayer):
         dx = bottom[0].diff.reshape(n, -1)
         dx[...] = 0
         dx[np.arange(n), lab] = -top[0].cpu_diff().ravel()[0] / n / prob
+
+    def forward_gpu(self, bottom, top):
+        n = bottom[0].shape[0]
+        p = bottom[0].gpu_data(False)
+        loss, bad = gpu.scratch("loss_terms", n, np.float64), _flag()
+        _multinomial[gpu.grid(n)](p, bottom[1].gpu_data(False), p.size // n, loss, bad)
+        if _raised(bad):
+            return self.forward_cpu(bottom, top)  # raises the CPU's label error
+        _set_scalar(top[0], gpu.total(loss) / n)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        _no_label_backward(self, propagate_down)
+        if not propagate_down[0]:
+            return
+        n = bottom[0].shape[0]
+        dx = bottom[0].gpu_diff()
+        _multinomial_bwd[gpu.grid(dx.size)](bottom[0].gpu_data(False), bottom[1].gpu_data(False),
+                                            dx.size // n, -_loss_weight(top) / n, dx)
 
 
 @register("InfogainLoss", "INFOGAIN_LOSS")
@@ -455,6 +902,41 @@ class InfogainLossLayer(LossLayer):
         np.multiply(g, top[0].cpu_diff().ravel()[0] / norm,
                     out=bottom[0].diff.reshape(self.outer, self.C, self.inner))
 
+    def _h_gpu(self, bottom):
+        if len(bottom) > 2:
+            return bottom[2].gpu_data(False)
+        if getattr(self, "_h_dev", None) is None:
+            self._h_dev = gpu.to_device(self.H.ravel())
+        return self._h_dev
+
+    def forward_gpu(self, bottom, top):
+        prob = self.prob.gpu_data()
+        softmax_gpu(bottom[0].gpu_data(False), self.outer, self.C, self.inner, prob)
+        n = self.outer * self.inner
+        loss, valid = gpu.scratch("loss_terms", n, np.float64), gpu.scratch("valid", n, np.float64)
+        bad = _flag()
+        if n:
+            _infogain[gpu.grid(n)](prob, bottom[1].gpu_data(False), self._h_gpu(bottom),
+                                   self.outer, self.C, self.inner, *_ignore(self), loss, valid,
+                                   bad)
+        if _raised(bad):
+            return self.forward_cpu(bottom, top)  # raises the CPU's label error
+        self._count = int(round(gpu.total(valid)))
+        norm = normalizer(self.layer_param.loss_param, self.outer, self.inner, self._count)
+        _set_scalar(top[0], gpu.total(loss) / norm)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        _no_label_backward(self, propagate_down)
+        _no_label_backward(self, propagate_down, 2, "infogain")
+        if not propagate_down[0]:
+            return
+        norm = normalizer(self.layer_param.loss_param, self.outer, self.inner, self._count)
+        dx = bottom[0].gpu_diff()
+        if dx.size:
+            _infogain_bwd[gpu.grid(dx.size)](self.prob.gpu_data(False), bottom[1].gpu_data(False),
+                                             self._h_gpu(bottom), self.outer, self.C, self.inner,
+                                             *_ignore(self), _loss_weight(top) / norm, dx)
+
 
 @register("Accuracy", "ACCURACY")
 class AccuracyLayer(Layer):
@@ -506,3 +988,18 @@ class AccuracyLayer(Layer):
             seen = np.bincount(lab[valid], minlength=self.C)
             hits = np.bincount(lab[correct], minlength=self.C)
             top[1].data[...] = np.where(seen > 0, hits / np.maximum(seen, 1), 0.0)
+
+    def forward_gpu(self, bottom, top):
+        n = self.outer * self.inner
+        label = bottom[1].gpu_data(False)
+        correct, valid = gpu.scratch("correct", n, np.float64), gpu.scratch("valid", n, np.float64)
+        bad = _flag()
+        if n:
+            _accuracy[gpu.grid(n)](bottom[0].gpu_data(False), label, self.outer, self.C,
+                                   self.inner, self.top_k, *_ignore(self), correct, valid, bad)
+        if _raised(bad):
+            return self.forward_cpu(bottom, top)  # raises the CPU's label error
+        count = int(round(gpu.total(valid)))
+        _set_scalar(top[0], gpu.total(correct) / count if count else 0.0)
+        if len(top) > 1:
+            _per_class_accuracy[gpu.grid(self.C)](label, correct, valid, n, top[1].gpu_data())

@@ -5,10 +5,17 @@ In place (top is the bottom blob) the forward overwrites the input. Layers whose
 the input keep a copy of it in that case (Caffe's PReLU ``bottom_memory_``); Caffe's Power,
 Log, Clip and ELU (with α < 0) read the clobbered bottom instead, so here they are also right in
 place. AbsVal refuses in-place use, as in Caffe.
-"""
-import numpy as np
 
-from minicaffe import backend
+GPU: each layer's ``forward_gpu`` / ``backward_gpu`` launch the elementwise kernels defined
+beside it (grid-stride loops over the flat blob); Dropout draws its mask from the same host
+generator as on the CPU and uploads it, so both modes drop the same units.
+"""
+import math
+
+import numpy as np
+from numba import cuda
+
+from minicaffe import backend, gpu
 from minicaffe.errors import CaffeError, ShapeError
 from minicaffe.fillers import fill
 from minicaffe.layer import NeuronLayer, register
@@ -51,6 +58,253 @@ class _KeepsInput(NeuronLayer):
         """x as it was at forward time (the copy when computed in place)."""
         return bottom[0].data if self._saved is None else self._saved
 
+    _saved_dev = None
+
+    def _keep_input_gpu(self, bottom, top):
+        """The device twin of ``_keep_input``: returns x on the device."""
+        x = bottom[0].gpu_data(False)
+        if _in_place(bottom, top):
+            self._saved_dev = gpu.ensure(self._saved_dev, x.size, x.dtype)
+            gpu.copy(x, self._saved_dev)
+        else:
+            self._saved_dev = None
+        return x
+
+    def _input_gpu(self, bottom):
+        return bottom[0].gpu_data(False) if self._saved_dev is None else self._saved_dev
+
+
+def _io(bottom, top):
+    """(x, y) on the device for a forward: x read-only, y written."""
+    return bottom[0].gpu_data(False), top[0].gpu_data()
+
+
+def _grads(top, bottom):
+    """(dy, dx) on the device for a backward."""
+    return top[0].gpu_diff(False), bottom[0].gpu_diff()
+
+
+@cuda.jit
+def _relu_fwd(x, y, nu):
+    i = cuda.grid(1)
+    while i < y.size:
+        v = x[i]
+        y[i] = v if v > 0 else v * nu
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _relu_bwd(x, dy, dx, nu):
+    i = cuda.grid(1)
+    while i < dx.size:
+        dx[i] = dy[i] if x[i] > 0 else dy[i] * nu
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _prelu_fwd(x, a, channels, inner, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        v = x[i]
+        y[i] = v if v > 0 else v * a[(i // inner) % channels]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _prelu_bwd(x, dy, a, channels, inner, want_dx, da_terms, dx):
+    # da_terms = dy·x where x ≤ 0 (summed per channel afterwards); dx = dy·(1 or a_c)
+    i = cuda.grid(1)
+    while i < x.size:
+        v = x[i]
+        g = dy[i]
+        da_terms[i] = 0 if v > 0 else g * v
+        if want_dx:
+            dx[i] = g if v > 0 else g * a[(i // inner) % channels]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _elu_fwd(x, alpha, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        v = x[i]
+        y[i] = v if v > 0 else alpha * math.expm1(v)
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _elu_bwd(x, y, dy, alpha, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        dx[i] = dy[i] if x[i] > 0 else dy[i] * (y[i] + alpha)
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _sigmoid_fwd(x, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        y[i] = 0.5 * math.tanh(0.5 * x[i]) + 0.5
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _sigmoid_bwd(y, dy, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        v = y[i]
+        dx[i] = dy[i] * v * (1 - v)
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _tanh_fwd(x, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        y[i] = math.tanh(x[i])
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _tanh_bwd(y, dy, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        v = y[i]
+        dx[i] = dy[i] * (1 - v * v)
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _abs_fwd(x, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        y[i] = abs(x[i])
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _abs_bwd(x, dy, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        v = x[i]
+        dx[i] = dy[i] if v > 0 else (-dy[i] if v < 0 else 0)
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _power_fwd(x, power, scale, shift, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        t = x[i] * scale + shift
+        y[i] = t if power == 1 else math.pow(t, power)
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _power_bwd(x, dy, power, scale, shift, diff_scale, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        t = x[i] * scale + shift
+        if power != 2:
+            t = math.pow(t, power - 1)
+        dx[i] = dy[i] * (t * diff_scale)
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _exp_fwd(x, inner_scale, outer_scale, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        y[i] = math.exp(x[i] * inner_scale) * outer_scale
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _exp_bwd(y, dy, inner_scale, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        dx[i] = y[i] * dy[i] * inner_scale
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _log_fwd(x, scale, shift, base_scale, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        y[i] = math.log(x[i] * scale + shift) * base_scale
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _log_bwd(x, dy, scale, shift, num_scale, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        dx[i] = dy[i] * (num_scale / (x[i] * scale + shift))
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _bnll_fwd(x, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        v = x[i]
+        y[i] = (v if v > 0 else 0.0) + math.log1p(math.exp(-abs(v)))
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _bnll_bwd(y, dy, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        dx[i] = dy[i] * -math.expm1(-y[i])
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _threshold_fwd(x, threshold, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        y[i] = 1 if x[i] > threshold else 0
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _swish_fwd(x, beta, sig, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        v = x[i]
+        s = 0.5 * math.tanh(0.5 * (v * beta)) + 0.5
+        sig[i] = s
+        y[i] = v * s
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _swish_bwd(y, sig, dy, beta, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        by = y[i] * beta
+        dx[i] = dy[i] * (by + sig[i] * (1 - by))
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _clip_fwd(x, lo, hi, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        t = hi if x[i] > hi else x[i]
+        y[i] = lo if t < lo else t
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _clip_bwd(x, dy, lo, hi, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        v = x[i]
+        dx[i] = dy[i] if v >= lo and v <= hi else 0
+        i += cuda.gridsize(1)
+
 
 @register("ReLU", "RELU")
 class ReLULayer(NeuronLayer):
@@ -76,6 +330,16 @@ class ReLULayer(NeuronLayer):
             np.multiply(dy, x > 0, out=dx)
         else:
             np.multiply(dy, np.where(x > 0, 1.0, nu).astype(dx.dtype, copy=False), out=dx)
+
+    def forward_gpu(self, bottom, top):
+        x, y = _io(bottom, top)
+        _relu_fwd[gpu.grid(y.size)](x, y, self.layer_param.relu_param.negative_slope)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dy, dx = _grads(top, bottom)
+            _relu_bwd[gpu.grid(dx.size)](bottom[0].gpu_data(False), dy, dx,
+                                         self.layer_param.relu_param.negative_slope)
 
 
 @register("PReLU")
@@ -141,6 +405,35 @@ class PReLULayer(_KeepsInput):
         if propagate_down[0]:
             np.multiply(dy, np.where(x > 0, 1, self._slope(x)), out=bottom[0].diff)
 
+    def _channels_inner(self, bottom):
+        if self.channel_shared:
+            return 1, 1
+        return bottom[0].shape[1], bottom[0].count(2)
+
+    def forward_gpu(self, bottom, top):
+        x = self._keep_input_gpu(bottom, top)
+        y = top[0].gpu_data()
+        c, inner = self._channels_inner(bottom)
+        _prelu_fwd[gpu.grid(y.size)](x, self.blobs[0].gpu_data(False), c, inner, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        want_da = bool(self.param_propagate_down and self.param_propagate_down[0])
+        if not (want_da or propagate_down[0]):
+            return
+        x, dy = self._input_gpu(bottom), top[0].gpu_diff(False)
+        c, inner = self._channels_inner(bottom)
+        terms = gpu.scratch("prelu", x.size, x.dtype)
+        # dx may be dy itself (in place): each element reads dy before writing dx
+        dx = bottom[0].gpu_diff() if propagate_down[0] else terms
+        _prelu_bwd[gpu.grid(x.size)](x, dy, self.blobs[0].gpu_data(False), c, inner,
+                                     bool(propagate_down[0]), terms, dx)
+        if want_da:
+            n = bottom[0].shape[0]
+            if self.channel_shared:
+                gpu.sum_odi(terms, 1, 1, x.size, self.blobs[0].gpu_diff(), 1.0, 1.0)
+            else:
+                gpu.sum_odi(terms, n, c, inner, self.blobs[0].gpu_diff(), 1.0, 1.0)
+
 
 @register("ELU")
 class ELULayer(_KeepsInput):
@@ -160,6 +453,17 @@ class ELULayer(_KeepsInput):
         alpha = self.layer_param.elu_param.alpha
         np.multiply(dy, np.where(x > 0, 1, y + alpha), out=bottom[0].diff)
 
+    def forward_gpu(self, bottom, top):
+        x = self._keep_input_gpu(bottom, top)
+        y = top[0].gpu_data()
+        _elu_fwd[gpu.grid(y.size)](x, self.layer_param.elu_param.alpha, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            x, y = self._input_gpu(bottom), top[0].gpu_data(False)
+            dy, dx = _grads(top, bottom)
+            _elu_bwd[gpu.grid(dx.size)](x, y, dy, self.layer_param.elu_param.alpha, dx)
+
 
 @register("Sigmoid", "SIGMOID")
 class SigmoidLayer(NeuronLayer):
@@ -173,6 +477,15 @@ class SigmoidLayer(NeuronLayer):
             y = top[0].data
             np.multiply(top[0].diff, y * (1 - y), out=bottom[0].diff)
 
+    def forward_gpu(self, bottom, top):
+        x, y = _io(bottom, top)
+        _sigmoid_fwd[gpu.grid(y.size)](x, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dy, dx = _grads(top, bottom)
+            _sigmoid_bwd[gpu.grid(dx.size)](top[0].gpu_data(False), dy, dx)
+
 
 @register("TanH", "TANH")
 class TanHLayer(NeuronLayer):
@@ -185,6 +498,15 @@ class TanHLayer(NeuronLayer):
         if propagate_down[0]:
             y = top[0].data
             np.multiply(top[0].diff, 1 - y * y, out=bottom[0].diff)
+
+    def forward_gpu(self, bottom, top):
+        x, y = _io(bottom, top)
+        _tanh_fwd[gpu.grid(y.size)](x, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dy, dx = _grads(top, bottom)
+            _tanh_bwd[gpu.grid(dx.size)](top[0].gpu_data(False), dy, dx)
 
 
 @register("AbsVal", "ABSVAL")
@@ -203,6 +525,15 @@ class AbsValLayer(NeuronLayer):
     def backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             np.multiply(top[0].diff, np.sign(bottom[0].data), out=bottom[0].diff)
+
+    def forward_gpu(self, bottom, top):
+        x, y = _io(bottom, top)
+        _abs_fwd[gpu.grid(y.size)](x, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dy, dx = _grads(top, bottom)
+            _abs_bwd[gpu.grid(dx.size)](bottom[0].gpu_data(False), dy, dx)
 
 
 @register("Power", "POWER")
@@ -251,6 +582,26 @@ class PowerLayer(_KeepsInput):
                 t *= self.diff_scale
             np.multiply(dy, t, out=dx)
 
+    def forward_gpu(self, bottom, top):
+        y = top[0].gpu_data()
+        if self.diff_scale == 0:
+            gpu.fill(y, 1.0 if self.power == 0 else np.power(np.float64(self.shift), self.power))
+            return
+        x = self._keep_input_gpu(bottom, top) if self.power != 1 else bottom[0].gpu_data(False)
+        _power_fwd[gpu.grid(y.size)](x, self.power, self.scale, self.shift, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy, dx = _grads(top, bottom)
+        if self.diff_scale == 0:
+            gpu.fill(dx, 0.0)
+        elif self.power == 1:
+            gpu.axpby(self.diff_scale, dy, 0.0, dx)
+        else:
+            _power_bwd[gpu.grid(dx.size)](self._input_gpu(bottom), dy, self.power, self.scale,
+                                          self.shift, self.diff_scale, dx)
+
 
 def _log_base(layer, base):
     """ln(base), with base −1 meaning e (exactly 1); CaffeError for base ≤ 0 or ln(base) ±inf/0
@@ -291,6 +642,15 @@ class ExpLayer(NeuronLayer):
             if self.inner_scale != 1:
                 dx *= self.inner_scale
 
+    def forward_gpu(self, bottom, top):
+        x, y = _io(bottom, top)
+        _exp_fwd[gpu.grid(y.size)](x, self.inner_scale, self.outer_scale, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dy, dx = _grads(top, bottom)
+            _exp_bwd[gpu.grid(dx.size)](top[0].gpu_data(False), dy, self.inner_scale, dx)
+
 
 @register("Log")
 class LogLayer(_KeepsInput):
@@ -328,6 +688,17 @@ class LogLayer(_KeepsInput):
         np.divide(self.backward_num_scale, t, out=t)
         np.multiply(top[0].diff, t, out=bottom[0].diff)
 
+    def forward_gpu(self, bottom, top):
+        x = self._keep_input_gpu(bottom, top)
+        y = top[0].gpu_data()
+        _log_fwd[gpu.grid(y.size)](x, self.scale, self.shift, self.base_scale, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dy, dx = _grads(top, bottom)
+            _log_bwd[gpu.grid(dx.size)](self._input_gpu(bottom), dy, self.scale, self.shift,
+                                        self.backward_num_scale, dx)
+
 
 @register("BNLL")
 class BNLLLayer(NeuronLayer):
@@ -345,6 +716,15 @@ class BNLLLayer(NeuronLayer):
             np.negative(s, out=s)
             np.multiply(top[0].diff, s, out=bottom[0].diff)
 
+    def forward_gpu(self, bottom, top):
+        x, y = _io(bottom, top)
+        _bnll_fwd[gpu.grid(y.size)](x, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dy, dx = _grads(top, bottom)
+            _bnll_bwd[gpu.grid(dx.size)](top[0].gpu_data(False), dy, dx)
+
 
 @register("Threshold", "THRESHOLD")
 class ThresholdLayer(NeuronLayer):
@@ -354,6 +734,10 @@ class ThresholdLayer(NeuronLayer):
     def forward_cpu(self, bottom, top):
         np.greater(bottom[0].data, self.layer_param.threshold_param.threshold, out=top[0].data,
                    casting="unsafe")
+
+    def forward_gpu(self, bottom, top):
+        x, y = _io(bottom, top)
+        _threshold_fwd[gpu.grid(y.size)](x, self.layer_param.threshold_param.threshold, y)
 
     def backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
@@ -396,6 +780,27 @@ class DropoutLayer(NeuronLayer):
         elif not _in_place(bottom, top):
             np.copyto(dx, dy)
 
+    def forward_gpu(self, bottom, top):
+        x, y = _io(bottom, top)
+        if self.phase == 0:
+            # the CPU's mask from the same generator, uploaded as mask/(1 − r)
+            self.mask = backend.rng().random(bottom[0].shape) < (1.0 - self.ratio)
+            scaled = self.mask.ravel().astype(x.dtype) * x.dtype.type(self.scale)
+            self._mask_dev = gpu.ensure(getattr(self, "_mask_dev", None), y.size, x.dtype)
+            self._mask_dev.copy_to_device(scaled)
+            gpu.mul(x, self._mask_dev, y)
+        elif not _in_place(bottom, top):
+            gpu.copy(x, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy, dx = _grads(top, bottom)
+        if self.phase == 0:
+            gpu.mul(dy, self._mask_dev, dx)
+        elif not _in_place(bottom, top):
+            gpu.copy(dy, dx)
+
 
 @register("Swish")
 class SwishLayer(NeuronLayer):
@@ -412,6 +817,17 @@ class SwishLayer(NeuronLayer):
         if propagate_down[0]:
             by = top[0].data * self.layer_param.swish_param.beta
             np.multiply(top[0].diff, by + self.sig * (1 - by), out=bottom[0].diff)
+
+    def forward_gpu(self, bottom, top):
+        x, y = _io(bottom, top)
+        self._sig_dev = gpu.ensure(getattr(self, "_sig_dev", None), y.size, x.dtype)
+        _swish_fwd[gpu.grid(y.size)](x, self.layer_param.swish_param.beta, self._sig_dev, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dy, dx = _grads(top, bottom)
+            _swish_bwd[gpu.grid(dx.size)](top[0].gpu_data(False), self._sig_dev, dy,
+                                          self.layer_param.swish_param.beta, dx)
 
 
 @register("Clip")
@@ -435,3 +851,13 @@ class ClipLayer(_KeepsInput):
         if propagate_down[0]:
             x = self._input(bottom)
             np.multiply(top[0].diff, (x >= self.lo) & (x <= self.hi), out=bottom[0].diff)
+
+    def forward_gpu(self, bottom, top):
+        x = self._keep_input_gpu(bottom, top)
+        y = top[0].gpu_data()
+        _clip_fwd[gpu.grid(y.size)](x, self.lo, self.hi, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dy, dx = _grads(top, bottom)
+            _clip_bwd[gpu.grid(dx.size)](self._input_gpu(bottom), dy, self.lo, self.hi, dx)

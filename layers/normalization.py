@@ -2,9 +2,16 @@
 
 BatchNorm only normalises; the learned γ/β of batch normalisation are a following
 ``Scale { bias_term: true }`` layer, as in Caffe.
-"""
-import numpy as np
 
+GPU: the per-channel (or per-row) statistics are ``gpu.sum_odi`` reductions, the rest
+elementwise kernels beside each layer; the same formulas in the same order as the CPU code.
+"""
+import math
+
+import numpy as np
+from numba import cuda
+
+from minicaffe import gpu
 from minicaffe.errors import CaffeError, ShapeError
 from minicaffe.fillers import fill
 from minicaffe.layer import Layer, register
@@ -12,6 +19,107 @@ from minicaffe.layer import Layer, register
 
 def _in_place(bottom, top):
     return top[0] is bottom[0] or top[0].shares_data_with(bottom[0])
+
+
+@cuda.jit
+def _center(x, mean, dim, inner, out):
+    # out[o, d, i] = x[o, d, i] − mean[d]
+    i = cuda.grid(1)
+    while i < out.size:
+        out[i] = x[i] - mean[(i // inner) % dim]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _bn_stats(mean, var, run_mean, run_var, run_s, maf, correction, eps, std):
+    # running sums (s ← λs + 1, mean ← λ·mean + μ, var ← λ·var + m/(m−1)·σ²), then √(σ² + ε)
+    c = cuda.grid(1)
+    if c == 0:
+        run_s[0] = run_s[0] * maf + 1
+    while c < mean.size:
+        run_mean[c] = run_mean[c] * maf + mean[c]
+        run_var[c] = run_var[c] * maf + var[c] * correction
+        std[c] = math.sqrt(var[c] + eps)
+        c += cuda.gridsize(1)
+
+
+@cuda.jit
+def _bn_global(run_mean, run_var, f, eps, mean, std):
+    c = cuda.grid(1)
+    while c < mean.size:
+        mean[c] = run_mean[c] * f
+        std[c] = math.sqrt(run_var[c] * f + eps)
+        c += cuda.gridsize(1)
+
+
+@cuda.jit
+def _bn_normalize(xc, std, dim, inner, xnorm, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        v = xc[i] / std[(i // inner) % dim]
+        xnorm[i] = v
+        y[i] = v
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _bn_bwd(dy, y, mdy, mdyy, std, dim, inner, dx):
+    # dx = (dy − mean(dy) − y·mean(dy·y)) / std, per channel
+    i = cuda.grid(1)
+    while i < dx.size:
+        c = (i // inner) % dim
+        dx[i] = (dy[i] - mdy[c] - y[i] * mdyy[c]) / std[c]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _div_channel(dy, std, dim, inner, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        dx[i] = dy[i] / std[(i // inner) % dim]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _scale_channel(x, s, dim, inner, y):
+    # y[o, d, i] = x[o, d, i]·s[d]
+    i = cuda.grid(1)
+    while i < y.size:
+        y[i] = x[i] * s[(i // inner) % dim]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _bias_channel(x, b, dim, inner, y):
+    i = cuda.grid(1)
+    while i < y.size:
+        y[i] = x[i] + b[(i // inner) % dim]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _mvn_scale(sigma_sq, eps, sigma, s):
+    # per row: σ = √(mean of y²) (sigma_sq holds it on entry), s = σ + eps
+    r = cuda.grid(1)
+    while r < s.size:
+        v = math.sqrt(sigma_sq[r])
+        sigma[r] = v
+        s[r] = v + eps
+        r += cuda.gridsize(1)
+
+
+@cuda.jit
+def _mvn_bwd(dy, mdy, y, mdyy, sigma, s, dim, normalize, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        r = i // dim
+        g = dy[i] - mdy[r]
+        if normalize:
+            ratio = s[r] / (sigma[r] if sigma[r] > 0 else s[r])
+            g -= y[i] * (ratio * mdyy[r])
+            g /= s[r]
+        dx[i] = g
+        i += cuda.gridsize(1)
 
 
 @register("BatchNorm")
@@ -108,6 +216,57 @@ class BatchNormLayer(Layer):
         g = dy - dy.mean(axis=(0, 2), keepdims=True) \
             - y * np.mean(dy * y, axis=(0, 2), keepdims=True)
         np.divide(g, std, out=dx)
+
+    def _dims(self, blob):
+        n = blob.shape[0]
+        c = self.channels
+        inner = blob.count() // max(1, n * c)
+        return n, c, inner
+
+    def forward_gpu(self, bottom, top):
+        x, y = bottom[0].gpu_data(False), top[0].gpu_data()
+        n, c, inner = self._dims(bottom[0])
+        dt = x.dtype
+        mean = gpu.scratch("bn_mean", c, dt)
+        self._std_dev = gpu.ensure(getattr(self, "_std_dev", None), c, dt)
+        if self.use_global_stats:
+            s = float(self.blobs[2].cpu_data().reshape(-1)[0])  # one element
+            f = 0.0 if s == 0 else 1.0 / s
+            _bn_global[gpu.grid(c)](self.blobs[0].gpu_data(False), self.blobs[1].gpu_data(False),
+                                    f, self.eps, mean, self._std_dev)
+        else:
+            m = x.size // c
+            gpu.sum_odi(x, n, c, inner, mean, 1.0 / max(m, 1))
+        xc = gpu.scratch("bn_xc", x.size, dt)
+        _center[gpu.grid(x.size)](x, mean, c, inner, xc)
+        if not self.use_global_stats:
+            var = gpu.scratch("bn_var", c, dt)
+            sq = gpu.scratch("bn_sq", x.size, dt)
+            gpu.mul(xc, xc, sq)
+            gpu.sum_odi(sq, n, c, inner, var, 1.0 / max(m, 1))
+            _bn_stats[gpu.grid(c)](mean, var, self.blobs[0].gpu_data(), self.blobs[1].gpu_data(),
+                                   self.blobs[2].gpu_data(), self.maf,
+                                   m / (m - 1.0) if m > 1 else 1.0, self.eps, self._std_dev)
+        self._xnorm_dev = gpu.ensure(getattr(self, "_xnorm_dev", None), x.size, dt)
+        _bn_normalize[gpu.grid(x.size)](xc, self._std_dev, c, inner, self._xnorm_dev, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy, dx = top[0].gpu_diff(False), bottom[0].gpu_diff()
+        n, c, inner = self._dims(bottom[0])
+        if self.use_global_stats:
+            _div_channel[gpu.grid(dx.size)](dy, self._std_dev, c, inner, dx)
+            return
+        m = dy.size // c
+        y = self._xnorm_dev
+        mdy = gpu.scratch("bn_mdy", c, dy.dtype)
+        mdyy = gpu.scratch("bn_mdyy", c, dy.dtype)
+        prod = gpu.scratch("bn_sq", dy.size, dy.dtype)
+        gpu.sum_odi(dy, n, c, inner, mdy, 1.0 / max(m, 1))
+        gpu.mul(dy, y, prod)
+        gpu.sum_odi(prod, n, c, inner, mdyy, 1.0 / max(m, 1))
+        _bn_bwd[gpu.grid(dx.size)](dy, y, mdy, mdyy, self._std_dev, c, inner, dx)
 
 
 # --- Scale and Bias: a blob broadcast over bottom[0] from ``axis`` -------------------------------
@@ -221,6 +380,37 @@ class ScaleLayer(Layer):
             np.multiply(dy.reshape(o, d, i), s.data.reshape(1, d, 1),
                         out=bottom[0].diff.reshape(o, d, i))
 
+    def forward_gpu(self, bottom, top):
+        o, d, i = self.dims
+        x = bottom[0].gpu_data(False)
+        if _in_place(bottom, top):
+            self._saved_dev = gpu.ensure(getattr(self, "_saved_dev", None), x.size, x.dtype)
+            gpu.copy(x, self._saved_dev)
+        else:
+            self._saved_dev = None
+        y = top[0].gpu_data()
+        _scale_channel[gpu.grid(y.size)](x, self._scale(bottom).gpu_data(False), d, i, y)
+        if self.bias_id is not None:
+            bo, bd, bi = self.bias_dims
+            gpu.add_bias(y, self.blobs[self.bias_id].gpu_data(False), bd, bi)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        o, d, i = self.dims
+        dy = top[0].gpu_diff(False)
+        if self.bias_id is not None and self.param_propagate_down[self.bias_id]:
+            bo, bd, bi = self.bias_dims
+            gpu.sum_odi(dy, bo, bd, bi, self.blobs[self.bias_id].gpu_diff(), 1.0, 1.0)
+        two = len(bottom) > 1
+        s = self._scale(bottom)
+        if (two and propagate_down[1]) or (not two and self.param_propagate_down[0]):
+            x = self._saved_dev if self._saved_dev is not None else bottom[0].gpu_data(False)
+            prod = gpu.scratch("scale_prod", dy.size, dy.dtype)
+            gpu.mul(dy, x, prod)
+            gpu.sum_odi(prod, o, d, i, s.gpu_diff(), 1.0, 0.0 if two else 1.0)
+        if propagate_down[0]:
+            dx = bottom[0].gpu_diff()
+            _scale_channel[gpu.grid(dx.size)](dy, s.gpu_data(False), d, i, dx)
+
 
 @register("Bias")
 class BiasLayer(Layer):
@@ -271,6 +461,21 @@ class BiasLayer(Layer):
             else:
                 b.diff[...] += g
 
+    def forward_gpu(self, bottom, top):
+        o, d, i = self.dims
+        y = top[0].gpu_data()
+        _bias_channel[gpu.grid(y.size)](bottom[0].gpu_data(False),
+                                        self._bias(bottom).gpu_data(False), d, i, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        dy = top[0].gpu_diff(False)
+        if propagate_down[0] and not _in_place(bottom, top):
+            gpu.copy(dy, bottom[0].gpu_diff())
+        two = len(bottom) > 1
+        if (two and propagate_down[1]) or (not two and self.param_propagate_down[0]):
+            o, d, i = self.dims
+            gpu.sum_odi(dy, o, d, i, self._bias(bottom).gpu_diff(), 1.0, 0.0 if two else 1.0)
+
 
 @register("MVN")
 class MVNLayer(Layer):
@@ -319,3 +524,42 @@ class MVNLayer(Layer):
             g -= self.y * (r * np.mean(dy * self.y, axis=1, keepdims=True))
             g /= self.s
         np.copyto(bottom[0].diff.reshape(self.num, self.dim), g)
+
+    def forward_gpu(self, bottom, top):
+        p = self.layer_param.mvn_param
+        x, y = bottom[0].gpu_data(False), top[0].gpu_data()
+        num, dim, dt = self.num, self.dim, x.dtype
+        mean = gpu.scratch("mvn_mean", num, dt)
+        gpu.sum_odi(x, 1, num, dim, mean, 1.0 / max(dim, 1))  # row means
+        xc = gpu.scratch("mvn_xc", x.size, dt)
+        _center[gpu.grid(x.size)](x, mean, num, dim, xc)
+        if p.normalize_variance:
+            sq = gpu.scratch("mvn_sq", x.size, dt)
+            gpu.mul(xc, xc, sq)
+            var = gpu.scratch("mvn_var", num, dt)
+            gpu.sum_odi(sq, 1, num, dim, var, 1.0 / max(dim, 1))
+            self._sigma_dev = gpu.ensure(getattr(self, "_sigma_dev", None), num, dt)
+            self._s_dev = gpu.ensure(getattr(self, "_s_dev", None), num, dt)
+            _mvn_scale[gpu.grid(num)](var, p.eps, self._sigma_dev, self._s_dev)
+            self._y_dev = gpu.ensure(getattr(self, "_y_dev", None), x.size, dt)
+            _div_channel[gpu.grid(x.size)](xc, self._s_dev, num, dim, self._y_dev)
+            gpu.copy(self._y_dev, y)
+        else:
+            gpu.copy(xc, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        nv = self.layer_param.mvn_param.normalize_variance
+        dy, dx = top[0].gpu_diff(False), bottom[0].gpu_diff()
+        num, dim, dt = self.num, self.dim, dy.dtype
+        mdy = gpu.scratch("mvn_mdy", num, dt)
+        gpu.sum_odi(dy, 1, num, dim, mdy, 1.0 / max(dim, 1))
+        mdyy, y, sigma, s = mdy, dy, mdy, mdy  # unused without variance normalisation
+        if nv:
+            y, sigma, s = self._y_dev, self._sigma_dev, self._s_dev
+            prod = gpu.scratch("mvn_sq", dy.size, dt)
+            gpu.mul(dy, y, prod)
+            mdyy = gpu.scratch("mvn_mdyy", num, dt)
+            gpu.sum_odi(prod, 1, num, dim, mdyy, 1.0 / max(dim, 1))
+        _mvn_bwd[gpu.grid(dx.size)](dy, mdy, y, mdyy, sigma, s, dim, bool(nv), dx)

@@ -1,13 +1,23 @@
-"""Vision layers: Convolution, Deconvolution, Pooling, LRN, Crop (kernels in ``im2col.py``)."""
+"""Vision layers: Convolution, Deconvolution, Pooling, LRN, Crop (kernels in ``im2col.py``).
+
+GPU: Convolution and Deconvolution run im2col / col2im over chunks of images and one batched
+``gpu.gemm`` per group (cuBLAS through CuPy when installed); Pooling and LRN use the pooling
+kernels' GPU twins; Crop copies through an index map. STOCHASTIC pooling raises in both modes.
+"""
 import math
 
 import numpy as np
+from numba import cuda
 
+from minicaffe import gpu
 from minicaffe.errors import CaffeError
 from minicaffe.fillers import fill
 from minicaffe.layer import Layer, register
 
-from .im2col import col2im, col_buffer, im2col, launch, pool_backward, pool_forward
+from .im2col import (col2im, col2im_gpu, col_buffer, im2col, im2col_gpu, launch, pool_backward,
+                     pool_backward_gpu, pool_forward, pool_forward_gpu)
+
+GPU_COL_LIMIT = 1 << 27  # elements of the device column buffer: images are processed in chunks
 
 _NO_MASK = np.zeros((1, 1, 1), np.int32)
 
@@ -213,6 +223,84 @@ class _BaseConvolutionLayer(Layer):
             dy = t.diff.reshape(self.num, self.num_output, -1)
             self.blobs[1].diff[...] += dy.sum(axis=(0, 2))
 
+    # --- the same GEMMs on the device, over chunks of images (``im`` (num, conv_in, H, W) and
+    # ``out`` (num, conv_out, col_dim) flat device arrays) -------------------------------------
+    def _chunks(self):
+        per = max(1, self.kernel_dim * self.group * self.col_dim)
+        step = max(1, min(self.num, GPU_COL_LIMIT // per))
+        return [(n0, min(step, self.num - n0)) for n0 in range(0, self.num, step)]
+
+    def _im_size(self):
+        return self.conv_in * self.im_hw[0] * self.im_hw[1]
+
+    def _col_gpu(self, im, n0, n, dtype):
+        """im2col of images [n0, n0 + n) (a view of ``im`` itself for 1×1 kernels)."""
+        isz = self._im_size()
+        if self.is_1x1:
+            return im[n0 * isz:(n0 + n) * isz]
+        col = gpu.scratch("col", n * self.kernel_dim * self.group * self.col_dim, dtype)
+        im2col_gpu[gpu.grid(col.size)](im[n0 * isz:(n0 + n) * isz], n, self.conv_in,
+                                       self.im_hw[0], self.im_hw[1], self.kh, self.kw, self.ph,
+                                       self.pw, self.sh, self.sw, self.dh, self.dw,
+                                       self.col_hw[0], self.col_hw[1], col)
+        return col
+
+    def _gemm_groups(self, which, w, col, out, n, dw=None):
+        """Per group, batched over n images: ``fwd`` out = W·col, ``bwd`` col = Wᵀ·out,
+        ``weight`` dW += Σ_n out·colᵀ."""
+        og, kd, cd = self.conv_out // self.group, self.kernel_dim, self.col_dim
+        ocs, ccs = self.conv_out * cd, self.group * kd * cd  # per-image strides
+        for g in range(self.group):
+            wg = (dw if which == "weight" else w)[g * og * kd:]
+            cg, outg = col[g * kd * cd:], out[g * og * cd:]
+            if which == "fwd":
+                gpu.gemm(False, False, og, cd, kd, 1.0, wg, cg, 0.0, outg, batch=n,
+                         stride_a=0, stride_b=ccs, stride_c=ocs)
+            elif which == "bwd":
+                gpu.gemm(True, False, kd, cd, og, 1.0, wg, outg, 0.0, cg, batch=n,
+                         stride_a=0, stride_b=ocs, stride_c=ccs)
+            else:
+                gpu.gemm(False, True, og, kd, cd, 1.0, outg, cg, 1.0, wg, batch=n,
+                         stride_a=ocs, stride_b=ccs, reduce=True)
+
+    def _fwd_gemm_gpu(self, im, out, n0, n, col=None):
+        if col is None:
+            col = self._col_gpu(im, n0, n, out.dtype)
+        osz = self.conv_out * self.col_dim
+        self._gemm_groups("fwd", self.blobs[0].gpu_data(False), col,
+                          out[n0 * osz:(n0 + n) * osz], n)
+
+    def _bwd_gemm_gpu(self, out, im, n0, n):
+        osz, isz = self.conv_out * self.col_dim, self._im_size()
+        dest = im[n0 * isz:(n0 + n) * isz]
+        col = dest if self.is_1x1 else \
+            gpu.scratch("col", n * self.kernel_dim * self.group * self.col_dim, im.dtype)
+        self._gemm_groups("bwd", self.blobs[0].gpu_data(False), col,
+                          out[n0 * osz:(n0 + n) * osz], n)
+        if not self.is_1x1:
+            col2im_gpu[gpu.grid(dest.size)](col, n, self.conv_in, self.im_hw[0], self.im_hw[1],
+                                            self.kh, self.kw, self.ph, self.pw, self.sh,
+                                            self.sw, self.dh, self.dw, self.col_hw[0],
+                                            self.col_hw[1], dest)
+
+    def _weight_gemm_gpu(self, im, out, n0, n):
+        col = self._col_gpu(im, n0, n, out.dtype)
+        osz = self.conv_out * self.col_dim
+        self._gemm_groups("weight", None, col, out[n0 * osz:(n0 + n) * osz], n,
+                          dw=self.blobs[0].gpu_diff())
+        return col
+
+    def _add_bias_gpu(self, t):
+        if self.bias_term:
+            gpu.add_bias(t.gpu_data(), self.blobs[1].gpu_data(False), self.num_output,
+                         t.count() // max(1, self.num * self.num_output))
+
+    def _bias_backward_gpu(self, t):
+        if self.bias_term and self.param_propagate_down[1]:
+            gpu.sum_odi(t.gpu_diff(False), self.num, self.num_output,
+                        t.count() // max(1, self.num * self.num_output),
+                        self.blobs[1].gpu_diff(), 1.0, 1.0)
+
 
 @register("Convolution", "CONVOLUTION")
 class ConvolutionLayer(_BaseConvolutionLayer):
@@ -256,6 +344,26 @@ class ConvolutionLayer(_BaseConvolutionLayer):
                 if propagate_down[i]:
                     self._bwd_gemm(dy[n], dx[n])
 
+    def forward_gpu(self, bottom, top):
+        for b, t in zip(bottom, top):
+            x, y = b.gpu_data(False), t.gpu_data()
+            for n0, n in self._chunks():
+                self._fwd_gemm_gpu(x, y, n0, n)
+            self._add_bias_gpu(t)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            self._bias_backward_gpu(t)
+            if not (self.param_propagate_down[0] or propagate_down[i]):
+                continue
+            x, dy = b.gpu_data(False), t.gpu_diff(False)
+            dx = b.gpu_diff() if propagate_down[i] else None
+            for n0, n in self._chunks():
+                if self.param_propagate_down[0]:
+                    self._weight_gemm_gpu(x, dy, n0, n)
+                if propagate_down[i]:
+                    self._bwd_gemm_gpu(dy, dx, n0, n)
+
 
 @register("Deconvolution", "DECONVOLUTION")
 class DeconvolutionLayer(_BaseConvolutionLayer):
@@ -291,6 +399,27 @@ class DeconvolutionLayer(_BaseConvolutionLayer):
                     col = self._weight_gemm(dy[n], x[n])
                 if propagate_down[i]:
                     self._fwd_gemm(dy[n], dx[n], col)  # reuses im2col(dy[n]) when computed
+
+    def forward_gpu(self, bottom, top):
+        for b, t in zip(bottom, top):
+            x, y = b.gpu_data(False), t.gpu_data()
+            for n0, n in self._chunks():
+                self._bwd_gemm_gpu(x, y, n0, n)
+            self._add_bias_gpu(t)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            self._bias_backward_gpu(t)
+            if not (self.param_propagate_down[0] or propagate_down[i]):
+                continue
+            x, dy = b.gpu_data(False), t.gpu_diff(False)
+            dx = b.gpu_diff() if propagate_down[i] else None
+            for n0, n in self._chunks():
+                col = None
+                if self.param_propagate_down[0]:
+                    col = self._weight_gemm_gpu(dy, x, n0, n)
+                if propagate_down[i]:
+                    self._fwd_gemm_gpu(dy, dx, n0, n, col)
 
 
 @register("Pooling", "POOLING")
@@ -431,6 +560,37 @@ class PoolingLayer(Layer):
         dx = self._planes(bottom[0].diff, bottom[0].shape[2:])
         launch(pool_backward, dy.size * self.kh * self.kw + dx.size, dy, mask, *self._args(), dx)
 
+    def _gpu_args(self, bottom):
+        n, c, h, w = bottom[0].shape
+        kh, kw, sh, sw, ph, pw, is_max = self._args()
+        return (n * c, h, w, kh, kw, sh, sw, ph, pw, is_max) + self.pooled
+
+    def forward_gpu(self, bottom, top):
+        p = self.layer_param.pooling_param
+        if self.pool == p.STOCHASTIC:
+            return self.forward_cpu(bottom, top)  # raises, as on the CPU
+        y = top[0].gpu_data()
+        is_max = self.pool == p.MAX
+        self._mask_dev = gpu.ensure(getattr(self, "_mask_dev", None), y.size if is_max else 1,
+                                    np.int32)
+        pool_forward_gpu[gpu.grid(y.size)](bottom[0].gpu_data(False), *self._gpu_args(bottom),
+                                           y, self._mask_dev)
+        if is_max and len(top) > 1:
+            gpu.copy(self._mask_dev, top[1].gpu_data())
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        p = self.layer_param.pooling_param
+        if self.pool == p.STOCHASTIC:
+            return self.backward_cpu(top, propagate_down, bottom)  # raises
+        mask = self._mask_dev
+        if self.pool == p.MAX and len(top) > 1:  # Caffe reads the argmax back from the mask top
+            mask = top[1].gpu_data(False)
+        dx = bottom[0].gpu_diff()
+        pool_backward_gpu[gpu.grid(dx.size)](top[0].gpu_diff(False), mask,
+                                             *self._gpu_args(bottom), dx)
+
 
 @register("LRN", "LRN")
 class LRNLayer(Layer):
@@ -500,6 +660,37 @@ class LRNLayer(Layer):
         np.multiply(dy, s ** -self.beta, out=dx)
         dx -= acc
 
+    def _box_mean_gpu(self, a, out, shape):
+        n, c, h, w = shape
+        r = (self.size - 1) // 2
+        no_mask = gpu.scratch("no_mask", 1, np.int32)
+        if self.across:
+            pool_forward_gpu[gpu.grid(out.size)](a, n, c, h * w, self.size, 1, 1, 1, r, 0,
+                                                 False, c, h * w, out, no_mask)
+        else:
+            pool_forward_gpu[gpu.grid(out.size)](a, n * c, h, w, self.size, self.size, 1, 1, r,
+                                                 r, False, h, w, out, no_mask)
+
+    def forward_gpu(self, bottom, top):
+        x, y = bottom[0].gpu_data(False), top[0].gpu_data()
+        self._scale_dev = gpu.ensure(getattr(self, "_scale_dev", None), x.size, x.dtype)
+        sq = gpu.scratch("lrn", x.size, x.dtype)
+        gpu.mul(x, x, sq)
+        self._box_mean_gpu(sq, self._scale_dev, bottom[0].shape)
+        _lrn_fwd[gpu.grid(x.size)](x, self._scale_dev, self.alpha,
+                                   self.k if self.across else 1.0, self.beta, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x, y, dy = bottom[0].gpu_data(False), top[0].gpu_data(False), top[0].gpu_diff(False)
+        s, dx = self._scale_dev, bottom[0].gpu_diff()
+        ratio = gpu.scratch("lrn", x.size, x.dtype)
+        _lrn_ratio[gpu.grid(x.size)](dy, y, s, ratio)
+        acc = gpu.scratch("lrn_acc", x.size, x.dtype)
+        self._box_mean_gpu(ratio, acc, bottom[0].shape)
+        _lrn_bwd[gpu.grid(x.size)](dy, s, x, acc, self.beta, 2.0 * self.alpha * self.beta, dx)
+
 
 @register("Crop")
 class CropLayer(Layer):
@@ -556,3 +747,76 @@ class CropLayer(Layer):
             dx[self.slices] = top[0].diff
         if propagate_down[1]:
             bottom[1].diff[...] = 0
+
+    def _index_map(self, bottom, top):
+        """(top shape, bottom strides, offsets) as small device arrays, kept per shape."""
+        key = (bottom[0].shape, top[0].shape, tuple(s.start for s in self.slices))
+        if getattr(self, "_map_key", None) != key:
+            shape = np.array(top[0].shape or (1,), np.int64)
+            strides = np.array([bottom[0].count(i + 1) for i in range(bottom[0].num_axes)]
+                               or [1], np.int64)
+            offs = np.array([s.start for s in self.slices] or [0], np.int64)
+            self._map = tuple(gpu.to_device(a) for a in (shape, strides, offs))
+            self._map_key = key
+        return self._map
+
+    def forward_gpu(self, bottom, top):
+        y = top[0].gpu_data()
+        if y.size:
+            _crop_copy[gpu.grid(y.size)](bottom[0].gpu_data(False), y,
+                                         *self._index_map(bottom, top), True)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dx = bottom[0].gpu_diff()
+            gpu.fill(dx, 0.0)
+            dy = top[0].gpu_diff(False)
+            if dy.size:
+                _crop_copy[gpu.grid(dy.size)](dx, dy, *self._index_map(bottom, top), False)
+        if propagate_down[1]:
+            gpu.fill(bottom[1].gpu_diff(), 0.0)
+
+
+@cuda.jit
+def _crop_copy(big, small, shape, strides, offs, to_small):
+    # small[i] <-> big at (coords of i in the top's shape) + offsets
+    i = cuda.grid(1)
+    while i < small.size:
+        rem = i
+        j = 0
+        for a in range(shape.size - 1, -1, -1):
+            c = rem % shape[a]
+            rem //= shape[a]
+            j += (c + offs[a]) * strides[a]
+        if to_small:
+            small[i] = big[j]
+        else:
+            big[j] = small[i]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _lrn_fwd(x, s, alpha, k, beta, y):
+    # s = k + α·mean(x²) over the window (s holds the mean on entry), y = x·s^(−β)
+    i = cuda.grid(1)
+    while i < y.size:
+        v = s[i] * alpha + k
+        s[i] = v
+        y[i] = x[i] * math.pow(v, -beta)
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _lrn_ratio(dy, y, s, out):
+    i = cuda.grid(1)
+    while i < out.size:
+        out[i] = dy[i] * y[i] / s[i]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _lrn_bwd(dy, s, x, acc, beta, coeff, dx):
+    i = cuda.grid(1)
+    while i < dx.size:
+        dx[i] = dy[i] * math.pow(s[i], -beta) - acc[i] * x[i] * coeff
+        i += cuda.gridsize(1)

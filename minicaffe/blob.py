@@ -38,7 +38,7 @@ class SyncedMemory:
 
     def gpu(self, mutable=True):
         if self.head == UNINITIALIZED:
-            self._dev = backend.to_device(np.zeros(self.capacity, self.dtype))
+            self._dev = backend.device_zeros(self.capacity, self.dtype)
             self.head = HEAD_AT_GPU
         elif self.head == HEAD_AT_CPU:
             self._dev = backend.to_device(self._host, self._dev)
@@ -172,27 +172,63 @@ class Blob:
     def shares_data_with(self, other):
         return self._data is other._data
 
+    # --- math helpers: on the device in GPU mode when the newest copy is there (Caffe's
+    # HEAD_AT_GPU / SYNCED cases), so a step never copies a blob back to the host ------------
+    @staticmethod
+    def _on_device(mem):
+        return backend.mode() == backend.GPU and mem.head in (HEAD_AT_GPU, SYNCED)
+
     def update(self):
-        """data -= diff (Blob::Update). Host arithmetic; a device copy is synced lazily."""
+        """data -= diff (Blob::Update), where the data is."""
+        if self._on_device(self._data):
+            from . import gpu
+            gpu.axpy(-1.0, self.gpu_diff(False), self.gpu_data())
+            return
         d = self.data
         np.subtract(d, self.cpu_diff(), out=d)
 
     def asum_data(self):
+        if self._on_device(self._data):
+            from . import gpu
+            return gpu.asum(self.gpu_data(False))
         return float(np.abs(self.cpu_data()).sum())
 
     def asum_diff(self):
+        if self._on_device(self._diff):
+            from . import gpu
+            return gpu.asum(self.gpu_diff(False))
         return float(np.abs(self.cpu_diff()).sum())
 
     def sumsq_diff(self):
+        if self._on_device(self._diff):
+            from . import gpu
+            return gpu.sumsq(self.gpu_diff(False))
         d = self.cpu_diff().ravel()
         return float(np.dot(d, d))
 
     def scale_diff(self, factor):
+        if self._on_device(self._diff):
+            from . import gpu
+            gpu.scale(self.gpu_diff(), factor)
+            return
         d = self.diff
         d *= factor
 
     def set_diff(self, value):
+        """Fill the diff with a constant: on the device in GPU mode (loss weights, clearing
+        param diffs), on the host otherwise."""
+        if backend.mode() == backend.GPU:
+            from . import gpu
+            gpu.fill(self.gpu_diff(), value)
+            return
         self.diff[...] = value
+
+    def dot_data_diff(self):
+        """Σ data·diff (a loss layer's weighted loss), where the data is."""
+        if self._on_device(self._data):
+            from . import gpu
+            return gpu.dot(self.gpu_data(False), self.gpu_diff(False))
+        return float(np.dot(self.cpu_data().ravel(), self.cpu_diff().ravel()))
 
     # --- proto ---------------------------------------------------------------------------
     def shape_equals_proto(self, proto):

@@ -95,7 +95,7 @@ class Layer:
         self.reshape(bottom, top)
         for t, w in zip(top, self.loss_weights):
             if w:  # the loss weight lives in the top's diff (it may have been reallocated)
-                t.diff[...] = w
+                t.set_diff(w)
         if backend.mode() == backend.GPU:
             self.forward_gpu(bottom, top)
         else:
@@ -103,7 +103,7 @@ class Layer:
         loss = 0.0
         for t, w in zip(top, self.loss_weights):
             if w:
-                loss += float(np.dot(t.cpu_data().ravel(), t.cpu_diff().ravel()))
+                loss += t.dot_data_diff()
         return loss
 
     def backward(self, top, propagate_down, bottom):
@@ -119,6 +119,7 @@ class Layer:
         """Layers without a gradient (data layers, Accuracy...) leave this as is."""
 
     def forward_gpu(self, bottom, top):
+        """Without GPU kernels: the CPU code, on host copies made by the blobs' lazy sync."""
         self.forward_cpu(bottom, top)
 
     def backward_gpu(self, top, propagate_down, bottom):

@@ -477,7 +477,7 @@ class Net:
 
     def clear_param_diffs(self):
         for b in self.learnable_params:
-            b.diff[...] = 0
+            b.set_diff(0)  # on the device in GPU mode
 
     def set_iteration(self, iteration):
         """Hand the solver's iteration to every layer (the gradient-reversal schedule)."""

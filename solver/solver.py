@@ -4,6 +4,10 @@ Per iteration (solver.cpp:Step): clear param diffs → test (at test_interval) �
 forward/backward passes → smoothed loss → display → ApplyUpdate (lr → clip → /iter_size →
 regularise → rule → ``w -= diff`` → ++iter) → snapshot. The iteration is handed to every layer
 before each step (``net.set_iteration``): no global message bus.
+
+Data-parallel training hands a ``minicaffe.parallel.DataParallel`` as ``parallel``: after the
+passes its ``reduce`` sums the diffs over the ranks (one Allreduce) and the update divides by
+iter_size × ranks; rank 0 alone tests and writes snapshots.
 """
 import json
 import logging
@@ -41,10 +45,12 @@ def _resolve(path, solver_path):
 class Solver:
     """``Solver(solver_prototxt_or_SolverParameter)``; pycaffe's attributes: ``net``,
     ``test_nets``, ``iter``, ``step(n)``, ``solve()``, ``restore()``, ``snapshot()``,
-    ``add_callback(on_start, on_gradients_ready)``."""
+    ``add_callback(on_start, on_gradients_ready)``. ``parallel``: a
+    ``minicaffe.parallel.DataParallel`` for data-parallel training (test nets are built on
+    rank 0 only)."""
 
     def __init__(self, solver, *, weights=None, level=None, stages=None, dtype=np.float32,
-                 type_override=None):
+                 type_override=None, parallel=None):
         if isinstance(solver, caffe_pb2.SolverParameter):
             p = caffe_pb2.SolverParameter()
             p.CopyFrom(solver)
@@ -71,20 +77,25 @@ class Solver:
         self.param = p
         self.dtype = np.dtype(dtype)
         self.rule, self.num_histories = RULES[p.type]
-        if p.random_seed >= 0:
-            backend.set_random_seed(p.random_seed)
+        self.parallel = parallel
+        seed = parallel.agree_seed(p.random_seed) if parallel else p.random_seed
+        if seed >= 0:
+            backend.set_random_seed(seed)
         self.iter = 0
         self.current_step = 0
         self.callbacks = []
         self.iteration_callbacks = []
         self.requested_action = None   # "stop" or "snapshot", set by signal handlers
+        self.pending_action = None     # a signal's request, until the ranks agree on it
         self.last_snapshot = None
         self._losses, self._smoothed_loss = [], 0.0
         self.net = self._init_train_net()
-        self.test_nets = self._init_test_nets()
-        for w in p.weights:
+        self.test_nets = self._init_test_nets() if self.is_root else []
+        for w in p.weights if self.is_root else []:
             for n in [self.net] + self.test_nets:
                 n.copy_from(w)
+        if parallel:
+            parallel.setup(self.net)
         self.history = [np.zeros(b.shape, self.dtype) for b in self.net.learnable_params]
         self.history2 = ([np.zeros(b.shape, self.dtype) for b in self.net.learnable_params]
                          if self.num_histories == 2 else [])
@@ -92,6 +103,12 @@ class Solver:
     @property
     def type(self):
         return self.param.type
+
+    @property
+    def is_root(self):
+        """False on the ranks of a data-parallel job other than 0 (they neither log, test nor
+        write snapshots)."""
+        return self.parallel is None or self.parallel.root
 
     # --- nets --------------------------------------------------------------------------------
     def _net_param(self, which, index=None):
@@ -189,6 +206,9 @@ class Solver:
             for _ in range(max(1, p.iter_size)):
                 loss += self.net.forward_backward()
             loss /= max(1, p.iter_size)
+            outputs = None
+            if self.parallel:
+                loss, outputs, _ = self.parallel.reduce(self, loss, outputs=bool(display))
             if not math.isfinite(loss):
                 self._diverged(loss)
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
@@ -203,7 +223,10 @@ class Solver:
                 log.info("Iteration %d (%.4g iter/s, %.4gs/%d iters), loss = %.6g%s",
                          self.iter, rate, per, p.display, self._smoothed_loss, eta)
                 t0, iter_t0 = time.time(), self.iter
-                self._log_outputs(self.net, "Train", None)
+                self._log_outputs(self.net, "Train", outputs)
+                if self.parallel:
+                    log.info("    Allreduce over %d ranks: %s", self.parallel.size,
+                             self.parallel.comm_summary())
             for _, on_grad in self.callbacks:
                 if on_grad:
                     on_grad()
@@ -236,6 +259,8 @@ class Solver:
             self.snapshot()
         if p.display and self.iter % p.display == 0:
             loss = self.net.forward_prefilled()
+            if self.parallel:
+                loss = self.parallel.mean(loss)
             log.info("Iteration %d, loss = %.6g", self.iter, loss)
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
@@ -290,6 +315,16 @@ class Solver:
         if p.display and self.iter % p.display == 0:
             log.info("Iteration %d, lr = %.6g", self.iter, rate)
         params = self.net.learnable_params
+        n_passes = max(1, p.iter_size) * (self.parallel.size if self.parallel else 1)
+        if backend.mode() == backend.GPU:
+            # the whole update on the device: clip, ÷ passes, decay, rule, w -= diff
+            if getattr(self, "_gpu_updater", None) is None:
+                from .updates import GPUUpdater
+                self._gpu_updater = GPUUpdater(self.history, self.history2)
+            self._gpu_updater.apply(p, params, rate, self.net.params_lr,
+                                    self.net.params_weight_decay, self.iter + 1, passes=n_passes)
+            self.iter += 1
+            return
         if p.clip_gradients >= 0:
             norm = math.sqrt(sum(b.sumsq_diff() for b in params))
             if norm > p.clip_gradients:
@@ -302,8 +337,8 @@ class Solver:
         l1 = p.regularization_type == "L1"
         for i, b in enumerate(params):
             g = b.diff
-            if p.iter_size > 1:
-                g *= 1.0 / p.iter_size
+            if n_passes > 1:
+                g *= 1.0 / n_passes
             decay = p.weight_decay * self.net.params_weight_decay[i]
             if decay:
                 if l1:
@@ -317,6 +352,8 @@ class Solver:
 
     # --- testing -----------------------------------------------------------------------------
     def test_all(self):
+        if not self.is_root:
+            return
         for i in range(len(self.test_nets)):
             self.test(i)
 
@@ -349,7 +386,12 @@ class Solver:
 
     def snapshot(self):
         """Write ``<prefix>_iter_N.caffemodel`` and ``.solverstate`` (atomically); return both
-        paths."""
+        paths. Data-parallel: every rank calls it, rank 0 writes (None elsewhere), and no
+        rank goes on before the files are complete."""
+        extra = self._extra_state()
+        if not self.is_root:
+            self.parallel.barrier()
+            return None
         model = self.snapshot_filename(".caffemodel")
         d = os.path.dirname(model)
         if d and not os.path.isdir(d):
@@ -362,53 +404,79 @@ class Solver:
         st.iter = self.iter
         st.learned_net = model
         st.current_step = self.current_step
+        if getattr(self, "_gpu_updater", None) is not None:
+            self._gpu_updater.to_host()   # the histories live on the device in GPU mode
         for h in self.history + self.history2:
             st.history.add().MergeFromString(blobproto_bytes(h))
-        st.minicaffe_state = json.dumps(self._extra_state(), default=_jsonable).encode()
+        st.minicaffe_state = json.dumps(extra, default=_jsonable).encode()
         protoio.write_proto_binary(state_path, st)
         self.last_snapshot = (model, state_path)
+        if self.parallel:
+            self.parallel.barrier()
         return model, state_path
 
     def _extra_state(self):
+        """The generator and the data positions (None on ranks other than 0, which only hand
+        rank 0 their generator's state: the data positions are equal on all ranks)."""
+        rank_rngs = self.parallel.gather(backend.rng_state()) if self.parallel else None
+        if not self.is_root:
+            return None
         layers = {}
         for net_name, net in [("train", self.net)] + [("test%d" % i, n) for i, n in enumerate(self.test_nets)]:
             for lname, layer in zip(net._layer_names, net.layers):
                 s = layer.get_state()
                 if s is not None:
                     layers["%s/%s" % (net_name, lname)] = s
-        return {"rng": backend.rng_state(), "layers": layers}
+        extra = {"rng": backend.rng_state(), "layers": layers}
+        if rank_rngs:
+            extra["rank_rngs"] = rank_rngs
+        return extra
 
     def restore(self, state_file):
         """Resume from a .solverstate: iteration, lr step, histories, the weights it names and
-        (minicaffe's extension) the generator and data positions."""
-        st = protoio.read_proto_binary(state_file, caffe_pb2.SolverState)
+        (minicaffe's extension) the generator and data positions. Data-parallel: rank 0 reads
+        the files and hands everything to the other ranks."""
         hist = self.history + self.history2
-        if len(st.history) != len(hist):
-            raise ModelFileError("%s: incorrect length of history blobs (%d in the file, the %s "
-                                 "solver on this net needs %d)" % (state_file, len(st.history),
-                                                                   self.param.type, len(hist)))
-        arrays = []
-        for i, (h, proto) in enumerate(zip(hist, st.history)):
-            a = blobproto_to_array(proto)
-            if a.size != h.size:
-                raise ModelFileError("%s: history blob %d has %d values, the net's param has %d"
-                                     % (state_file, i, a.size, h.size))
-            arrays.append(a.reshape(h.shape))
-        if st.learned_net:
-            model = st.learned_net
-            if not os.path.exists(model):
-                alt = os.path.join(os.path.dirname(os.path.abspath(state_file)),
-                                   os.path.basename(model))
-                model = alt if os.path.exists(alt) else model
-            self.net.copy_from(model)
-        for h, a in zip(hist, arrays):
-            h[...] = a
-        self.iter = st.iter
-        self.current_step = st.current_step
-        if st.minicaffe_state:
-            extra = json.loads(st.minicaffe_state.decode())
-            if "rng" in extra:
+        it = step = extra = None
+        if self.is_root:
+            st = protoio.read_proto_binary(state_file, caffe_pb2.SolverState)
+            if len(st.history) != len(hist):
+                raise ModelFileError("%s: incorrect length of history blobs (%d in the file, the "
+                                     "%s solver on this net needs %d)"
+                                     % (state_file, len(st.history), self.param.type, len(hist)))
+            arrays = []
+            for i, (h, proto) in enumerate(zip(hist, st.history)):
+                a = blobproto_to_array(proto)
+                if a.size != h.size:
+                    raise ModelFileError("%s: history blob %d has %d values, the net's param "
+                                         "has %d" % (state_file, i, a.size, h.size))
+                arrays.append(a.reshape(h.shape))
+            if st.learned_net:
+                model = st.learned_net
+                if not os.path.exists(model):
+                    alt = os.path.join(os.path.dirname(os.path.abspath(state_file)),
+                                       os.path.basename(model))
+                    model = alt if os.path.exists(alt) else model
+                self.net.copy_from(model)
+            for h, a in zip(hist, arrays):
+                h[...] = a
+            it, step = st.iter, st.current_step
+            extra = json.loads(st.minicaffe_state.decode()) if st.minicaffe_state else None
+        if self.parallel:
+            it, step, extra = self.parallel.bcast((it, step, extra))
+            self.parallel.broadcast_blobs(self.net.learnable_params)
+            self.parallel.broadcast_arrays(hist)
+        self.iter, self.current_step = it, step
+        if getattr(self, "_gpu_updater", None) is not None:
+            self._gpu_updater.from_host()
+        if extra:
+            rank_rngs = extra.get("rank_rngs")
+            if self.parallel and rank_rngs and len(rank_rngs) == self.parallel.size:
+                backend.set_rng_state(rank_rngs[self.parallel.rank])
+            elif "rng" in extra:
                 backend.set_rng_state(extra["rng"])
+                if self.parallel:
+                    self.parallel.fork_rng()
             for net_name, net in [("train", self.net)] + [("test%d" % i, n) for i, n in enumerate(self.test_nets)]:
                 for lname, layer in zip(net._layer_names, net.layers):
                     key = "%s/%s" % (net_name, lname)
@@ -428,7 +496,10 @@ class Solver:
                 if act:
                     log.info("%s received: %s after this iteration",
                              signal.Signals(signum).name, act.replace("_", " then "))
-                    self.requested_action = act
+                    if self.parallel:
+                        self.pending_action = act  # acted on once the ranks agree
+                    else:
+                        self.requested_action = act
             return handler
 
         for eff in (sigint_effect, sighup_effect):

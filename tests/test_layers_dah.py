@@ -45,6 +45,7 @@ MMD_CASES = [
     ('mmd_param { sigma: 0.5 sigma: 3 }', (4, 1), (4, 1)),       # d = 1
     ('mmd_param { kernel_num: 5 kernel_mul: 2 fix_gamma: true }', (6, 2, 2), (6, 2, 2)),
     ('mmd_param { kernel_num: 3 bandwidth: MEDIAN fix_gamma: true }', (8, 5), (8, 5)),
+    ('mmd_param { sigma: 1 sigma: 4 pairing: RANDOM }', (6, 3), (7, 3)),
 ]
 
 
@@ -357,3 +358,13 @@ def test_demo_passes_tools_gradcheck(capsys):
     out = capsys.readouterr().out
     for name in ("mmd_fc", "hash_loss", "entropy", "grl"):
         assert re.search(r"^%s +\w+ +[1-9]\d* +ok$" % name, out, re.M), name
+
+
+def test_mmd_random_pairing_is_a_permuted_batch_order():
+    rng = np.random.default_rng(4)
+    u, v = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    caffe.set_random_seed(9)
+    loss, _ = run(make_layer('type: "MMDLoss" mmd_param { sigma: 2 pairing: RANDOM }'), [blob(u), blob(v)])
+    caffe.set_random_seed(9)
+    pu, pv = caffe.backend.rng().permutation(6), caffe.backend.rng().permutation(6)
+    assert np.isclose(loss, mmd_loop(u[pu], v[pv], [2]))

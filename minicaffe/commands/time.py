@@ -69,7 +69,9 @@ def time_cmd(args):
     log.info("Performing Backward")
     log.info("*** Benchmark begins ***")
     log.info("Testing for %d iterations.", args.iterations)
-    per_layer, f, b, fb, total = time_net(net, args.iterations)
+    from minicaffe import backend
+    sync = backend.synchronize if backend.mode() == backend.GPU else (lambda: None)
+    per_layer, f, b, fb, total = time_net(net, args.iterations, sync=sync)
     log.info("Average time per layer: ")
     for name, (lf, lb) in per_layer.items():
         log.info("%10s\tforward: %.4f ms.", name, lf)

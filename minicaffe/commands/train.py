@@ -6,12 +6,19 @@
 
 Caffe's single-dash forms (``-solver S``, ``-solver=S``) work too. Ctrl-C snapshots, then
 stops (``--sigint_effect``); a NaN loss stops with a snapshot of the last finite state.
+
+Started by an MPI launcher as several ranks (``mpirun -np N tools/train ...``, ``srun``), it
+trains data-parallel (minicaffe.parallel): each rank reads its shard of the data, the
+gradients are averaged, rank 0 logs, tests and snapshots; with ``--gpu all`` or a list of ids,
+local rank k takes the k-th GPU. A failing rank ends the job (MPI_Abort) naming itself.
 """
 import argparse
+import contextlib
 import logging
 
 from minicaffe import backend
 from minicaffe.errors import CaffeError
+from minicaffe.parallel import DataParallel, launched_in_parallel
 from minicaffe.proto import caffe_pb2
 
 from ._cli import run, setup_logging
@@ -34,10 +41,23 @@ def build_parser():
     return p
 
 
-def select_device(gpu, solver_param=None):
+def select_device(gpu, solver_param=None, local_rank=None):
     """--gpu N wins; else an explicit solver_mode: GPU (the proto default is ignored, as Caffe).
     A solver file that asks for GPU on a machine without one falls back to the CPU with a
-    warning (every public solver file says solver_mode: GPU); --gpu without a GPU is an error."""
+    warning (every public solver file says solver_mode: GPU); --gpu without a GPU is an error.
+    One rank of a data-parallel job (``local_rank``: its index on its machine) takes GPU
+    ``local_rank`` for ``--gpu all``, the ``local_rank``-th id of a list, a single id as
+    given, and ``device_id + local_rank`` for solver_mode: GPU."""
+    if gpu is not None and gpu != "" and local_rank is not None:
+        ids = str(gpu).split(",")
+        if ids[0] == "all":
+            ids = [str(local_rank)]
+        elif len(ids) > 1:
+            if local_rank >= len(ids):
+                raise CaffeError("--gpu %s lists %d GPUs but this machine runs at least %d ranks "
+                                 "(one GPU per rank)" % (gpu, len(ids), local_rank + 1))
+            ids = [ids[local_rank]]
+        gpu = ids[0]
     if gpu is not None and gpu != "":
         ids = str(gpu).split(",")
         if ids[0] == "all":
@@ -56,9 +76,10 @@ def select_device(gpu, solver_param=None):
     if solver_param is not None and solver_param.HasField("solver_mode") and \
             solver_param.solver_mode == caffe_pb2.SolverParameter.GPU:
         if backend.gpu_available():
+            dev = solver_param.device_id + (local_rank or 0)
             backend.set_mode_gpu()
-            backend.set_device(solver_param.device_id)
-            log.info("Using GPU %d", solver_param.device_id)
+            backend.set_device(dev)
+            log.info("Using GPU %d", dev)
             return
         log.warning("The solver asks for solver_mode: GPU but no CUDA device is usable; "
                     "training on the CPU")
@@ -72,16 +93,24 @@ def train(args):
     if args.snapshot and args.weights:
         raise CaffeError("Give a snapshot to resume training or weights to finetune but not both.")
     setup_logging()
-    sp = protoio.read_solver_param(args.solver)
-    select_device(args.gpu, sp)
-    stages = [s for s in args.stage.split(",") if s]
-    weights = [w for w in args.weights.split(",") if w]
-    solver = Solver(args.solver, weights=weights or None, level=args.level, stages=stages or None)
-    solver.install_signal_handlers(args.sigint_effect, args.sighup_effect)
-    if args.snapshot:
-        log.info("Resuming from %s", args.snapshot)
-    log.info("Starting Optimization")
-    solver.solve(args.snapshot or None)
+    dp = None
+    if launched_in_parallel():
+        dp = DataParallel()
+        dp.limit_threads()
+        if not dp.root:  # rank 0 alone logs; the others say only what goes wrong
+            log.setLevel(logging.WARNING)
+    with dp.abort_on_error() if dp else contextlib.nullcontext():
+        sp = protoio.read_solver_param(args.solver)
+        select_device(args.gpu, sp, dp.local_rank if dp else None)
+        stages = [s for s in args.stage.split(",") if s]
+        weights = [w for w in args.weights.split(",") if w]
+        solver = Solver(args.solver, weights=weights or None, level=args.level,
+                        stages=stages or None, parallel=dp)
+        solver.install_signal_handlers(args.sigint_effect, args.sighup_effect)
+        if args.snapshot:
+            log.info("Resuming from %s", args.snapshot)
+        log.info("Starting Optimization")
+        solver.solve(args.snapshot or None)
     return 0
 
 
