@@ -428,6 +428,23 @@ class EltwiseLayer(Layer):
                 _eltwise_max_bwd[gpu.grid(dx.size)](dy, self._mask_dev, i, dx)
 
 
+def legacy_axis(layer, param, legacy, bottom):
+    """The axis of Concat and Slice: the deprecated ``concat_dim`` / ``slice_dim`` when it is
+    set (setting it together with ``axis`` is an error, as in Caffe), else ``axis``."""
+    kind, field = layer.type, type(param).__name__.replace("Parameter", "").lower() + "_param"
+    if param.HasField("axis") and param.HasField(legacy):
+        raise CaffeError("%s layer %s: either %s.axis or %s.%s should be specified; not both"
+                         % (kind, layer.name, field, field, legacy))
+    n = bottom.num_axes
+    if param.HasField(legacy):
+        axis = int(getattr(param, legacy))
+        if axis >= n:
+            raise CaffeError("%s layer %s: %s.%s %d out of range for a %d-D bottom"
+                             % (kind, layer.name, field, legacy, axis, n))
+        return axis
+    return bottom.canonical_axis(param.axis)
+
+
 @register("Concat", "CONCAT")
 class ConcatLayer(Layer):
     """Concat: joins the bottoms along ``concat_param.axis`` (1); the deprecated ``concat_dim``
@@ -438,22 +455,11 @@ class ConcatLayer(Layer):
     exact_num_top = 1
 
     def layer_setup(self, bottom, top):
-        p = self.layer_param.concat_param
-        if p.HasField("axis") and p.HasField("concat_dim"):
-            raise CaffeError("Concat layer %s: either concat_param.axis or concat_param.concat_dim "
-                             "should be specified; not both" % self.name)
+        legacy_axis(self, self.layer_param.concat_param, "concat_dim", bottom[0])
 
     def reshape(self, bottom, top):
-        p = self.layer_param.concat_param
         n = bottom[0].num_axes
-        if p.HasField("concat_dim"):
-            axis = int(p.concat_dim)
-            if axis >= n:
-                raise CaffeError("Concat layer %s: concat_param.concat_dim %d out of range for "
-                                 "a %d-D bottom" % (self.name, axis, n))
-        else:
-            axis = bottom[0].canonical_axis(p.axis)
-        self.axis = axis
+        self.axis = axis = legacy_axis(self, self.layer_param.concat_param, "concat_dim", bottom[0])
         shape = list(bottom[0].shape)
         names = self.layer_param.bottom
         for i, b in enumerate(bottom[1:], 1):
@@ -518,22 +524,11 @@ class SliceLayer(Layer):
     min_num_top = 1
 
     def layer_setup(self, bottom, top):
-        p = self.layer_param.slice_param
-        if p.HasField("axis") and p.HasField("slice_dim"):
-            raise CaffeError("Slice layer %s: either slice_param.axis or slice_param.slice_dim "
-                             "should be specified; not both" % self.name)
+        legacy_axis(self, self.layer_param.slice_param, "slice_dim", bottom[0])
 
     def reshape(self, bottom, top):
         p = self.layer_param.slice_param
-        n = bottom[0].num_axes
-        if p.HasField("slice_dim"):
-            axis = int(p.slice_dim)
-            if axis >= n:
-                raise CaffeError("Slice layer %s: slice_param.slice_dim %d out of range for a "
-                                 "%d-D bottom" % (self.name, axis, n))
-        else:
-            axis = bottom[0].canonical_axis(p.axis)
-        self.axis = axis
+        self.axis = axis = legacy_axis(self, p, "slice_dim", bottom[0])
         dim = bottom[0].shape[axis]
         points = list(p.slice_point)
         if points:

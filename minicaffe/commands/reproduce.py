@@ -20,7 +20,8 @@ phase and writes to --out:
 
 As the supplement's tables: NoDA and DAH use Art as the source for Clipart, Product and
 Real World, and Clipart for Art; SuH and the unsupervised baselines (on the NoDA model's fc7
-features) use the target domain alone.
+features) use the target domain alone. The mAP tables have a row for each target whose pair
+with that source is among --pairs.
 """
 import argparse
 import json
@@ -101,7 +102,7 @@ def plan_runs(pairs, bits, methods):
             for m in ("DAH", "NoDA"):
                 if m in methods or (m == "NoDA" and set(UNSUPERVISED) & set(methods)):
                     add((m, s, t, b))
-    for t in sorted({t for _, t in pairs}, key=ORDER.index):
+    for t in map_targets(pairs):
         s = MAP_SOURCE[t]
         for b in bits:
             for m in ("DAH", "NoDA"):
@@ -110,6 +111,12 @@ def plan_runs(pairs, bits, methods):
             if "SuH" in methods:
                 add(("SuH", s, t, b))
     return runs
+
+
+def map_targets(pairs):
+    """The targets of the mAP tables: those whose source in the supplement's tables (Art, or
+    Clipart for Art) is paired with them in ``pairs``."""
+    return [t for t in ORDER if (MAP_SOURCE[t], t) in pairs]
 
 
 def run_name(method, s, t, b):
@@ -231,7 +238,7 @@ def reproduce(args):
         save()
 
     # unsupervised baselines on the NoDA model's fc7 features of each mAP target
-    for t in sorted({t for _, t in pairs}, key=ORDER.index):
+    for t in map_targets(pairs):
         s = MAP_SOURCE[t]
         for b in bits:
             for m in UNSUPERVISED:
@@ -317,7 +324,7 @@ def table_accuracy(results, pairs, bits, methods):
 
 
 def table_map(results, pairs, b, methods, key):
-    targets = sorted({t for _, t in pairs}, key=ORDER.index)
+    targets = map_targets(pairs)
     cols = [m for m in MAP_COLUMNS if m in methods]
     header = ["Target (source)"] + cols
     rows, per_col = [], {m: [] for m in cols}
@@ -354,7 +361,7 @@ def write_tables(results, pairs, bits, methods, out):
                 h, r = table_map(results, pairs, b, methods, key)
                 f.write("## %s\n\n" % title + _md_table(h, r) + "\n")
                 _csv(os.path.join(out, "map_%dbits_%s.csv" % (b, key[-1])), h, r)
-        for t in sorted({t for _, t in pairs}, key=ORDER.index):
+        for t in map_targets(pairs):
             s = MAP_SOURCE[t]
             series, rows = [], []
             for m in MAP_COLUMNS:
