@@ -25,7 +25,7 @@ from minicaffe.net import Net
 from minicaffe.proto import caffe_pb2
 
 from .lr_policy import check_policy, learning_rate
-from .updates import RULES, check_solver_param
+from .updates import RULES, check_solver_param, sgd_l2_fused
 
 log = logging.getLogger("minicaffe")
 
@@ -335,7 +335,13 @@ class Solver:
                     b.scale_diff(factor)
         t = self.iter + 1
         l1 = p.regularization_type == "L1"
+        fused = p.type == "SGD" and not l1
         for i, b in enumerate(params):
+            if fused:  # one pass over w, diff and history instead of seven
+                sgd_l2_fused(b.data.reshape(-1), b.diff.reshape(-1), self.history[i].reshape(-1),
+                             1.0 / n_passes, p.weight_decay * self.net.params_weight_decay[i],
+                             p.momentum, rate * self.net.params_lr[i])
+                continue
             g = b.diff
             if n_passes > 1:
                 g *= 1.0 / n_passes
