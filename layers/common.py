@@ -428,6 +428,16 @@ class EltwiseLayer(Layer):
                 _eltwise_max_bwd[gpu.grid(dx.size)](dy, self._mask_dev, i, dx)
 
 
+def axis_parts(blobs, axis):
+    """(blob, its slice of the joined axis, its size) for the parts Concat joins and Slice
+    cuts, in order."""
+    off = 0
+    for b in blobs:
+        k = b.shape[axis]
+        yield b, slice(off, off + k), k
+        off += k
+
+
 def legacy_axis(layer, param, legacy, bottom):
     """The axis of Concat and Slice: the deprecated ``concat_dim`` / ``slice_dim`` when it is
     set (setting it together with ``axis`` is an error, as in Caffe), else ``axis``."""
@@ -477,11 +487,7 @@ class ConcatLayer(Layer):
             top[0].share_diff(bottom[0])
 
     def _parts(self, blobs):
-        off = 0
-        for b in blobs:
-            k = b.shape[self.axis]
-            yield b, slice(off, off + k), k
-            off += k
+        return axis_parts(blobs, self.axis)
 
     def forward_cpu(self, bottom, top):
         if len(bottom) == 1:
@@ -563,11 +569,7 @@ class SliceLayer(Layer):
             top[0].share_diff(bottom[0])
 
     def _parts(self, blobs):
-        off = 0
-        for t in blobs:
-            k = t.shape[self.axis]
-            yield t, slice(off, off + k), k
-            off += k
+        return axis_parts(blobs, self.axis)
 
     def forward_cpu(self, bottom, top):
         if len(top) == 1:

@@ -348,6 +348,27 @@ def _check_same_shape(x, first, who, where):
                          % (who, where, x.shape, first))
 
 
+def _transform_batch(items, n, transformer, dtype, who):
+    """One (n, C', H', W') batch and its (n,) labels from ``items``, an iterator of
+    (CHW array, label, where): each item is transformed into its row (the random draws in
+    Caffe's order); the batch takes the shape of its first item. ``items`` is consumed lazily,
+    so a reader that advances after each yield advances exactly as far as the batch got."""
+    t = transformer
+    data = first = None
+    labels = np.empty(n, dtype)
+    for i, (x, label, where) in enumerate(items):
+        _check_same_shape(x, first, who, where)
+        try:
+            if data is None:
+                first = x.shape
+                data = np.empty((n,) + t.infer_shape(x.shape), dtype)
+            t.apply(x, data[i], *t.draw(x.shape))
+        except CaffeError as exc:
+            raise _locate(who, where, exc) from None
+        labels[i] = label
+    return data, labels
+
+
 def _rng_state(g):
     return None if g is None else g.bit_generator.state
 
@@ -436,23 +457,12 @@ class _ImageListSource(_ShardedStream):
                 self.order = self.shuffle_rng.permutation(len(self.entries))
 
     def read_batch(self):
-        t = self.transformer
-        data = labels = first = None
-        for i in range(self.batch_size):
-            x, label, lineno, path = self.read(self.line_id)
-            where = "%s line %d (%s)" % (self.source, lineno, path)
-            _check_same_shape(x, first, self.who, where)
-            try:
-                if data is None:  # the batch takes the shape of its first image
-                    first = x.shape
-                    data = np.empty((self.batch_size,) + t.infer_shape(x.shape), self.dtype)
-                    labels = np.empty(self.batch_size, self.dtype)
-                t.apply(x, data[i], *t.draw(x.shape))
-            except CaffeError as exc:
-                raise _locate(self.who, where, exc) from None
-            labels[i] = label
-            self._advance()
-        return data, labels
+        def items():
+            for _ in range(self.batch_size):
+                x, label, lineno, path = self.read(self.line_id)
+                yield x, label, "%s line %d (%s)" % (self.source, lineno, path)
+                self._advance()
+        return _transform_batch(items(), self.batch_size, self.transformer, self.dtype, self.who)
 
     def skip_batch(self):
         t = self.transformer
@@ -619,24 +629,15 @@ class _LMDBSource(_ShardedStream):
             self.epoch += 1
 
     def read_batch(self):
-        cur, t = self._position(), self.transformer
-        data = labels = first = None
-        for i in range(self.batch_size):
-            key = cur.key()
-            x, label = self._datum(key, cur.value())
-            where = "%s record %r" % (self.path, key)
-            _check_same_shape(x, first, self.who, where)
-            try:
-                if data is None:
-                    first = x.shape
-                    data = np.empty((self.batch_size,) + t.infer_shape(x.shape), self.dtype)
-                    labels = np.empty(self.batch_size, self.dtype)
-                t.apply(x, data[i], *t.draw(x.shape))
-            except CaffeError as exc:
-                raise _locate(self.who, where, exc) from None
-            labels[i] = label
-            self._advance(cur)
-        return data, labels
+        cur = self._position()
+
+        def items():
+            for _ in range(self.batch_size):
+                key = cur.key()
+                x, label = self._datum(key, cur.value())
+                yield x, label, "%s record %r" % (self.path, key)
+                self._advance(cur)
+        return _transform_batch(items(), self.batch_size, self.transformer, self.dtype, self.who)
 
     def _datum_shape(self, key, value):
         """A record's (C, H, W) from the Datum fields or the encoded image's header."""
@@ -767,21 +768,8 @@ class _DomainBatchSource(_ShardedStream):
         self.tgt_plan = np.concatenate([t, t[: total - len(t)]]) if total > len(t) else t
 
     def _fill(self, ids, entries, reader):
-        t = self.transformer
-        data = first = None
-        labels = np.empty(len(ids), self.dtype)
-        for i, idx in enumerate(ids):
-            x, label, where = reader(int(idx))
-            _check_same_shape(x, first, self.who, where)
-            try:
-                if data is None:
-                    first = x.shape
-                    data = np.empty((len(ids),) + t.infer_shape(x.shape), self.dtype)
-                t.apply(x, data[i], *t.draw(x.shape))
-            except CaffeError as exc:
-                raise _locate(self.who, where, exc) from None
-            labels[i] = label
-        return data, labels
+        return _transform_batch((reader(int(i)) for i in ids), len(ids), self.transformer,
+                                self.dtype, self.who)
 
     def _batch_ids(self):
         b, k = self.batch, self.k
