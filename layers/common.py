@@ -199,11 +199,12 @@ class InnerProductLayer(Layer):
         dy = top[0].diff.reshape(self.M, self.N)
         x = bottom[0].data.reshape(self.M, self.K)
         if self.param_propagate_down[0]:
-            dw = self.blobs[0].diff
-            if self.transpose:
-                dw += x.T @ dy
+            a, b = (x.T, dy) if self.transpose else (dy.T, x)
+            w = self.blobs[0]
+            if w.diff_is_zero:  # a fresh step: write the GEMM in place, no temporary
+                np.dot(a, b, out=w.diff_overwrite())
             else:
-                dw += dy.T @ x
+                w.diff[...] += a @ b
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff[...] += dy.sum(axis=0)
         if propagate_down[0]:

@@ -2,11 +2,13 @@
 pooling window kernels (Pooling, and LRN through average pooling).
 
 All kernels take C-contiguous arrays and plain Python ints, so each compiles once per dtype.
-The leading axis of every image array is parallel (channels, or num·channels planes).
+The leading axes of every image array are parallel (num·channels planes).
 
-- ``im2col(im (C,H,W), ..., col (C·kh·kw, oh·ow))``: col[(c·kh+i)·kw+j, y·ow+x] =
-  im[c, y·sh−ph+i·dh, x·sw−pw+j·dw], 0 outside the image (caffe/util/im2col.cpp).
+- ``im2col(im (N,C,H,W), ..., col (C·kh·kw, N·oh·ow))``: col[(c·kh+i)·kw+j, (n·oh+y)·ow+x] =
+  im[n, c, y·sh−ph+i·dh, x·sw−pw+j·dw], 0 outside the image (caffe/util/im2col.cpp, with
+  the chunk's images side by side so that one GEMM serves them all).
 - ``col2im(col, ..., im)``: the adjoint; **overwrites** im with the scattered sums.
+- ``to_rows`` / ``from_rows``: (N, A, D) ↔ (A, N·D), the GEMM layout of a chunk's outputs.
 - ``pool_forward(x (P,H,W), kh, kw, sh, sw, ph, pw, is_max, top (P,PH,PW), mask)``:
   MAX scans the window clipped to the image with a strict ``>`` from −FLT_MAX (first maximum
   wins, mask = h·W+w, −1 for an empty window); AVE divides the in-image sum by the window size
@@ -22,6 +24,8 @@ Their GPU twins (``im2col_gpu``, ``col2im_gpu``, ``pool_forward_gpu``, ``pool_ba
 follow at the end: the same index maps on flat device arrays, batched over images. The GPU
 backward kernels gather (one thread per bottom element, as Caffe's), so they need no atomics.
 """
+import math
+
 import numba
 import numpy as np
 from numba import cuda, njit, prange
@@ -47,27 +51,32 @@ def launch(kernel, work, *args):
         numba.set_num_threads(n)
 
 
-def col_buffer(n, dtype):
-    """The shared column buffer (one per dtype, as Caffe's per-process col buffer): a flat
-    view of at least ``n`` elements, grown as needed and never shrunk."""
+def col_buffer(n, dtype, name="col"):
+    """A shared scratch buffer (one per name and dtype, as Caffe's per-process col buffer):
+    a flat view of at least ``n`` elements, grown as needed and never shrunk."""
     dtype = np.dtype(dtype)
-    buf = _COL.get(dtype)
+    buf = _COL.get((name, dtype))
     if buf is None or buf.size < n:
+        _COL.pop((name, dtype), None)  # free the old one before allocating the larger
         buf = np.empty(max(int(n), 1), dtype)
-        _COL[dtype] = buf
+        _COL[(name, dtype)] = buf
     return buf[:n]
 
 
 @njit(parallel=True, cache=True)
 def im2col(im, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
-    C, H, W = im.shape
-    for c in prange(C):
+    # images side by side: one GEMM then covers the whole chunk (one BLAS call, one sync)
+    N, C, H, W = im.shape
+    cd = oh * ow
+    for t in prange(N * C):
+        b = t // C
+        c = t - b * C
         for i in range(kh):
             for j in range(kw):
                 r = (c * kh + i) * kw + j
                 for y in range(oh):
                     h = y * sh - ph + i * dh
-                    base = y * ow
+                    base = b * cd + y * ow
                     if h < 0 or h >= H:
                         for x in range(ow):
                             col[r, base + x] = 0
@@ -75,18 +84,21 @@ def im2col(im, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
                         for x in range(ow):
                             w = x * sw - pw + j * dw
                             if w >= 0 and w < W:
-                                col[r, base + x] = im[c, h, w]
+                                col[r, base + x] = im[b, c, h, w]
                             else:
                                 col[r, base + x] = 0
 
 
 @njit(parallel=True, cache=True)
 def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, im):
-    C, H, W = im.shape
-    for c in prange(C):
+    N, C, H, W = im.shape
+    cd = oh * ow
+    for t in prange(N * C):
+        b = t // C
+        c = t - b * C
         for h in range(H):
             for w in range(W):
-                im[c, h, w] = 0
+                im[b, c, h, w] = 0
         for i in range(kh):
             for j in range(kw):
                 r = (c * kh + i) * kw + j
@@ -94,11 +106,35 @@ def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, im):
                     h = y * sh - ph + i * dh
                     if h < 0 or h >= H:
                         continue
-                    base = y * ow
+                    base = b * cd + y * ow
                     for x in range(ow):
                         w = x * sw - pw + j * dw
                         if w >= 0 and w < W:
-                            im[c, h, w] += col[r, base + x]
+                            im[b, c, h, w] += col[r, base + x]
+
+
+@njit(parallel=True, cache=True)
+def to_rows(src, dst):
+    """(N, A, D) → (A, N·D): the layout of a GEMM over a chunk of images."""
+    N, A, D = src.shape
+    for t in prange(N * A):
+        b = t // A
+        a = t - b * A
+        for k in range(D):
+            dst[a, b * D + k] = src[b, a, k]
+
+
+@njit(parallel=True, cache=True)
+def from_rows(src, bias, dst):
+    """(A, N·D) → (N, A, D), adding ``bias[a]`` (pass a 0-length bias for none)."""
+    N, A, D = dst.shape
+    has_bias = bias.shape[0] > 0
+    for t in prange(N * A):
+        b = t // A
+        a = t - b * A
+        v = bias[a] if has_bias else 0
+        for k in range(D):
+            dst[b, a, k] = src[a, b * D + k] + v
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -170,9 +206,81 @@ def pool_backward(top_diff, mask, kh, kw, sh, sw, ph, pw, is_max, bottom_diff):
                             bottom_diff[p, h, w] += g
 
 
+_LRN_BLOCK = 2048  # pixels per parallel task of the LRN kernels
+
+
+@njit(inline="always")
+def _neg_pow(v, beta):
+    # v^-β; AlexNet's β = 0.75 as 1/(√v·√√v), ten times faster than pow
+    if beta == 0.75:
+        r = math.sqrt(v)
+        return 1.0 / (r * math.sqrt(r))
+    return v ** -beta
+
+
+@njit(parallel=True, cache=True)
+def lrn_across_fwd(x, size, alpha_n, k, beta, s, p, y):
+    """ACROSS_CHANNELS LRN of x (N, C, D): s = k + (α/n)·Σ_window x², p = s^−β, y = x·p.
+    The window sum slides over the channels (add the entering one, drop the leaving one),
+    as lrn_layer.cpp."""
+    N, C, D = x.shape
+    r = (size - 1) // 2
+    nb = (D + _LRN_BLOCK - 1) // _LRN_BLOCK
+    for t in prange(N * nb):
+        n = t // nb
+        d0 = (t - n * nb) * _LRN_BLOCK
+        d1 = min(D, d0 + _LRN_BLOCK)
+        acc = np.zeros(d1 - d0, x.dtype)
+        for c in range(min(r, C)):
+            for d in range(d0, d1):
+                acc[d - d0] += x[n, c, d] * x[n, c, d]
+        for c in range(C):
+            if c + r < C:
+                for d in range(d0, d1):
+                    acc[d - d0] += x[n, c + r, d] * x[n, c + r, d]
+            if c - r - 1 >= 0:
+                for d in range(d0, d1):
+                    acc[d - d0] -= x[n, c - r - 1, d] * x[n, c - r - 1, d]
+            for d in range(d0, d1):
+                v = k + alpha_n * acc[d - d0]
+                s[n, c, d] = v
+                q = _neg_pow(v, beta)
+                p[n, c, d] = q
+                y[n, c, d] = x[n, c, d] * q
+
+
+@njit(parallel=True, cache=True)
+def lrn_across_bwd(x, y, s, p, dy, size, coeff, dx):
+    """dx = dy·p − coeff·x·Σ_window dy·y/s (coeff = 2αβ/n), the same sliding window."""
+    N, C, D = x.shape
+    r = (size - 1) // 2
+    nb = (D + _LRN_BLOCK - 1) // _LRN_BLOCK
+    for t in prange(N * nb):
+        n = t // nb
+        d0 = (t - n * nb) * _LRN_BLOCK
+        d1 = min(D, d0 + _LRN_BLOCK)
+        acc = np.zeros(d1 - d0, x.dtype)
+        for c in range(min(r, C)):
+            for d in range(d0, d1):
+                acc[d - d0] += dy[n, c, d] * y[n, c, d] / s[n, c, d]
+        for c in range(C):
+            if c + r < C:
+                e = c + r
+                for d in range(d0, d1):
+                    acc[d - d0] += dy[n, e, d] * y[n, e, d] / s[n, e, d]
+            if c - r - 1 >= 0:
+                e = c - r - 1
+                for d in range(d0, d1):
+                    acc[d - d0] -= dy[n, e, d] * y[n, e, d] / s[n, e, d]
+            for d in range(d0, d1):
+                dx[n, c, d] = dy[n, c, d] * p[n, c, d] - coeff * x[n, c, d] * acc[d - d0]
+
+
 # --- GPU twins (numba.cuda, grid-stride over flat arrays) ------------------------------------
 # The same index maps as the CPU kernels above, batched over ``n`` images laid out one after
-# the other: im (n, C, H, W), col (n, C·kh·kw, oh·ow); pooling planes (P, H, W).
+# the other: im (n, C, H, W), col (n, C·kh·kw, oh·ow) (one image's block after the other, for
+# cuBLAS's strided-batched GEMM, where the CPU puts the images side by side); pooling planes
+# (P, H, W).
 
 @cuda.jit(device=True, inline=True)
 def _imin(a, b):

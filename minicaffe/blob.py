@@ -12,9 +12,12 @@ class SyncedMemory:
 
     The head says where the newest copy is; reading on the other side copies once and marks
     SYNCED, writing (``mutable=True``) moves the head. Capacity only grows, as in Caffe, so a
-    reshape to a smaller size reuses memory.
+    reshape to a smaller size reuses memory. ``zero_later()`` marks the host copy as all
+    zeros without writing them: the first access zeroes it, unless ``cpu_overwrite()`` hands
+    it to a caller that writes every element (the parameter gradients of a step: no memset of
+    every diff, and the first GEMM writes its result in place instead of adding a temporary).
     """
-    __slots__ = ("dtype", "capacity", "_host", "_dev", "head")
+    __slots__ = ("dtype", "capacity", "_host", "_dev", "head", "zero")
 
     def __init__(self, capacity, dtype):
         self.dtype = np.dtype(dtype)
@@ -22,8 +25,32 @@ class SyncedMemory:
         self._host = None
         self._dev = None
         self.head = UNINITIALIZED
+        self.zero = False
+
+    def zero_later(self):
+        self.zero = True
+        self.head = HEAD_AT_CPU
+
+    def cpu_overwrite(self):
+        """The host buffer for a caller that overwrites it all (skips a pending zero-fill)."""
+        if self.zero:
+            self.zero = False
+            if self._host is None:
+                self._host = np.empty(self.capacity, self.dtype)
+            self.head = HEAD_AT_CPU
+            return self._host
+        return self.cpu()
+
+    def _zero_now(self):
+        self.zero = False
+        if self._host is None:
+            self._host = np.zeros(self.capacity, self.dtype)
+        else:
+            self._host.fill(0)
 
     def cpu(self, mutable=True):
+        if self.zero:
+            self._zero_now()
         if self.head == UNINITIALIZED:
             self._host = np.zeros(self.capacity, self.dtype)
             self.head = HEAD_AT_CPU
@@ -37,6 +64,8 @@ class SyncedMemory:
         return self._host
 
     def gpu(self, mutable=True):
+        if self.zero:
+            self._zero_now()
         if self.head == UNINITIALIZED:
             self._dev = backend.device_zeros(self.capacity, self.dtype)
             self.head = HEAD_AT_GPU
@@ -52,6 +81,7 @@ class SyncedMemory:
         self._host = array
         self.capacity = array.size
         self.head = HEAD_AT_CPU
+        self.zero = False
 
 
 class Blob:
@@ -84,6 +114,7 @@ class Blob:
             if count > mem.capacity:
                 # grow: keep nothing, like Caffe (the new memory is zeroed lazily)
                 mem.capacity, mem._host, mem._dev, mem.head = count, None, None, UNINITIALIZED
+                mem.zero = False
         return self
 
     def reshape_like(self, other):
@@ -216,12 +247,25 @@ class Blob:
 
     def set_diff(self, value):
         """Fill the diff with a constant: on the device in GPU mode (loss weights, clearing
-        param diffs), on the host otherwise."""
+        param diffs), on the host otherwise (zeros lazily: see ``diff_overwrite``)."""
         if backend.mode() == backend.GPU:
             from . import gpu
             gpu.fill(self.gpu_diff(), value)
             return
+        if value == 0 and self._diff.capacity == self._count:
+            self._diff.zero_later()
+            return
         self.diff[...] = value
+
+    @property
+    def diff_is_zero(self):
+        """True while the diff is a pending zero-fill (cleared and not touched since)."""
+        return self._diff.zero
+
+    def diff_overwrite(self):
+        """The host diff for a backward that writes every element (``out=``) instead of
+        adding to it: only valid while ``diff_is_zero``, when adding to zeros is writing."""
+        return self._diff.cpu_overwrite()[: self._count].reshape(self._shape)
 
     def dot_data_diff(self):
         """Σ data·diff (a loss layer's weighted loss), where the data is."""

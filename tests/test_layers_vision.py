@@ -442,6 +442,27 @@ def test_lrn_gradient(region):
         gaussian_blobs([(2, 7, 3, 3)]), empty_tops(1))
 
 
+def test_lrn_across_many_pixel_blocks():
+    """The fused ACROSS_CHANNELS kernels split the pixels into blocks: check a plane larger
+    than one block, forward and backward, against the reference and its analytic gradient."""
+    x = np.random.default_rng(5).normal(size=(2, 6, 50, 50))  # 2500 pixels > one block
+    layer, b, t = run('type: "LRN" lrn_param { local_size: 5 alpha: 0.8 beta: 0.75 k: 1.2 }', [x.shape])
+    b[0].data[...] = x
+    layer.forward(b, t)
+    np.testing.assert_allclose(t[0].data, lrn_ref(x, 5, 0.8, 0.75, 1.2, True), rtol=1e-12)
+    dy = np.random.default_rng(6).normal(size=x.shape)
+    t[0].diff[...] = dy
+    layer.backward(t, [True], b)
+    # dx = dy·s^-β − (2αβ/n)·x·Σ_window dy·y/s (α, k as the proto's floats hold them)
+    a, k = float(np.float32(0.8)), float(np.float32(1.2))
+    sq = np.pad(x * x, ((0, 0), (2, 2), (0, 0), (0, 0)))
+    s = k + a / 5 * sum(sq[:, i:i + 6] for i in range(5))
+    y = x * s ** -0.75
+    r = np.pad(dy * y / s, ((0, 0), (2, 2), (0, 0), (0, 0)))
+    ref = dy * s ** -0.75 - 2 * a * 0.75 / 5 * x * sum(r[:, i:i + 6] for i in range(5))
+    np.testing.assert_allclose(b[0].diff, ref, rtol=1e-10, atol=1e-12)
+
+
 def test_lrn_errors():
     with pytest.raises(CaffeError, match="norm1.*local_size"):
         run('name: "norm1" type: "LRN" lrn_param { local_size: 4 }', [(1, 5, 3, 3)])
@@ -486,7 +507,8 @@ def test_parallel_path_matches_serial(monkeypatch):
               % GAUSS, (2, 16, 12, 12)),
              ('type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 }', (2, 16, 40, 40)),
              ('type: "Pooling" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 }', (2, 16, 40, 40)),
-             ('type: "LRN" lrn_param { norm_region: WITHIN_CHANNEL }', (2, 16, 40, 40))]
+             ('type: "LRN" lrn_param { norm_region: WITHIN_CHANNEL }', (2, 16, 40, 40)),
+             ('type: "LRN" lrn_param { norm_region: ACROSS_CHANNELS }', (2, 16, 50, 50))]
     for text, shape in cases:
         results = []
         for par_min in (1, 1 << 60):
