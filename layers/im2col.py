@@ -63,30 +63,45 @@ def col_buffer(n, dtype, name="col"):
     return buf[:n]
 
 
+@njit(inline="always")
+def _x_range(j, pw, sw, dw, W, ow):
+    """The output columns x whose input column x·sw − pw + j·dw lies inside [0, W): one
+    range, so the copy loops need no bounds test (and vectorise when sw = 1)."""
+    off = j * dw - pw
+    lo = 0 if off >= 0 else (-off + sw - 1) // sw
+    hi = (W - 1 - off) // sw + 1 if W - 1 - off >= 0 else 0
+    return min(lo, ow), max(min(hi, ow), min(lo, ow)), off
+
+
 @njit(parallel=True, cache=True)
 def im2col(im, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
-    # images side by side: one GEMM then covers the whole chunk (one BLAS call, one sync)
+    # images side by side: one GEMM then covers the whole chunk (one BLAS call, one sync);
+    # one task per column row, written front to back
     N, C, H, W = im.shape
     cd = oh * ow
-    for t in prange(N * C):
-        b = t // C
-        c = t - b * C
-        for i in range(kh):
-            for j in range(kw):
-                r = (c * kh + i) * kw + j
-                for y in range(oh):
-                    h = y * sh - ph + i * dh
-                    base = b * cd + y * ow
-                    if h < 0 or h >= H:
-                        for x in range(ow):
-                            col[r, base + x] = 0
-                    else:
-                        for x in range(ow):
-                            w = x * sw - pw + j * dw
-                            if w >= 0 and w < W:
-                                col[r, base + x] = im[b, c, h, w]
-                            else:
-                                col[r, base + x] = 0
+    for r in prange(C * kh * kw):
+        c = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        lo, hi, off = _x_range(j, pw, sw, dw, W, ow)
+        for b in range(N):
+            for y in range(oh):
+                h = y * sh - ph + i * dh
+                base = b * cd + y * ow
+                if h < 0 or h >= H:
+                    for x in range(ow):
+                        col[r, base + x] = 0
+                    continue
+                for x in range(lo):
+                    col[r, base + x] = 0
+                if sw == 1:
+                    for x in range(lo, hi):
+                        col[r, base + x] = im[b, c, h, x + off]
+                else:
+                    for x in range(lo, hi):
+                        col[r, base + x] = im[b, c, h, x * sw + off]
+                for x in range(hi, ow):
+                    col[r, base + x] = 0
 
 
 @njit(parallel=True, cache=True)
@@ -102,15 +117,18 @@ def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, im):
         for i in range(kh):
             for j in range(kw):
                 r = (c * kh + i) * kw + j
+                lo, hi, off = _x_range(j, pw, sw, dw, W, ow)
                 for y in range(oh):
                     h = y * sh - ph + i * dh
                     if h < 0 or h >= H:
                         continue
                     base = b * cd + y * ow
-                    for x in range(ow):
-                        w = x * sw - pw + j * dw
-                        if w >= 0 and w < W:
-                            im[b, c, h, w] += col[r, base + x]
+                    if sw == 1:
+                        for x in range(lo, hi):
+                            im[b, c, h, x + off] += col[r, base + x]
+                    else:
+                        for x in range(lo, hi):
+                            im[b, c, h, x * sw + off] += col[r, base + x]
 
 
 @njit(parallel=True, cache=True)

@@ -5,6 +5,14 @@
 ``caffe.set_mode_gpu()``, ``caffe.set_device()``, ``caffe.set_random_seed()``, ``caffe.io``.
 """
 import logging as _logging
+import os as _os
+
+# Numba's OpenMP worker threads must not spin-wait between our kernels: they would keep the
+# cores from OpenBLAS's threads, which run the GEMMs in between (2 threads: LeNet step 77 ->
+# 37 ms, VGG_CNN_F 2.18 -> 1.02 s). A value the user set wins; it is read when libgomp loads,
+# at the first parallel kernel.
+OMP_WAIT_POLICY_DEFAULTED = "OMP_WAIT_POLICY" not in _os.environ  # tools/benchmark's PyTorch
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")                # runs without it
 
 from . import backend, io  # noqa: F401
 from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed  # noqa: F401

@@ -55,7 +55,8 @@ VGG_CLASSES, VGG_SIZE, LENET_BATCH = 65, 224, 64
 BASE_LR = {"vgg": 1e-5, "lenet": 0.01, "toy": 1e-5}   # the speed does not depend on them
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-REPORTED_VARS = THREAD_VARS + ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "NUMBA_THREADING_LAYER")
+REPORTED_VARS = THREAD_VARS + ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "NUMBA_THREADING_LAYER",
+                                "OMP_WAIT_POLICY")
 
 # BVLC LeNet's layers (the zoo file's TRAIN net), used when ../shared/zoo is not there
 _LENET_FALLBACK = """name: "LeNet"
@@ -481,6 +482,19 @@ _BOOT = ("import importlib.util, sys\n"
          "sys.exit(mod.worker(sys.argv[2]))\n")
 
 
+def _minicaffe_defaulted():
+    import minicaffe
+    return minicaffe.OMP_WAIT_POLICY_DEFAULTED
+
+
+def _framework_env(env, fw):
+    """PyTorch runs in the user's environment: without the OMP_WAIT_POLICY=PASSIVE that
+    importing minicaffe sets when the user has not (see minicaffe/__init__.py)."""
+    if fw == "pytorch" and _minicaffe_defaulted():
+        env = {k: v for k, v in env.items() if k != "OMP_WAIT_POLICY"}
+    return env
+
+
 def measure(spec, env, cwd, timeout):
     cmd = [sys.executable, "-c", _BOOT, os.path.abspath(__file__), json.dumps(spec)]
     try:
@@ -570,7 +584,9 @@ def environment_lines(result):
              % (env["cpu"], env["cpu_count"], env["affinity"]),
              "python %s, %s" % (env["python"], env["platform"]),
              "variables: " + ", ".join("%s=%s" % (k, env["variables"].get(k) or "unset")
-                                       for k in REPORTED_VARS)]
+                                       for k in REPORTED_VARS)
+             + (" (OMP_WAIT_POLICY: %s)" % env["omp_wait_policy"] if "omp_wait_policy" in env
+                else "")]
     for threads, seen in env["seen"].items():
         mc, pt = seen.get("minicaffe"), seen.get("pytorch")
         head = "threads %s: " % threads
@@ -680,6 +696,9 @@ def benchmark_cmd(args):
                                if hasattr(os, "sched_getaffinity") else os.cpu_count()),
                   "python": platform.python_version(), "platform": platform.platform(),
                   "variables": {k: os.environ.get(k) for k in REPORTED_VARS},
+                  "omp_wait_policy": ("minicaffe's default, set on import; PyTorch runs "
+                                      "without it" if _minicaffe_defaulted()
+                                      else "as set, for both"),
                   "torch": torch_note or "measured", "seen": {}},
               "rows": []}
     workdir = tempfile.mkdtemp(prefix="minicaffe_benchmark_")
@@ -703,7 +722,7 @@ def benchmark_cmd(args):
                                     "warmup": warmup, "threads": threads,
                                     "toy_sizes": _toy_sizes() if name == "toy" else None}
                             t0 = time.perf_counter()
-                            r = measure(spec, env, workdir, args.timeout)
+                            r = measure(spec, _framework_env(env, fw), workdir, args.timeout)
                             print("benchmark: %-9s %-5s batch %-3d threads %-3s %s (%.0f s, "
                                   "load %s)" % (fw, name, n, key, (
                                       "%.0f ms/step" % statistics.median(r["step_ms"])
