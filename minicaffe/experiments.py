@@ -128,6 +128,26 @@ def train(solver_param, weights=None, progress=None):
     return solver.snapshot_filename(".caffemodel")
 
 
+def trunk_weights(model, family, out_path):
+    """Write the layers of ``model`` (a .caffemodel) that every net of ``family`` shares (those
+    named in both deploy nets: the trunk, conv1 … fc7) to ``out_path``: the pretrained start
+    for every method and bit length, whose own heads (hash layer, classifier) start afresh."""
+    shared = ({lp.name for lp in protoio.read_net_param(family_file(family, "hash_deploy.prototxt")).layer}
+              & {lp.name for lp in protoio.read_net_param(family_file(family, "cls_deploy.prototxt")).layer})
+    src = protoio.read_net_param(model, binary=True)
+    out = caffe_pb2.NetParameter()
+    out.name = src.name
+    for lp in list(src.layer) + list(src.layers):
+        if lp.name in shared and len(lp.blobs):
+            new = out.layer.add()
+            new.name, new.type = lp.name, lp.type if isinstance(lp.type, str) else ""
+            new.blobs.extend(lp.blobs)
+    if not out.layer:
+        raise CaffeError("%s has none of the trunk layers %s" % (model, ", ".join(sorted(shared))))
+    protoio.write_proto_binary(out_path, out)
+    return out_path
+
+
 def _data_layer(train_net_param):
     for lp in train_net_param.layer:
         if lp.type in ("DomainData", "ImageData"):

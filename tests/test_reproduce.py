@@ -115,3 +115,28 @@ def test_families_are_consistent():
     for bits in (16, 64, 128):
         tr = protoio.read_net_param(experiments.family_file("office_home", "dah_train_%d.prototxt" % bits))
         assert {lp.name: lp.inner_product_param.num_output for lp in tr.layer}["fc8_hash"] == bits
+
+
+def test_reproduce_pretrain_stage(tiny_root, tmp_path):
+    """--pretrain N: one source-only NoDA training per source domain, and every method of the
+    pair starts from its trunk (conv1-fc7), not from fresh fillers."""
+    from minicaffe.io import blobproto_to_array
+    out = str(tmp_path / "res")
+    args = ["--root", tiny_root, "--family", "toyhome", "--pairs", "Ar:Cl,Ar:Pr", "--bits", "8",
+            "--methods", "DAH,DAN", "--iters", "1", "--pretrain", "3", "--out", out,
+            "--per_class", "2"]
+    assert reproduce.main(args) == 0
+    models = os.path.join(out, "models")
+    assert os.path.exists(os.path.join(models, "pretrain_Ar_iter_3.caffemodel"))
+    assert not any(f.startswith("pretrain_Cl") for f in os.listdir(models))  # Art is the only source
+    trunk = protoio.read_net_param(os.path.join(models, "pretrain_Ar_trunk.caffemodel"), binary=True)
+    assert [lp.name for lp in trunk.layer] == ["conv1", "conv2", "conv3", "fc6", "fc7"]
+    start = blobproto_to_array(trunk.layer[0].blobs[0])
+    for name in ("DAH_Ar-Cl_8bits_iter_1", "DAN_Ar-Pr_iter_1"):
+        net = protoio.read_net_param(os.path.join(models, name + ".caffemodel"), binary=True)
+        conv1 = blobproto_to_array([lp for lp in net.layer if lp.name == "conv1"][0].blobs[0])
+        # one small step away from the pretrained trunk (a fresh MSRA fill would differ by ~0.1)
+        assert np.abs(conv1 - start).max() < 0.02, name
+        assert np.abs(conv1 - start).max() > 0, name
+    res = json.load(open(os.path.join(out, "results.json")))
+    assert res["pretrain"]["Ar"]["iterations"] == 3

@@ -5,6 +5,11 @@
                     [--out results] [--iters N] [--weights VGG_CNN_F.caffemodel] [--gpu N]
 
 With no data option it uses the embedded ToyHome data (generated and cached on first use).
+There is no ImageNet-trained trunk for it, so by default (``--pretrain 300``) each source
+domain first trains the NoDA net alone (its own images as the "target" too), and every method
+of a pair starts from that model's conv1–fc7 (its hash layer or classifier starts afresh), as
+the paper's methods all start from ImageNet VGG-F; on Office-Home, ``--weights
+VGG_CNN_F.caffemodel`` plays that part.
 For every selected transfer pair and bit length it trains the chosen methods (a model that
 already exists in --out is reused, so an interrupted run resumes), extracts codes in the TEST
 phase and writes to --out:
@@ -43,6 +48,7 @@ MAP_SOURCE = {"Cl": "Ar", "Pr": "Ar", "Rw": "Ar", "Ar": "Cl"}   # the supplement
 UNSUPERVISED = ("ITQ", "KMeans", "BA", "BDNN")
 ALL_METHODS = ("DAN", "DANN", "DAH", "NoDA", "SuH") + UNSUPERVISED
 MAP_COLUMNS = ("NoDA",) + UNSUPERVISED + ("DAH", "SuH")
+TOY_PRETRAIN = 300   # iterations of the source-only stage on the embedded data
 
 
 def parse_pairs(text):
@@ -124,9 +130,9 @@ def run_name(method, s, t, b):
 
 
 def reproduce(args):
-    from minicaffe import backend, experiments
+    from minicaffe import experiments
     from minicaffe.datasets import lists as lists_mod
-    from minicaffe.hashing import BASELINES, metrics
+    from minicaffe.hashing import BASELINES
     from minicaffe.errors import CaffeError
     from .train import select_device
     setup_logging(args.log_level)
@@ -185,9 +191,33 @@ def reproduce(args):
             display=0 if not args.verbose else None)
     todo = [r for r in runs if not os.path.exists(
         solvers[r].snapshot_prefix + "_iter_%d.caffemodel" % solvers[r].max_iter)]
-    progress = Progress(sum(solvers[r].max_iter for r in todo))
-    log.info("%d trainings planned (%d already done), %d iterations to run",
-             len(runs), len(runs) - len(todo), progress.total)
+    pre_iters = args.pretrain if args.pretrain is not None else \
+        (0 if (args.root or args.weights) else TOY_PRETRAIN)
+    sources = sorted({r[1] for r in runs}, key=ORDER.index) if pre_iters > 0 else []
+    pre_solvers = {}
+    for s in sources:  # stage 1: the source-only NoDA net, the stand-in for ImageNet weights
+        pre_solvers[s] = experiments.configure(
+            family, "NoDA", source_list=by_short[s], target_list=by_short[s], root=rootp,
+            num_classes=num_classes, bits=bits[0], max_iter=pre_iters, seed=args.seed,
+            per_class=args.per_class, snapshot_prefix=os.path.join(out, "models", "pretrain_" + s),
+            display=0 if not args.verbose else None)
+    pre_todo = [s for s in sources if not os.path.exists(
+        pre_solvers[s].snapshot_prefix + "_iter_%d.caffemodel" % pre_iters)]
+    progress = Progress(sum(solvers[r].max_iter for r in todo) + pre_iters * len(pre_todo))
+    log.info("%d trainings planned (%d already done)%s, %d iterations to run",
+             len(runs), len(runs) - len(todo),
+             ", after %d source pretrainings of %d iterations" % (len(pre_todo), pre_iters)
+             if pre_todo else "", progress.total)
+
+    start = {}  # the weights each source's trainings start from
+    for s in sources:
+        sp = pre_solvers[s]
+        model = sp.snapshot_prefix + "_iter_%d.caffemodel" % pre_iters
+        if s in pre_todo:
+            log.info("Pretraining on %s alone (NoDA, %d iterations)", SHORT[s], pre_iters)
+            model = _train(sp, args, progress, "pretrain_" + s)
+        start[s] = experiments.trunk_weights(model, family, sp.snapshot_prefix + "_trunk.caffemodel")
+        results.setdefault("pretrain", {})[s] = {"iterations": pre_iters, "model": model}
 
     for r in runs:
         m, s, t, b = r
@@ -197,17 +227,8 @@ def reproduce(args):
         if r in todo:
             log.info("Training %s (%s -> %s%s), %d iterations", m, SHORT[s], SHORT[t],
                      "" if b is None else ", %d bits" % b, sp.max_iter)
-            backend.set_random_seed(args.seed)
             t0 = time.time()
-            quiet = logging.getLogger("minicaffe").level
-            if not args.verbose:
-                logging.getLogger("minicaffe").setLevel(logging.WARNING)
-            try:
-                model = experiments.train(sp, weights=args.weights or None,
-                                          progress=lambda it, mx, loss: _tick(progress, name, it, mx, loss, quiet))
-            finally:
-                logging.getLogger("minicaffe").setLevel(quiet)
-            progress.finish(sp.max_iter)
+            model = _train(sp, args, progress, name, start.get(s, args.weights or None))
             results["runs"].setdefault(name, {})["train_seconds"] = round(time.time() - t0, 1)
         rec = results["runs"].setdefault(name, {})
         if "evaluated" in rec and not args.reevaluate:
@@ -267,6 +288,21 @@ def reproduce(args):
     write_tables(results, pairs, bits, methods, out)
     print_summary(results, pairs, bits, methods)
     return 0
+
+
+def _train(sp, args, progress, name, weights=None):
+    from minicaffe import backend, experiments
+    backend.set_random_seed(args.seed)
+    quiet = logging.getLogger("minicaffe").level
+    if not args.verbose:
+        logging.getLogger("minicaffe").setLevel(logging.WARNING)
+    try:
+        model = experiments.train(sp, weights=weights,
+                                  progress=lambda it, mx, loss: _tick(progress, name, it, mx, loss, quiet))
+    finally:
+        logging.getLogger("minicaffe").setLevel(quiet)
+    progress.finish(sp.max_iter)
+    return model
 
 
 def _tick(progress, name, it, mx, loss, level):
@@ -409,6 +445,11 @@ def build_parser():
     p.add_argument("--out", default="results")
     p.add_argument("--iters", type=int, default=None, help="iterations per training (default: the solver's)")
     p.add_argument("--weights", default="", help="pretrained weights (e.g. VGG_CNN_F.caffemodel)")
+    p.add_argument("--pretrain", type=int, default=None, metavar="N",
+                   help="first train the NoDA net on each source domain alone for N iterations "
+                        "and start every method from its trunk (conv1-fc7): the embedded data's "
+                        "stand-in for ImageNet weights (default: %d on the embedded data, 0 with "
+                        "--root or --weights)" % TOY_PRETRAIN)
     p.add_argument("--gpu", default=None)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--per_class", type=int, default=None,
