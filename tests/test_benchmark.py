@@ -98,3 +98,20 @@ def test_quick_run(tmp_path):
     assert rows["toy"]["minicaffe"]["params"] - rows["toy"]["pytorch"]["params"] == 129
     assert seen["pytorch"]["torch_threads"] == 1
     assert seen["pytorch"]["imported_minicaffe"] is False   # its peak RSS is PyTorch's own
+
+
+def test_import_sets_passive_omp_wait_unless_the_user_chose():
+    """minicaffe defaults OMP_WAIT_POLICY to PASSIVE (spinning Numba threads starve OpenBLAS's)
+    and leaves a user's value alone; the benchmark's PyTorch runs without the default."""
+    code = ("import os, minicaffe; from minicaffe.commands import benchmark as b; "
+            "print(os.environ['OMP_WAIT_POLICY'], minicaffe.OMP_WAIT_POLICY_DEFAULTED, "
+            "'OMP_WAIT_POLICY' in b._framework_env(dict(os.environ), 'pytorch'), "
+            "'OMP_WAIT_POLICY' in b._framework_env(dict(os.environ), 'minicaffe'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["PASSIVE", "True", "False", "True"]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["ACTIVE", "False", "True", "True"]
