@@ -1,7 +1,8 @@
 """Vision layers: Convolution, Deconvolution, Pooling, LRN, Crop (kernels in ``im2col.py``).
 
-GPU: Convolution and Deconvolution run im2col / col2im over chunks of images and one batched
-``gpu.gemm`` per group (cuBLAS through CuPy when installed); Pooling and LRN use the pooling
+CPU and GPU alike, Convolution and Deconvolution run im2col / col2im over chunks of images
+with one GEMM per group and chunk (CPU: the chunk's columns side by side, one BLAS call; GPU:
+a strided-batched ``gpu.gemm``, cuBLAS through CuPy when installed); Pooling and LRN use the pooling
 kernels' GPU twins; Crop copies through an index map. STOCHASTIC pooling raises in both modes.
 """
 import math
@@ -34,7 +35,8 @@ class _BaseConvolutionLayer(Layer):
     ``conv_in``/``conv_out`` channels are (C, num_output) for Convolution and swapped for
     Deconvolution; the weight is (conv_out, conv_in/group, *kernel). ``_fwd_gemm`` is
     im2col + W·col, ``_bwd_gemm`` is Wᵀ·out + col2im, ``_weight_gemm`` is dW += out·colᵀ,
-    each per group, through one shared column buffer. 1-D spatial inputs run as 2-D with a
+    each per group and chunk of images, through one shared column buffer (``_gpu`` twins
+    below). 1-D spatial inputs run as 2-D with a
     height of 1; other spatial ranks raise.
     """
     min_num_bottom = 1
