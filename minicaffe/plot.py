@@ -204,7 +204,7 @@ def _clip_polyline(px, py, box):
             t0 = np.where(~parallel & (p < 0), np.maximum(t0, r), t0)
             t1 = np.where(~parallel & (p > 0), np.minimum(t1, r), t1)
     ok &= t0 <= t1
-    pieces, cur, prev_end_clipped = [], None, True
+    pieces, cur, prev_end_clipped, cur_last = [], None, True, -2
     for i in np.flatnonzero(ok) if len(ax) else []:
         start = (ax[i] + t0[i] * dx[i], ay[i] + t0[i] * dy[i])
         end = (ax[i] + t1[i] * dx[i], ay[i] + t1[i] * dy[i])
