@@ -16,7 +16,8 @@ from minicaffe.fillers import fill
 from minicaffe.layer import Layer, register
 
 from .im2col import (col2im, col2im_gpu, col_buffer, from_rows, im2col, im2col_gpu, launch,
-                     lrn_across_bwd, lrn_across_fwd, pool_backward, pool_backward_gpu, pool_forward, pool_forward_gpu, to_rows)
+                     lrn_across_bwd, lrn_across_fwd, pool_backward, pool_backward_gpu,
+                     pool_forward, pool_forward_gpu, to_rows)
 
 GPU_COL_LIMIT = 1 << 27  # elements of the device column buffer: images are processed in chunks
 CPU_COL_LIMIT = 1 << 24  # and of the host one (64 MiB of float32)
@@ -169,9 +170,10 @@ class _BaseConvolutionLayer(Layer):
     # ``out`` (num, conv_out, col_dim) views. The chunk's columns sit side by side, so each
     # group is one BLAS call for the whole chunk (a call per image paid a thread-pool sync
     # each: 0.4x PyTorch on LeNet at 2 threads) -----------------------------------------------
-    def _chunks(self, limit=None):
+    def _chunks(self, limit):
+        """Image ranges (n0, n) whose columns fit in ``limit`` elements (CPU_ or GPU_COL_LIMIT)."""
         per = max(1, self.kernel_dim * self.group * self.col_dim)
-        step = max(1, min(self.num, (limit or GPU_COL_LIMIT) // per))
+        step = max(1, min(self.num, limit // per))
         return [(n0, min(step, self.num - n0)) for n0 in range(0, self.num, step)]
 
     def _groups(self):
@@ -179,17 +181,25 @@ class _BaseConvolutionLayer(Layer):
         return [(slice(g * og, (g + 1) * og), slice(g * kd, (g + 1) * kd))
                 for g in range(self.group)]
 
+    def _col_buf(self, n, dtype):
+        """The shared column buffer as (group·kernel_dim, n·col_dim)."""
+        k = self.kernel_dim * self.group
+        return col_buffer(k * n * self.col_dim, dtype).reshape(k, n * self.col_dim)
+
+    def _rows_buf(self, n, dtype):
+        """The shared output-rows buffer as (conv_out, n·col_dim)."""
+        return col_buffer(self.conv_out * n * self.col_dim, dtype, "rows").reshape(
+            self.conv_out, n * self.col_dim)
+
     def _col(self, im, n0, n):
-        col = col_buffer(self.kernel_dim * self.group * n * self.col_dim, im.dtype)
-        col = col.reshape(self.kernel_dim * self.group, n * self.col_dim)
+        col = self._col_buf(n, im.dtype)
         launch(im2col, col.size, im[n0:n0 + n], self.kh, self.kw, self.ph, self.pw, self.sh,
                self.sw, self.dh, self.dw, self.col_hw[0], self.col_hw[1], col)
         return col
 
     def _rows(self, out, n0, n):
         """``out`` images [n0, n0 + n) as (conv_out, n·col_dim)."""
-        rows = col_buffer(self.conv_out * n * self.col_dim, out.dtype, "rows")
-        rows = rows.reshape(self.conv_out, n * self.col_dim)
+        rows = self._rows_buf(n, out.dtype)
         launch(to_rows, rows.size, out[n0:n0 + n], rows)
         return rows
 
@@ -197,8 +207,7 @@ class _BaseConvolutionLayer(Layer):
         """out = W·im2col(im) (+ bias)."""
         if col is None:
             col = self._col(im, n0, n)
-        rows = col_buffer(self.conv_out * n * self.col_dim, out.dtype, "rows")
-        rows = rows.reshape(self.conv_out, n * self.col_dim)
+        rows = self._rows_buf(n, out.dtype)
         w = self.blobs[0].data.reshape(self.conv_out, self.kernel_dim)
         for so, sk in self._groups():
             np.dot(w[so], col[sk], out=rows[so])
@@ -210,8 +219,7 @@ class _BaseConvolutionLayer(Layer):
         if rows is None:
             rows = self._rows(out, n0, n)
         w = self.blobs[0].data.reshape(self.conv_out, self.kernel_dim)
-        col = col_buffer(self.kernel_dim * self.group * n * self.col_dim, im.dtype)
-        col = col.reshape(self.kernel_dim * self.group, n * self.col_dim)
+        col = self._col_buf(n, im.dtype)
         for so, sk in self._groups():
             np.dot(w[so].T, rows[so], out=col[sk])
         launch(col2im, col.size, col, self.kh, self.kw, self.ph, self.pw, self.sh, self.sw,
@@ -372,7 +380,7 @@ class ConvolutionLayer(_BaseConvolutionLayer):
     def forward_gpu(self, bottom, top):
         for b, t in zip(bottom, top):
             x, y = b.gpu_data(False), t.gpu_data()
-            for n0, n in self._chunks():
+            for n0, n in self._chunks(GPU_COL_LIMIT):
                 self._fwd_gemm_gpu(x, y, n0, n)
             self._add_bias_gpu(t)
 
@@ -383,7 +391,7 @@ class ConvolutionLayer(_BaseConvolutionLayer):
                 continue
             x, dy = b.gpu_data(False), t.gpu_diff(False)
             dx = b.gpu_diff() if propagate_down[i] else None
-            for n0, n in self._chunks():
+            for n0, n in self._chunks(GPU_COL_LIMIT):
                 if self.param_propagate_down[0]:
                     self._weight_gemm_gpu(x, dy, n0, n)
                 if propagate_down[i]:
@@ -428,7 +436,7 @@ class DeconvolutionLayer(_BaseConvolutionLayer):
     def forward_gpu(self, bottom, top):
         for b, t in zip(bottom, top):
             x, y = b.gpu_data(False), t.gpu_data()
-            for n0, n in self._chunks():
+            for n0, n in self._chunks(GPU_COL_LIMIT):
                 self._bwd_gemm_gpu(x, y, n0, n)
             self._add_bias_gpu(t)
 
@@ -439,7 +447,7 @@ class DeconvolutionLayer(_BaseConvolutionLayer):
                 continue
             x, dy = b.gpu_data(False), t.gpu_diff(False)
             dx = b.gpu_diff() if propagate_down[i] else None
-            for n0, n in self._chunks():
+            for n0, n in self._chunks(GPU_COL_LIMIT):
                 col = None
                 if self.param_propagate_down[0]:
                     col = self._weight_gemm_gpu(dy, x, n0, n)

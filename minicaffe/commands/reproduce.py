@@ -215,8 +215,11 @@ def reproduce(args):
         model = sp.snapshot_prefix + "_iter_%d.caffemodel" % pre_iters
         if s in pre_todo:
             log.info("Pretraining on %s alone (NoDA, %d iterations)", SHORT[s], pre_iters)
-            model = _train(sp, args, progress, "pretrain_" + s)
-        start[s] = experiments.trunk_weights(model, family, sp.snapshot_prefix + "_trunk.caffemodel")
+            model = _train(sp, args, progress, "pretrain_" + s, args.weights or None)
+        trunk = sp.snapshot_prefix + "_trunk.caffemodel"
+        if s in pre_todo or not os.path.exists(trunk):
+            experiments.trunk_weights(model, family, trunk)
+        start[s] = trunk
         results.setdefault("pretrain", {})[s] = {"iterations": pre_iters, "model": model}
 
     for r in runs:
@@ -447,9 +450,9 @@ def build_parser():
     p.add_argument("--weights", default="", help="pretrained weights (e.g. VGG_CNN_F.caffemodel)")
     p.add_argument("--pretrain", type=int, default=None, metavar="N",
                    help="first train the NoDA net on each source domain alone for N iterations "
-                        "and start every method from its trunk (conv1-fc7): the embedded data's "
-                        "stand-in for ImageNet weights (default: %d on the embedded data, 0 with "
-                        "--root or --weights)" % TOY_PRETRAIN)
+                        "(from --weights if given) and start every method from its trunk "
+                        "(conv1-fc7): the embedded data's stand-in for ImageNet weights (default: "
+                        "%d on the embedded data, 0 with --root or --weights)" % TOY_PRETRAIN)
     p.add_argument("--gpu", default=None)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--per_class", type=int, default=None,
