@@ -57,8 +57,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ..errors import CaffeError
 
-__all__ = ["NAME", "VERSION", "DOMAINS", "CLASSES", "MANIFEST", "DEFAULT_SEED",
-           "DEFAULT_PER_CLASS", "DEFAULT_SIZE", "default_root", "render", "generate",
+__all__ = ["NAME", "VERSION", "DOMAINS", "CLASSES", "THINGS", "MANIFEST", "DEFAULT_SEED",
+           "DEFAULT_PER_CLASS", "DEFAULT_SIZE", "default_root", "render", "render_parts",
+           "thing_shape", "generate",
            "read_manifest", "ensure"]
 
 log = logging.getLogger("minicaffe")
@@ -387,6 +388,134 @@ _SHAPES = {"Alarm_Clock": _alarm_clock, "Bike": _bike, "Bottle": _bottle, "Chair
            "Trash_Can": _trash_can}
 CLASSES = tuple(sorted(_SHAPES))
 
+# --- generic things: the classes of the pretraining set (the embedded stand-in for ImageNet) -
+# Each ``Thing_NN`` is a composition drawn once from its own generator: a body (one of seven
+# outlines) with 1-4 attached parts (bars, rings, knobs, arcs, fins; some mirrored, some in
+# front, some optional) and sometimes a surface pattern. Instances jitter every proportion and
+# position, and drop optional parts. None of them is a ToyHome class: a trunk trained on them
+# learns generic shape and style features, not the twelve target categories.
+
+NUM_THINGS = 64
+THINGS = tuple("Thing_%02d" % k for k in range(NUM_THINGS))
+_OUTLINES = ("ellipse", "rect", "rrect", "triangle", "diamond", "trapezoid", "hexagon")
+_ATTACHED = ("ellipse", "rect", "triangle", "bar", "ring", "star", "arc")
+
+
+def _outline(kind, cx, cy, w, h, shape):
+    """A closed outline of half-size (w, h) at (cx, cy); ``shape`` in [0, 1] varies it."""
+    if kind == "ellipse":
+        return _ellipse(cx, cy, w, h)
+    if kind == "rect":
+        return _rect(cx - w, cy - h, cx + w, cy + h)
+    if kind == "rrect":
+        return _rrect(cx - w, cy - h, cx + w, cy + h, (0.2 + 0.6 * shape) * min(w, h))
+    if kind == "triangle":
+        return np.array([(cx + (shape - 0.5) * w, cy - h), (cx + w, cy + h), (cx - w, cy + h)])
+    if kind == "diamond":
+        return np.array([(cx, cy - h), (cx + w, cy), (cx, cy + h), (cx - w, cy)])
+    if kind == "trapezoid":
+        t = 0.25 + 0.5 * shape
+        return np.array([(cx - t * w, cy - h), (cx + t * w, cy - h), (cx + w, cy + h),
+                         (cx - w, cy + h)])
+    a = np.arange(6) * math.pi / 3 + shape * math.pi / 6  # hexagon
+    return np.stack([cx + w * np.cos(a), cy + h * np.sin(a)], 1)
+
+
+def _thing_spec(k):
+    """The fixed description of class ``Thing_k`` (the same for every dataset seed)."""
+    rng = np.random.default_rng([7919, int(k)])
+    body = {"kind": _OUTLINES[int(rng.integers(len(_OUTLINES)))], "w": _u(rng, 0.3, 0.7),
+            "h": _u(rng, 0.3, 0.7), "cy": _u(rng, -0.15, 0.15), "shape": rng.random()}
+    parts = []
+    for _ in range(int(rng.integers(1, 5))):
+        parts.append({"kind": _ATTACHED[int(rng.integers(len(_ATTACHED)))],
+                      "angle": _u(rng, 0, 2 * math.pi), "reach": _u(rng, 0.7, 1.25),
+                      "size": _u(rng, 0.1, 0.3), "aspect": _u(rng, 0.4, 2.5),
+                      "role": ("accent", "dark", "light", "metal")[int(rng.integers(4))],
+                      "mirror": rng.random() < 0.4, "front": rng.random() < 0.5,
+                      "optional": rng.random() < 0.3})
+    pattern = None
+    if rng.random() < 0.45:
+        pattern = {"kind": ("stripes", "dots", "band")[int(rng.integers(3))],
+                   "n": int(rng.integers(2, 5)), "role": ("dark", "light", "accent")[int(rng.integers(3))],
+                   "angle": _u(rng, 0, math.pi)}
+    return {"body": body, "parts": parts, "pattern": pattern}
+
+
+def _attached(p, cx, cy, rng):
+    kind, s = p["kind"], p["size"]
+    w, h = s * math.sqrt(p["aspect"]), s / math.sqrt(p["aspect"])
+    a = p["angle"]
+    if kind == "bar":
+        end = (cx + p["reach"] * 1.2 * math.cos(a), cy + p["reach"] * 1.2 * math.sin(a))
+        return line([(cx + 0.5 * (end[0] - cx), cy + 0.5 * (end[1] - cy)), end], 0.35 * s, p["role"])
+    if kind == "ring":
+        return line(_ellipse(cx, cy, w, h), 0.25 * s, p["role"], closed=True)
+    if kind == "arc":
+        return line(_ellipse(cx, cy, 1.6 * w, 1.6 * h, a - 1.2, a + 1.2, 12), 0.3 * s, p["role"])
+    if kind == "star":
+        t = np.arange(10) * math.pi / 5 + a
+        r = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+        return fill(np.stack([cx + w * r * np.cos(t), cy + h * r * np.sin(t)], 1), p["role"])
+    out = _outline({"ellipse": "ellipse", "rect": "rect", "triangle": "triangle"}[kind], 0, 0,
+                   w, h, 0.5)
+    return fill(_rotate(out, a + math.pi / 2) + (cx, cy), p["role"])
+
+
+def thing_shape(k, rng):
+    """The parts of one instance of ``Thing_k``: the class's composition, every proportion
+    jittered, optional parts dropped (p = 0.4)."""
+    spec = _thing_spec(k)
+    j = lambda x, rel=0.12: x * math.exp(rng.normal(0, rel))  # noqa: E731
+    b = spec["body"]
+    w, h, cy = j(b["w"]), j(b["h"]), b["cy"] + rng.normal(0, 0.04)
+    front, back = [], []
+    for p in spec["parts"]:
+        if p["optional"] and rng.random() < 0.4:
+            continue
+        q = dict(p, angle=p["angle"] + rng.normal(0, 0.12), reach=j(p["reach"], 0.08),
+                 size=j(p["size"]), aspect=j(p["aspect"], 0.1))
+        for flip in ((1, -1) if p["mirror"] else (1,)):
+            a = q["angle"] if flip == 1 else math.pi - q["angle"]
+            px_, py_ = q["reach"] * w * math.cos(a), cy + q["reach"] * h * math.sin(a)
+            (front if p["front"] else back).append(_attached(dict(q, angle=a), px_, py_, rng))
+    parts = back + [fill(_outline(b["kind"], 0, cy, w, h, b["shape"]), "body")]
+    pat = spec["pattern"]
+    if pat is not None:
+        n = pat["n"]
+        if pat["kind"] == "dots":
+            for i in range(n):
+                x = (i - (n - 1) / 2) * 1.4 * w / n
+                parts.append(fill(_ellipse(x, cy, 0.25 * w / n + 0.02, 0.25 * w / n + 0.02, n=10), pat["role"]))
+        elif pat["kind"] == "stripes":
+            for i in range(n):
+                y = cy + (i - (n - 1) / 2) * 1.2 * h / n
+                parts.append(line([(-0.7 * w, y), (0.7 * w, y)], 0.3 * h / n + 0.02, pat["role"]))
+        else:
+            parts.append(fill(_rect(-0.8 * w, cy - 0.18 * h, 0.8 * w, cy + 0.18 * h), pat["role"]))
+    parts += front
+    ext = max(float(np.abs(np.concatenate([p.pts for p in parts])).max()), 1e-6)
+    if ext > 0.92:  # keep the whole object inside the unit frame
+        parts = [p._replace(pts=p.pts * (0.92 / ext), width=p.width * 0.92 / ext) for p in parts]
+    return parts
+
+
+def _shape(cls):
+    """The shape function of a class: one of ToyHome's twelve or a generic ``Thing_NN``."""
+    if cls in _SHAPES:
+        return _SHAPES[cls]
+    if cls in THINGS:
+        k = THINGS.index(cls)
+        return lambda rng: thing_shape(k, rng)
+    raise CaffeError("unknown ToyHome class %r (classes: %s, or Thing_00 ... Thing_%02d)"
+                     % (cls, ", ".join(CLASSES), NUM_THINGS - 1))
+
+
+def _class_key(cls):
+    """The class's entry in every image generator's seed (ToyHome's keep their indices)."""
+    return CLASSES.index(cls) if cls in _SHAPES else 1000 + THINGS.index(cls)
+
+
 # --- colours: each domain draws its palette (role -> RGB) from its own distribution ---------
 
 
@@ -712,12 +841,17 @@ def render(domain, cls, index, seed=DEFAULT_SEED, size=DEFAULT_SIZE):
     PIL image, a pure function of its arguments."""
     if domain not in DOMAINS:
         raise CaffeError("unknown ToyHome domain %r (domains: %s)" % (domain, ", ".join(DOMAINS)))
-    if cls not in _SHAPES:
-        raise CaffeError("unknown ToyHome class %r (classes: %s)" % (cls, ", ".join(CLASSES)))
-    rng = np.random.default_rng([int(seed), DOMAINS.index(domain), CLASSES.index(cls),
+    _shape(cls)
+    rng = np.random.default_rng([int(seed), DOMAINS.index(domain), _class_key(cls),
                                  int(index)])
+    return render_parts(domain, _shape(cls)(rng), rng, size)
+
+
+def render_parts(domain, parts, rng, size=DEFAULT_SIZE):
+    """Draw ``parts`` (unit coordinates) in ``domain``'s style with ``rng``: a ``size`` x
+    ``size`` RGB PIL image. Every ToyHome image goes through here; other object sets (the
+    generic ``things`` classes) reuse the same domain styles."""
     px = int(size) * _SS
-    parts = _SHAPES[cls](rng)
     st = _STYLE[domain]
     if st.simplify:
         parts = _simplify(parts)
@@ -738,16 +872,23 @@ def render(domain, cls, index, seed=DEFAULT_SEED, size=DEFAULT_SIZE):
 
 # --- the dataset on disk --------------------------------------------------------------------
 
-def default_root(seed=DEFAULT_SEED, per_class=DEFAULT_PER_CLASS, size=DEFAULT_SIZE):
+def default_root(seed=DEFAULT_SEED, per_class=DEFAULT_PER_CLASS, size=DEFAULT_SIZE,
+                 classes=None):
     """``$MINICAFFE_DATA/toyhome-v1`` (``$XDG_CACHE_HOME/minicaffe`` or ``~/.cache/minicaffe``
     when the variable is unset); other parameters than the defaults get their own folder,
-    ``toyhome-v1-s<seed>-n<per_class>-<size>px``."""
+    ``toyhome-v1-s<seed>-n<per_class>-<size>px``, and other classes ``...-things`` (the 64
+    generic things) or ``...-c<hash>``."""
     base = os.environ.get("MINICAFFE_DATA") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
         "minicaffe")
     name = "toyhome-v%d" % VERSION
     if (seed, per_class, size) != (DEFAULT_SEED, DEFAULT_PER_CLASS, DEFAULT_SIZE):
         name += "-s%d-n%d-%dpx" % (seed, per_class, size)
+    classes = CLASSES if classes is None else tuple(sorted(set(classes)))
+    if classes == THINGS:
+        name += "-things"
+    elif classes != CLASSES:
+        name += "-c" + hashlib.sha256(",".join(classes).encode()).hexdigest()[:8]
     return os.path.join(os.path.abspath(os.path.expanduser(base)), name)
 
 
@@ -756,11 +897,12 @@ def _check_args(seed, per_class, size, classes):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise CaffeError("ToyHome: %s must be an integer >= %d (got %r)" % (name, lo, v))
     classes = CLASSES if classes is None else tuple(classes)
-    unknown = [c for c in classes if c not in _SHAPES]
+    unknown = [c for c in classes if c not in _SHAPES and c not in THINGS]
     if unknown or not classes:
-        raise CaffeError("ToyHome: unknown classes %s (classes: %s)"
-                         % (", ".join(map(repr, unknown)) or "(none given)", ", ".join(CLASSES)))
-    return int(seed), int(per_class), int(size), tuple(c for c in CLASSES if c in classes)
+        raise CaffeError("ToyHome: unknown classes %s (classes: %s, or Thing_00 ... Thing_%02d)"
+                         % (", ".join(map(repr, unknown)) or "(none given)", ", ".join(CLASSES),
+                            NUM_THINGS - 1))
+    return int(seed), int(per_class), int(size), tuple(sorted(set(classes)))
 
 
 def read_manifest(root):
@@ -861,7 +1003,7 @@ def ensure(root=None, seed=DEFAULT_SEED, per_class=DEFAULT_PER_CLASS, size=DEFAU
     (default ``default_root(...)``) has none, an incomplete one (no manifest) or one made
     with other parameters, or when ``force``. Returns the absolute root."""
     seed, per_class, size, classes = _check_args(seed, per_class, size, classes)
-    root = default_root(seed, per_class, size) if root is None else root
+    root = default_root(seed, per_class, size, classes) if root is None else root
     root = os.path.abspath(os.path.expanduser(os.fspath(root)))
     if not force and _matches(read_manifest(root), seed, per_class, size, classes):
         return root
