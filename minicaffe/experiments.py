@@ -3,7 +3,9 @@
 A *family* is a folder of ``prototxt/`` (``toyhome`` for the embedded data, ``office_home`` for
 Office-Home on VGG_CNN_F) holding ``<method>_train.prototxt`` and ``<method>_solver.prototxt``
 for the methods trained end to end (DAH, NoDA, SuH, DAN, DANN) and two deploy nets
-(``hash_deploy`` → ``code`` and ``fc7``; ``cls_deploy`` → ``prob``). ``configure`` points a
+(``hash_deploy`` → ``code`` and ``fc7``; ``cls_deploy`` → ``prob``). ``DAH_authors``
+(``dah_authors_*``) is DAH with the objective of the authors' code (dah_paper_notes §2.4), where
+``dah_*`` follows the supplement's layers; it shares ``hash_deploy``. ``configure`` points a
 family's files at the chosen lists, bit length and schedule; ``train`` runs the solver;
 ``extract`` runs a deploy net over a list file in the TEST phase; ``evaluate_hashing`` and
 ``evaluate_classifier`` compute the paper's numbers (dah_spec §4).
@@ -25,6 +27,7 @@ log = logging.getLogger("minicaffe")
 HASH_METHODS = ("DAH", "NoDA", "SuH")
 CLS_METHODS = ("DAN", "DANN")
 TRAINED = HASH_METHODS + CLS_METHODS
+AUTHORS_METHODS = ("DAH_authors",)   # a hash net too; kept out of TRAINED (reproduce's five)
 
 
 def prototxt_dir():
@@ -55,14 +58,22 @@ def configure(family, method, *, source_list, target_list, root, num_classes, bi
     """The SolverParameter (with its net embedded) of ``method`` in ``family``, pointed at the
     given lists: SuH trains on the labelled target (source = target list); ``bits`` sets the
     hash layer; ``gamma``/``eta`` override the MMD / entropy loss weights; ``max_iter``
-    rescales an "exp" schedule so the rate still falls 10x over the run."""
-    if method not in TRAINED:
-        raise CaffeError("unknown method %r (trained methods: %s)" % (method, ", ".join(TRAINED)))
+    rescales an "exp" schedule so the rate still falls 10x over the run.
+
+    ``DAH_authors``: ``gamma``/``eta`` are the code's γ and η (5000 and 1 shipped), written as
+    the loss weights γ·Q/N and η·n_t/N that turn the mean-form layers into J_code's sums / N
+    (``authors_loss_weights``), recomputed for the batch C·K + C·K that ``num_classes`` and
+    ``per_class`` give."""
+    known = TRAINED + AUTHORS_METHODS
+    if method not in known:
+        raise CaffeError("unknown method %r (trained methods: %s)" % (method, ", ".join(known)))
     short = method.lower()
     solver_path = family_file(family, "%s_solver.prototxt" % short)
     sp = protoio.read_solver_param(solver_path)
     net = protoio.read_net_param(os.path.join(os.path.dirname(solver_path), sp.net))
     sp.ClearField("net")
+    dl = _layers(net, "DomainData")[0].domain_data_param
+    shipped_n_s = dl.num_classes * dl.per_class
     src = target_list if method == "SuH" else source_list
     for lp in _layers(net, "DomainData"):
         p = lp.domain_data_param
@@ -73,6 +84,9 @@ def configure(family, method, *, source_list, target_list, root, num_classes, bi
         if per_class:
             p.per_class = per_class
     k = _layers(net, "DomainData")[0].domain_data_param.per_class
+    if method in AUTHORS_METHODS:
+        _set_authors_weights(net, shipped_n_s, num_classes * k, gamma, eta)
+        gamma = eta = None
     for lp in net.layer:
         if lp.type == "EntropyLoss":
             lp.entropy_loss_param.num_classes = num_classes
@@ -106,6 +120,34 @@ def configure(family, method, *, source_list, target_list, root, num_classes, bi
     sp.snapshot_prefix = snapshot_prefix
     sp.random_seed = seed
     return sp
+
+
+def authors_loss_weights(n_s, gamma=1.0, eta=1.0):
+    """The loss weights that make the mean-form MMDLoss and EntropyLoss layers compute the
+    authors' code's terms of J_code (dah_paper_notes §2.4) on a batch of n_s source + n_s target
+    samples (N = 2·n_s): MMDLoss outputs Σ_q Σ_quads h_q / (17·Q) with Q = ⌊n_s/2⌋, so
+    (γ/17)·Σ Σ h / N needs γ·Q/N; EntropyLoss outputs H / n_t, so η·H / N needs η·n_t/N.
+    Returns (mmd_weight, entropy_weight)."""
+    n = 2 * n_s
+    return gamma * (n_s // 2) / n, eta * n_s / n
+
+
+def _set_authors_weights(net, shipped_n_s, n_s, gamma, eta):
+    """Rewrite the MMD and entropy loss weights of a ``dah_authors`` net, shipped for batches
+    of ``shipped_n_s`` + ``shipped_n_s`` images, for batches of n_s + n_s. γ and η (None: the
+    values the shipped weights encode) are the code's."""
+    (mmd0, ent0), (mmd1, ent1) = authors_loss_weights(shipped_n_s), authors_loss_weights(n_s)
+    for lp in net.layer:
+        if lp.type == "MMDLoss":
+            unit0, unit1, value = mmd0, mmd1, gamma
+        elif lp.type == "EntropyLoss":
+            unit0, unit1, value = ent0, ent1, eta
+        else:
+            continue
+        if value is None:
+            value = lp.loss_weight[0] / unit0 if lp.loss_weight else 1.0
+        del lp.loss_weight[:]
+        lp.loss_weight.append(value * unit1)
 
 
 def train(solver_param, weights=None, progress=None):
