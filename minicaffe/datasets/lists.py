@@ -15,17 +15,25 @@ ignored) and on ToyHome.
 relative to ``root`` (so ``image_data_param { root_folder: "<root>/" }`` finds them; Caffe splits
 a line at its last space, so the space in "Real World" is fine), and ``<outdir>/classes.txt``,
 the class names one per line in label order.
+
+``match_domain`` finds a domain by the name a user types (case, spaces and underscores ignored;
+Office-Home's and Office-31's short names; an unambiguous prefix); ``check_layout`` says in one
+line what stops a tree from making DAH batches.
 """
 import os
 
 from ..errors import CaffeError
 
-__all__ = ["IMAGE_EXTENSIONS", "CLASSES_FILE", "list_name", "scan", "select_domains",
-           "write_lists"]
+__all__ = ["IMAGE_EXTENSIONS", "CLASSES_FILE", "ALIASES", "list_name", "scan", "domain_key",
+           "match_domain",
+           "select_domains", "check_layout", "write_lists"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pnm", ".gif", ".tif",
                     ".tiff", ".webp")
 CLASSES_FILE = "classes.txt"
+# the short names of the papers' tables: Office-Home (Ar, Cl, Pr, Rw) and Office-31 (A, D, W)
+ALIASES = {"ar": "art", "cl": "clipart", "pr": "product", "rw": "realworld",
+           "a": "amazon", "d": "dslr", "w": "webcam"}
 
 
 def list_name(domain):
@@ -73,20 +81,69 @@ def scan(root):
     return sorted(found), classes, images
 
 
+def domain_key(name):
+    """A domain name with case, spaces and underscores ignored."""
+    return name.lower().replace(" ", "").replace("_", "")
+
+
+def match_domain(available, name, root=None):
+    """The domain of ``available`` that ``name`` means: the same name with case, spaces and
+    underscores ignored (``realworld``, ``Real_World`` -> ``Real World``), else a short name of
+    ``ALIASES`` (``Rw``, ``A`` -> ``amazon``), else the one domain that starts so (``phot`` ->
+    ``photos``)."""
+    key = domain_key(name.strip())
+    by_key = {domain_key(d): d for d in available}
+    d = by_key.get(key) or by_key.get(ALIASES.get(key, ""))
+    if d is not None:
+        return d
+    where = root or "the root"
+    starts = [d for k, d in by_key.items() if key and k.startswith(key)]
+    if len(starts) == 1:
+        return starts[0]
+    if starts:
+        raise CaffeError("ambiguous domain %r (%s has %s)" % (name, where, ", ".join(starts)))
+    raise CaffeError("unknown domain %r (%s has: %s)" % (name, where, ", ".join(available)))
+
+
 def select_domains(available, requested):
-    """``requested`` names matched to ``available`` ones; ``Real_World`` and any letter case
-    also name ``Real World``. None or empty means all."""
+    """``requested`` names matched to ``available`` ones by ``match_domain``. None or empty
+    means all."""
     if not requested:
         return list(available)
-    key = {d.replace("_", " ").lower(): d for d in available}
     out = []
     for r in requested:
-        d = key.get(r.replace("_", " ").strip().lower())
-        if d is None:
-            raise CaffeError("unknown domain %r (the root has: %s)" % (r, ", ".join(available)))
+        d = match_domain(available, r)
         if d not in out:
             out.append(d)
     return out
+
+
+def check_layout(root, found, domains=(), per_class=1):
+    """Raise a one-line ``CaffeError`` naming the folder when the tree at ``root`` (``found``:
+    its ``scan``) cannot make DAH batches from ``domains``: fewer than 2 domains or classes, a
+    domain without a class the others have, or a class folder with fewer than ``per_class``
+    (K) images."""
+    all_domains, classes, images = found
+    if len(all_domains) < 2:
+        raise CaffeError("%s: %d domain (%s) found; a transfer pair needs 2 "
+                         "(<root>/<Domain>/<Class>/<image>)" % (root, len(all_domains),
+                                                               ", ".join(all_domains)))
+    if len(classes) < 2:
+        raise CaffeError("%s: %d class (%s) found; hashing with labels needs at least 2"
+                         % (root, len(classes), ", ".join(classes)))
+    for d in domains:
+        counts = [0] * len(classes)
+        for _, label in images[d]:
+            counts[label] += 1
+        lacking = [c for c, n in zip(classes, counts) if n == 0]
+        if lacking:
+            raise CaffeError("%s has no images of class %s (the other domains have them)"
+                             % (os.path.join(root, d), ", ".join(lacking)))
+        for c, n in zip(classes, counts):
+            if n < per_class:
+                raise CaffeError("%s has %d image%s, fewer than K = %d per class in a batch "
+                                 "(--per_class)" % (os.path.join(root, d, c), n,
+                                                    "" if n == 1 else "s", per_class))
 
 
 def write_lists(root, outdir, domains=None, absolute=False):
