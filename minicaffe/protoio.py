@@ -215,18 +215,20 @@ def _current_umask():
     return mask
 
 
-def _atomic_write(path, data):
-    """Write ``data`` to a temporary file next to ``path``, then rename it over ``path``."""
+def atomic_write(path, write, error=ModelFileError):
+    """Call ``write(f)`` on a temporary file next to ``path``, fsync it and rename it over
+    ``path``: readers see the old file or the whole new one, never a part. An OSError becomes
+    ``error`` naming the path; the temporary file never outlives a failure."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                    suffix=".tmp")
     except OSError as exc:
-        raise ModelFileError("Cannot write %s: %s" % (path, exc.strerror or exc)) from None
+        raise error("Cannot write %s: %s" % (path, exc.strerror or exc)) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         # mkstemp makes the file 0600; give it the permissions open() would have.
@@ -238,8 +240,14 @@ def _atomic_write(path, data):
         except OSError:
             pass
         if isinstance(exc, OSError):
-            raise ModelFileError("Cannot write %s: %s" % (path, exc.strerror or exc)) from None
+            raise error("Cannot write %s: %s" % (path, exc.strerror or exc)) from None
         raise
+    return path
+
+
+def _atomic_write(path, data):
+    """Write ``data`` to a temporary file next to ``path``, then rename it over ``path``."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_proto_binary(path, msg):

@@ -476,29 +476,13 @@ class HashIndex:
                    ("codes.npy", _npy(self.codes)), ("labels.npy", _npy(self.labels)),
                    ("paths.txt", "".join(p + "\n" for p in self.paths)
                     .encode("utf-8", "surrogateescape"))]
-        try:
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
-                                       suffix=".tmp")
-        except OSError as exc:
-            raise CaffeError("cannot write %s: %s" % (path, exc.strerror or exc)) from None
-        try:
-            with os.fdopen(fd, "wb") as f:
-                with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
-                    for name, data in members:
-                        z.writestr(name, data, zipfile.ZIP_DEFLATED if name.endswith(".txt")
-                                   else zipfile.ZIP_STORED)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, path)
-        except BaseException as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            if isinstance(exc, OSError):
-                raise CaffeError("cannot write %s: %s" % (path, exc.strerror or exc)) from None
-            raise
+
+        def write(f):
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+                for name, data in members:
+                    z.writestr(name, data, zipfile.ZIP_DEFLATED if name.endswith(".txt")
+                               else zipfile.ZIP_STORED)
+        protoio.atomic_write(path, write, CaffeError)
         return path
 
     @classmethod
@@ -562,12 +546,6 @@ def _npy(arr):
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
     return buf.getvalue()
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # --- the net that makes the codes -------------------------------------------------------------

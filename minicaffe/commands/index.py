@@ -26,6 +26,7 @@ import os
 import shlex
 import sys
 
+from ..datasets.lists import image_files, subdirs
 from ._cli import run, setup_logging
 
 log = logging.getLogger("minicaffe")
@@ -52,18 +53,6 @@ def build_parser():
     return p
 
 
-def _subdirs(path):
-    with os.scandir(path) as it:
-        return sorted(e.name for e in it if not e.name.startswith(".") and e.is_dir())
-
-
-def _images(path):
-    from minicaffe.datasets.lists import IMAGE_EXTENSIONS
-    with os.scandir(path) as it:
-        return sorted(e.name for e in it if not e.name.startswith(".") and e.is_file()
-                      and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
-
-
 def folder_entries(folder):
     """``([(absolute path, label)], class names)`` of an image tree: DIR/<Class>/<image>
     (labels: the sorted class folders), or DIR/<Domain>/<Class>/<image> (``datasets.lists.scan``,
@@ -73,17 +62,17 @@ def folder_entries(folder):
     if not os.path.isdir(folder):
         raise CaffeError("%s: no such directory" % folder)
     root = os.path.abspath(folder)
-    subs = _subdirs(root)
-    flat = [c for c in subs if _images(os.path.join(root, c))]
+    subs = subdirs(root)
+    flat = [c for c in subs if image_files(os.path.join(root, c))]
     if not flat:
         domains, classes, images = lists.scan(root)
         return [(os.path.join(root, p), label) for d in domains for p, label in images[d]], classes
-    nested = [c for c in subs if c not in flat and _subdirs(os.path.join(root, c))]
+    nested = [c for c in subs if c not in flat and subdirs(os.path.join(root, c))]
     if nested:
         raise CaffeError("%s mixes class folders of images (%s) and folders of folders (%s); "
                          "index one layout at a time" % (folder, flat[0], nested[0]))
     return [(os.path.join(root, c, f), label) for label, c in enumerate(flat)
-            for f in _images(os.path.join(root, c))], flat
+            for f in image_files(os.path.join(root, c))], flat
 
 
 def _list_classes(list_file):

@@ -24,8 +24,8 @@ import os
 
 from ..errors import CaffeError
 
-__all__ = ["IMAGE_EXTENSIONS", "CLASSES_FILE", "ALIASES", "list_name", "scan", "domain_key",
-           "match_domain",
+__all__ = ["IMAGE_EXTENSIONS", "CLASSES_FILE", "ALIASES", "list_name", "subdirs", "image_files",
+           "scan", "domain_key", "match_domain",
            "select_domains", "check_layout", "write_lists"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pnm", ".gif", ".tif",
@@ -41,12 +41,14 @@ def list_name(domain):
     return domain.replace(" ", "_") + ".txt"
 
 
-def _subdirs(path):
+def subdirs(path):
+    """The visible sub-folders of ``path``, sorted."""
     with os.scandir(path) as it:
         return sorted(e.name for e in it if not e.name.startswith(".") and e.is_dir())
 
 
-def _images(path):
+def image_files(path):
+    """The image files (by extension) directly in ``path``, sorted by name."""
     with os.scandir(path) as it:
         return sorted(e.name for e in it if not e.name.startswith(".") and e.is_file()
                       and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
@@ -60,8 +62,8 @@ def scan(root):
         raise CaffeError("%s: no such directory (the dataset root, holding "
                          "<Domain>/<Class>/<image>)" % root)
     found = {}
-    for d in _subdirs(root):
-        per_class = {c: _images(os.path.join(root, d, c)) for c in _subdirs(os.path.join(root, d))}
+    for d in subdirs(root):
+        per_class = {c: image_files(os.path.join(root, d, c)) for c in subdirs(os.path.join(root, d))}
         per_class = {c: files for c, files in per_class.items() if files}
         if per_class:
             found[d] = per_class
