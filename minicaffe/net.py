@@ -4,6 +4,7 @@ Order of construction (net.cpp:Init): filter by phase/level/stage → insert Spl
 create and set up each layer → backward-need pass → force_backward → outputs → share params.
 """
 import logging
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -524,29 +525,48 @@ class Net:
         """Load trained weights by layer name (CopyTrainedLayersFrom): a path, a comma-separated
         list or a list of paths, or a NetParameter. All files are checked before anything is
         copied, so a failure leaves the net as it was."""
-        if isinstance(weights, str):
-            weights = [w for w in weights.split(",") if w]
-        elif not isinstance(weights, (list, tuple)):
+        for blob, arr in self.copy_plan(weights):
+            blob.data[...] = arr
+        return self
+
+    def copy_plan(self, weights):
+        """What ``copy_from(weights)`` would copy, as (blob, array) pairs, every file read and
+        checked; nothing is changed. An empty file is a ModelFileError; a file that shares no
+        layer name with the net's layers with weights gets a warning naming it."""
+        if isinstance(weights, (str, os.PathLike)):
+            weights = [w for w in os.fspath(weights).split(",") if w]
+        elif isinstance(weights, caffe_pb2.NetParameter):
             weights = [weights]
+        elif not isinstance(weights, (list, tuple)):
+            raise CaffeError("copy_from: expected a .caffemodel path, a comma-separated list of "
+                             "paths, a list or a NetParameter, got %s" % type(weights).__name__)
+        if not weights:
+            raise CaffeError("copy_from: no weights file given")
         plan = []
         for w in weights:
             if isinstance(w, caffe_pb2.NetParameter):
                 src, label = w, "<NetParameter>"
+            elif isinstance(w, (str, os.PathLike)):
+                label = os.fspath(w)
+                src = protoio.read_net_param(w, binary=True)   # an empty file is an error
             else:
-                src, label = protoio.read_net_param(w, binary=True), w
+                raise CaffeError("copy_from: expected a path or a NetParameter, got %s"
+                                 % type(w).__name__)
             plan.extend(self._plan_copy(src, label))
-        for blob, arr in plan:
-            blob.data[...] = arr
-        return self
+        return plan
 
     def _plan_copy(self, param, label):
         from .io import blobproto_to_array
         plan = []
+        with_weights = [n for n, layer in zip(self._layer_names, self.layers) if layer.blobs]
+        matched = 0
         for sl in param.layer:
             if sl.name not in self._layer_names:
                 log.info("Ignoring source layer %s", sl.name)
                 continue
             target = self.layers[self._layer_names.index(sl.name)].blobs
+            if target:
+                matched += 1
             if len(target) != len(sl.blobs):
                 raise ModelFileError("%s: Incompatible number of blobs for layer %s: the file has "
                                      "%d, the net's layer has %d" % (label, sl.name,
@@ -564,6 +584,13 @@ class Net:
                 except CaffeError as exc:
                     raise ModelFileError("%s: layer '%s' param %d: %s" % (label, sl.name, j, exc)) from None
                 plan.append((tb, arr.reshape(tb.shape)))
+        if with_weights and not matched:
+            names = [sl.name for sl in param.layer]
+            log.warning("%s: 0 of %d layers with weights matched by name (the file's layers: %s); "
+                        "those layers keep their initial values", label, len(with_weights),
+                        ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") or "none")
+        elif matched < len(with_weights):
+            log.info("%s: weights for %d of %d layers copied", label, matched, len(with_weights))
         return plan
 
     def to_proto(self, write_diff=False):

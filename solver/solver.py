@@ -428,11 +428,10 @@ class Solver:
         if not self.is_root:
             return None
         layers = {}
-        for net_name, net in [("train", self.net)] + [("test%d" % i, n) for i, n in enumerate(self.test_nets)]:
-            for lname, layer in zip(net._layer_names, net.layers):
-                s = layer.get_state()
-                if s is not None:
-                    layers["%s/%s" % (net_name, lname)] = s
+        for key, layer in self._all_layers():
+            s = layer.get_state()
+            if s is not None:
+                layers[key] = s
         extra = {"rng": backend.rng_state(), "layers": layers}
         if rank_rngs:
             extra["rank_rngs"] = rank_rngs
@@ -440,42 +439,46 @@ class Solver:
 
     def restore(self, state_file):
         """Resume from a .solverstate: iteration, lr step, histories, the weights it names and
-        (minicaffe's extension) the generator and data positions. Data-parallel: rank 0 reads
-        the files and hands everything to the other ranks."""
+        (minicaffe's extension) the generator and data positions. The whole file and the model
+        it names are read and checked first: a ModelFileError leaves the solver as it was.
+        Data-parallel: rank 0 reads the files and hands everything to the other ranks."""
         hist = self.history + self.history2
         it = step = extra = None
         if self.is_root:
-            st = protoio.read_proto_binary(state_file, caffe_pb2.SolverState)
-            if len(st.history) != len(hist):
-                raise ModelFileError("%s: incorrect length of history blobs (%d in the file, the "
-                                     "%s solver on this net needs %d)"
-                                     % (state_file, len(st.history), self.param.type, len(hist)))
-            arrays = []
-            for i, (h, proto) in enumerate(zip(hist, st.history)):
-                a = blobproto_to_array(proto)
-                if a.size != h.size:
-                    raise ModelFileError("%s: history blob %d has %d values, the net's param "
-                                         "has %d" % (state_file, i, a.size, h.size))
-                arrays.append(a.reshape(h.shape))
-            if st.learned_net:
-                model = st.learned_net
-                if not os.path.exists(model):
-                    alt = os.path.join(os.path.dirname(os.path.abspath(state_file)),
-                                       os.path.basename(model))
-                    model = alt if os.path.exists(alt) else model
-                self.net.copy_from(model)
-            for h, a in zip(hist, arrays):
+            state = _read_solverstate(state_file, hist, self.param.type)
+            plan = self.net.copy_plan(state["model"]) if state["model"] else []
+            if state["extra"]:
+                self._restore_extra(state["extra"], state_file)   # undone if it fails
+            for blob, arr in plan:
+                blob.data[...] = arr
+            for h, a in zip(hist, state["history"]):
                 h[...] = a
-            it, step = st.iter, st.current_step
-            extra = json.loads(st.minicaffe_state.decode()) if st.minicaffe_state else None
+            it, step, extra = state["iter"], state["current_step"], state["extra"]
         if self.parallel:
             it, step, extra = self.parallel.bcast((it, step, extra))
             self.parallel.broadcast_blobs(self.net.learnable_params)
             self.parallel.broadcast_arrays(hist)
+            if not self.is_root and extra:
+                self._restore_extra(extra, state_file)
         self.iter, self.current_step = it, step
         if getattr(self, "_gpu_updater", None) is not None:
             self._gpu_updater.from_host()
-        if extra:
+
+    def _all_layers(self):
+        """(key, layer) for every layer of the train and test nets, keys as in field 8001."""
+        for net_name, net in [("train", self.net)] + [("test%d" % i, n) for i, n in enumerate(self.test_nets)]:
+            for lname, layer in zip(net.layer_names, net.layers):
+                yield "%s/%s" % (net_name, lname), layer
+
+    def _restore_extra(self, extra, state_file):
+        """The generator and the layers' data positions from field 8001; all or nothing (a
+        state a layer refuses puts every generator and layer back and raises)."""
+        saved_rng = backend.rng_state()
+        layer_states = extra.get("layers", {})
+        saved = [(key, layer, layer.get_state()) for key, layer in self._all_layers()
+                 if key in layer_states]
+        key = "rng"
+        try:
             rank_rngs = extra.get("rank_rngs")
             if self.parallel and rank_rngs and len(rank_rngs) == self.parallel.size:
                 backend.set_rng_state(rank_rngs[self.parallel.rank])
@@ -483,11 +486,15 @@ class Solver:
                 backend.set_rng_state(extra["rng"])
                 if self.parallel:
                     self.parallel.fork_rng()
-            for net_name, net in [("train", self.net)] + [("test%d" % i, n) for i, n in enumerate(self.test_nets)]:
-                for lname, layer in zip(net._layer_names, net.layers):
-                    key = "%s/%s" % (net_name, lname)
-                    if key in extra.get("layers", {}):
-                        layer.set_state(extra["layers"][key])
+            for key, layer, _ in saved:
+                layer.set_state(layer_states[key])
+        except Exception as exc:  # noqa: BLE001 - any refusal is a bad file, undone below
+            backend.set_rng_state(saved_rng)
+            for _, layer, old in saved:
+                layer.set_state(old)
+            raise ModelFileError("%s: field 8001 (minicaffe_state): the state for %s does not "
+                                 "fit (%s: %s); nothing was restored"
+                                 % (state_file, key, type(exc).__name__, exc)) from None
 
     # --- signals -----------------------------------------------------------------------------
     def install_signal_handlers(self, sigint_effect="snapshot", sighup_effect="snapshot"):
@@ -514,6 +521,71 @@ class Solver:
         signal.signal(signal.SIGINT, handler_for(sigint_effect, None))
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, handler_for(sighup_effect, None))
+
+
+def _read_solverstate(state_file, hist, solver_type):
+    """Everything ``Solver.restore`` needs from a .solverstate, checked before anything is
+    changed: {"iter", "current_step", "history" (arrays shaped as ``hist``), "model" (the
+    .caffemodel it names, found as Caffe does or beside the state file; None if it names
+    none), "extra" (field 8001 as a dict, or None)}. Any fault is a ModelFileError naming the
+    file."""
+    st = protoio.read_proto_binary(state_file, caffe_pb2.SolverState)
+    if len(st.history) != len(hist):
+        raise ModelFileError("%s: incorrect length of history blobs (%d in the file, the %s "
+                             "solver on this net needs %d)"
+                             % (state_file, len(st.history), solver_type, len(hist)))
+    arrays = []
+    for i, (h, proto) in enumerate(zip(hist, st.history)):
+        try:
+            a = blobproto_to_array(proto)
+        except CaffeError as exc:
+            raise ModelFileError("%s: history blob %d: %s" % (state_file, i, exc)) from None
+        if a.size != h.size:
+            raise ModelFileError("%s: history blob %d has %d values, the net's param has %d"
+                                 % (state_file, i, a.size, h.size))
+        arrays.append(a.reshape(h.shape).astype(h.dtype, copy=False))
+    if st.iter < 0 or st.current_step < 0:
+        raise ModelFileError("%s: iter (%d) and current_step (%d) must be >= 0"
+                             % (state_file, st.iter, st.current_step))
+    model = None
+    if st.learned_net:
+        model = st.learned_net
+        if not os.path.exists(model):
+            alt = os.path.join(os.path.dirname(os.path.abspath(state_file)),
+                               os.path.basename(model))
+            if not os.path.exists(alt):
+                raise ModelFileError("%s: the model it names, %s, is missing (looked there and "
+                                     "beside the state file)" % (state_file, st.learned_net))
+            model = alt
+    return {"iter": st.iter, "current_step": st.current_step, "history": arrays,
+            "model": model, "extra": _parse_extra_state(st, state_file)}
+
+
+def _parse_extra_state(st, state_file):
+    """Field 8001 (minicaffe_state) as a dict {"rng": dict, "layers": {key: state},
+    "rank_rngs": [dict]}, or None when absent; ModelFileError if it is not that."""
+    if not st.HasField("minicaffe_state") or not st.minicaffe_state:
+        return None
+    where = "%s: field 8001 (minicaffe_state)" % state_file
+    try:
+        extra = json.loads(st.minicaffe_state.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ModelFileError("%s is not UTF-8 (%s)" % (where, exc)) from None
+    except (ValueError, RecursionError) as exc:
+        raise ModelFileError("%s is not valid JSON (%s)" % (where, exc)) from None
+    if extra is None:
+        return None
+    if not isinstance(extra, dict):
+        raise ModelFileError("%s must be a JSON object, got %s" % (where, type(extra).__name__))
+    expected = {"rng": dict, "layers": dict, "rank_rngs": list}
+    for key, value in extra.items():
+        if key in expected and not isinstance(value, expected[key]):
+            raise ModelFileError("%s: '%s' must be a JSON %s, got %s"
+                                 % (where, key, "object" if expected[key] is dict else "array",
+                                    type(value).__name__))
+    if any(not isinstance(r, dict) for r in extra.get("rank_rngs", [])):
+        raise ModelFileError("%s: 'rank_rngs' must hold JSON objects" % where)
+    return extra
 
 
 def _jsonable(obj):

@@ -279,6 +279,76 @@ def test_restore_rejects_other_solver_history(tmp_path):
         sgd.restore(state)
 
 
+
+def _solver_state(s):
+    """Everything a restore may change, copied: weights, histories, iter, lr step, generator."""
+    return ([b.data.copy() for b in s.net.learnable_params], [h.copy() for h in s.history + s.history2],
+            s.iter, s.current_step, repr(caffe.backend.rng_state()))
+
+
+def _assert_unchanged(s, before):
+    after = _solver_state(s)
+    assert all(np.array_equal(a, b) for a, b in zip(before[0], after[0]))
+    assert all(np.array_equal(a, b) for a, b in zip(before[1], after[1]))
+    assert before[2:] == after[2:]
+
+
+def _corrupt(state, out, **fields):
+    st = caffe_pb2.SolverState()
+    st.ParseFromString(open(state, "rb").read())
+    for k, v in fields.items():
+        if k == "drop_history":
+            del st.history[-1]
+        else:
+            setattr(st, k, v)
+    open(out, "wb").write(st.SerializeToString())
+    return out
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"minicaffe_state": b"\xff\xfe{"}, r"field 8001 \(minicaffe_state\) is not UTF-8"),
+    ({"minicaffe_state": b"{not json"}, r"field 8001 \(minicaffe_state\) is not valid JSON"),
+    ({"minicaffe_state": b"[1, 2]"}, r"must be a JSON object, got list"),
+    ({"minicaffe_state": b'{"rng": 5}'}, r"'rng' must be a JSON object, got int"),
+    ({"minicaffe_state": b'{"rng": {"bit_generator": "PCG64", "state": "x"}}'},
+     r"the state for rng does not fit .*nothing was restored"),
+    ({"minicaffe_state": b"[" * 100000}, r"is not valid JSON"),
+    ({"iter": -5}, r"iter \(-5\) and current_step \(1\) must be >= 0"),
+    ({"drop_history": True}, r"incorrect length of history blobs \(7 in the file"),
+    ({"learned_net": "/nowhere/gone.caffemodel"}, r"the model it names, /nowhere/gone.caffemodel, is missing"),
+])
+def test_failed_restore_changes_nothing(tmp_path, fields, message):
+    s = _noisy_solver(tmp_path, "snapshot: 4")
+    s.step(4)
+    _, state = s.last_snapshot
+    bad = _corrupt(state, str(tmp_path / "bad.solverstate"), **fields)
+    s.step(2)   # weights, histories, iter and the generator move on from the snapshot
+    before = _solver_state(s)
+    with pytest.raises(caffe.ModelFileError, match=message) as info:
+        s.restore(bad)
+    assert str(info.value).startswith(bad + ": ") and "\n" not in str(info.value)
+    _assert_unchanged(s, before)
+    s.restore(state)   # the good state still restores
+    assert s.iter == 4
+
+
+def test_restore_truncated_or_empty_file_changes_nothing(tmp_path):
+    s = _noisy_solver(tmp_path, "snapshot: 2")
+    s.step(2)
+    _, state = s.last_snapshot
+    data = open(state, "rb").read()
+    s.step(1)
+    before = _solver_state(s)
+    cut = tmp_path / "cut.solverstate"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(caffe.ModelFileError, match="cut.solverstate: cannot decode %d bytes" % (len(data) // 2)):
+        s.restore(str(cut))
+    empty = tmp_path / "empty.solverstate"
+    empty.write_bytes(b"")
+    with pytest.raises(caffe.ModelFileError, match=r"empty.solverstate: the file is empty \(0 bytes\)"):
+        s.restore(str(empty))
+    _assert_unchanged(s, before)
+
 def test_snapshot_schedule_and_after_train(tmp_path):
     s = _noisy_solver(tmp_path, "snapshot: 3")
     s.param.snapshot_after_train = True
