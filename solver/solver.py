@@ -42,6 +42,33 @@ def _resolve(path, solver_path):
     return alt if os.path.exists(alt) else path
 
 
+
+def check_values(p):
+    """The SolverParameter values Caffe refuses (solver.cpp:Init CHECKs the train net count
+    and average_loss >= 1) and those it takes but that only make sense as non-negative counts
+    (iter_size 0 divides by zero; a negative max_iter, snapshot, display or test_iter is a
+    typo). Each message names the field and the value."""
+    sources = sum(p.HasField(f) for f in ("train_net_param", "train_net", "net_param", "net"))
+    if sources != 1:
+        raise CaffeError("no net specified: give exactly one of net, net_param, train_net or "
+                         "train_net_param" if not sources else
+                         "give exactly one of net, net_param, train_net or train_net_param "
+                         "(found %d)" % sources)
+    if p.average_loss < 1:
+        raise CaffeError("average_loss must be >= 1, got %d" % p.average_loss)
+    if p.iter_size < 1:
+        raise CaffeError("iter_size must be >= 1, got %d" % p.iter_size)
+    for field in ("max_iter", "snapshot", "display", "test_interval"):
+        if getattr(p, field) < 0:
+            raise CaffeError("%s must be >= 0 (0: never), got %d" % (field, getattr(p, field)))
+    if any(n < 0 for n in p.test_iter):
+        raise CaffeError("test_iter must be >= 0, got %s" % ", ".join(map(str, p.test_iter)))
+    if p.clip_gradients < 0 and p.clip_gradients != -1:
+        raise CaffeError("clip_gradients must be >= 0 (the largest L2 norm of the gradients) or "
+                         "-1 (the default: no clipping), got %g" % p.clip_gradients)
+    if p.snapshot_format == caffe_pb2.SolverParameter.HDF5 and p.HasField("snapshot_format"):
+        raise CaffeError("snapshot_format: HDF5 is not supported; use BINARYPROTO")
+
 class Solver:
     """``Solver(solver_prototxt_or_SolverParameter)``; pycaffe's attributes: ``net``,
     ``test_nets``, ``iter``, ``step(n)``, ``solve()``, ``restore()``, ``snapshot()``,
@@ -60,10 +87,12 @@ class Solver:
             p = protoio.read_solver_param(self.solver_path)
         if type_override:
             p.type = type_override
-        check_solver_param(p)
-        check_policy(p)
-        if p.snapshot_format == caffe_pb2.SolverParameter.HDF5 and p.HasField("snapshot_format"):
-            raise CaffeError("snapshot_format: HDF5 is not supported; use BINARYPROTO")
+        try:
+            check_values(p)
+            check_solver_param(p)
+            check_policy(p)
+        except CaffeError as exc:
+            raise type(exc)("%s: %s" % (self.solver_path or "<SolverParameter>", exc)) from None
         if level is not None:
             for st in [p.train_state] + list(p.test_state):
                 st.level = level
@@ -114,12 +143,7 @@ class Solver:
     def _net_param(self, which, index=None):
         p = self.param
         if which == "train":
-            sources = [p.HasField("train_net_param"), p.HasField("train_net"),
-                       p.HasField("net_param"), p.HasField("net")]
-            if sum(sources) != 1:
-                raise CaffeError("%s: give exactly one of train_net_param, train_net, net_param "
-                                 "or net (found %d)" % (self.solver_path or "solver", sum(sources)))
-            if p.HasField("train_net_param"):
+            if p.HasField("train_net_param"):   # exactly one is set (check_values)
                 return protoio.read_net_param(p.train_net_param)
             if p.HasField("train_net"):
                 return protoio.read_net_param(_resolve(p.train_net, self.solver_path))
@@ -139,27 +163,27 @@ class Solver:
 
     def _init_test_nets(self):
         p = self.param
+        where = self.solver_path or "<SolverParameter>"
         generic = int(p.HasField("net_param")) + int(p.HasField("net"))
-        if generic > 1:
-            raise CaffeError("Only one of net_param and net may be given")
         sources = [protoio.read_net_param(x) for x in p.test_net_param]
         sources += [protoio.read_net_param(_resolve(x, self.solver_path)) for x in p.test_net]
         n_specific = len(sources)
-        if generic:
-            if len(p.test_iter) < n_specific:
-                raise CaffeError("test_iter must be specified for each test network.")
-        elif len(p.test_iter) != n_specific:
-            raise CaffeError("test_iter must be specified for each test network (%d test nets, %d "
-                             "test_iter)" % (n_specific, len(p.test_iter)))
+        if (len(p.test_iter) < n_specific) if generic else (len(p.test_iter) != n_specific):
+            raise CaffeError("%s: test_iter must be specified for each test network (%d test "
+                             "net(s) from test_net/test_net_param%s, %d test_iter)"
+                             % (where, n_specific, " plus one per extra test_iter from net"
+                                if generic else "", len(p.test_iter)))
         n_generic = len(p.test_iter) - n_specific
         if n_generic:
             base = (protoio.read_net_param(p.net_param) if p.HasField("net_param")
                     else protoio.read_net_param(_resolve(p.net, self.solver_path)))
             sources += [base] * n_generic
         if p.test_state and len(p.test_state) != len(sources):
-            raise CaffeError("test_state must be unspecified or specified once per test net.")
+            raise CaffeError("%s: test_state must be unspecified or specified once per test net "
+                             "(%d test_state, %d test nets)" % (where, len(p.test_state), len(sources)))
         if sources and p.test_interval <= 0:
-            raise CaffeError("test_interval must be > 0 when there are test nets")
+            raise CaffeError("%s: test_interval must be > 0 when there are test nets (%d test "
+                             "net(s), test_interval: %d)" % (where, len(sources), p.test_interval))
         nets = []
         for i, src in enumerate(sources):
             state = caffe_pb2.NetState()

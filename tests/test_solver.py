@@ -454,3 +454,38 @@ def test_iteration_reaches_layers():
         assert seen == [0, 1, 2]
     finally:
         del sys.modules["mc_spy"]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "no net specified: give exactly one of net, net_param, train_net or train_net_param"),
+    ("average_loss: 0", "average_loss must be >= 1, got 0"),
+    ("iter_size: 0", "iter_size must be >= 1, got 0"),
+    ("max_iter: -2", r"max_iter must be >= 0 \(0: never\), got -2"),
+    ("snapshot: -1", r"snapshot must be >= 0 \(0: never\), got -1"),
+    ("display: -1", r"display must be >= 0 \(0: never\), got -1"),
+    ("test_iter: -3", "test_iter must be >= 0, got -3"),
+    ("clip_gradients: -0.5", r"clip_gradients must be >= 0 .* or -1 \(the default: no clipping\), got -0.5"),
+    ('lr_policy: "step" stepsize: 10 gamma: -0.1', "gamma must be >= 0 for lr_policy 'step', got -0.1"),
+    ('lr_policy: "exp" gamma: -1', "gamma must be >= 0 for lr_policy 'exp', got -1"),
+    ('lr_policy: "inv" gamma: -1', "gamma must be >= 0 for lr_policy 'inv', got -1"),
+    ('lr_policy: "multistep" gamma: -1 stepvalue: 5', "gamma must be >= 0 for lr_policy 'multistep'"),
+    ('lr_policy: "sigmoid" gamma: -1 stepsize: 5', "gamma must be >= 0 for lr_policy 'sigmoid'"),
+    ('lr_policy: "sigmoid" gamma: 1', "lr_policy 'sigmoid' needs stepsize > 0, got 0"),
+    ("test_iter: 5", r"test_iter must be specified for each test network \(0 test net\(s\) from "
+                     r"test_net/test_net_param, 1 test_iter\)"),
+])
+def test_solver_values_caffe_rejects_name_file_and_field(tmp_path, text, message):
+    (tmp_path / "net.prototxt").write_text(LINEAR)
+    solver = tmp_path / "solver.prototxt"
+    if text:
+        base = {"lr_policy": 'lr_policy: "fixed"'}
+        text = ('train_net: "%s" base_lr: 0.1 ' % (tmp_path / "net.prototxt") + text +
+                ("" if "lr_policy" in text else " " + base["lr_policy"]))
+    solver.write_text(text)
+    with pytest.raises(caffe.CaffeError, match="^%s: %s" % (solver, message)):
+        caffe.get_solver(str(solver))
+
+
+def test_clip_gradients_default_minus_one_is_accepted(tmp_path):
+    s = make_solver('base_lr: 0.1 lr_policy: "fixed" clip_gradients: -1')
+    assert s.param.clip_gradients == -1
