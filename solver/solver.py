@@ -9,11 +9,14 @@ Data-parallel training hands a ``minicaffe.parallel.DataParallel`` as ``parallel
 passes its ``reduce`` sums the diffs over the ranks (one Allreduce) and the update divides by
 iter_size × ranks; rank 0 alone tests and writes snapshots.
 """
+import contextlib
+import glob
 import json
 import logging
 import math
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -115,6 +118,7 @@ class Solver:
         self.callbacks = []
         self.iteration_callbacks = []
         self.requested_action = None   # "stop" or "snapshot", set by signal handlers
+        self._interrupted = False      # Ctrl-C from the Python API during step()
         self.pending_action = None     # a signal's request, until the ranks agree on it
         self.last_snapshot = None
         self._losses, self._smoothed_loss = [], 0.0
@@ -209,6 +213,46 @@ class Solver:
 
     # --- the loop ----------------------------------------------------------------------------
     def step(self, iters):
+        """Run ``iters`` iterations. Ctrl-C from the Python API (no handler of the tool's
+        installed, main thread) behaves as tools/train's default: the iteration finishes, a
+        snapshot is written, then KeyboardInterrupt is raised; a second Ctrl-C interrupts at
+        once."""
+        with self._api_sigint():
+            self._step(iters)
+        if self._interrupted:
+            self._interrupted = False
+            raise KeyboardInterrupt("stopped at iteration %d after writing %s"
+                                    % (self.iter, self.last_snapshot[1] if self.last_snapshot
+                                       else "no snapshot (not rank 0)"))
+
+    @contextlib.contextmanager
+    def _api_sigint(self):
+        """SIGINT → snapshot then stop, while ``step`` runs, unless someone else (tools/train's
+        install_signal_handlers, the application) handles SIGINT already."""
+        self._interrupted = False
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._interrupted = True
+            log.info("SIGINT received: snapshot then stop after this iteration (Ctrl-C again "
+                     "to stop at once)")
+            if self.parallel:
+                self.pending_action = "stop_snapshot"
+            else:
+                self.requested_action = "stop_snapshot"
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _step(self, iters):
         p = self.param
         start_iter = self.iter
         stop_iter = self.iter + iters
@@ -416,16 +460,18 @@ class Solver:
 
     def snapshot(self):
         """Write ``<prefix>_iter_N.caffemodel`` and ``.solverstate`` (atomically); return both
-        paths. Data-parallel: every rank calls it, rank 0 writes (None elsewhere), and no
-        rank goes on before the files are complete."""
+        paths. The .solverstate is written last and names its .caffemodel, so the newest
+        .solverstate always marks the newest complete pair (a crash between the two leaves a
+        .caffemodel alone, never a state without its weights; restore refuses a state whose
+        model is gone). Temporary files left by a killed write are removed first. Any fault
+        is a ModelFileError naming the path. Data-parallel: every rank calls it, rank 0 writes
+        (None elsewhere), and no rank goes on before the files are complete."""
         extra = self._extra_state()
         if not self.is_root:
             self.parallel.barrier()
             return None
         model = self.snapshot_filename(".caffemodel")
-        d = os.path.dirname(model)
-        if d and not os.path.isdir(d):
-            os.makedirs(d, exist_ok=True)
+        self._prepare_snapshot_dir(model)
         log.info("Snapshotting to binary proto file %s", model)
         self.net.save(model, write_diff=self.param.snapshot_diff)
         state_path = self.snapshot_filename(".solverstate")
@@ -444,6 +490,32 @@ class Solver:
         if self.parallel:
             self.parallel.barrier()
         return model, state_path
+
+    def _prepare_snapshot_dir(self, model):
+        """Create the snapshot folder (ModelFileError naming the path when it cannot be: a
+        regular file in the way of snapshot_prefix's folder) and remove the temporary files of
+        earlier snapshots of this prefix that a killed process left behind."""
+        d = os.path.dirname(model) or "."
+        prefix = "snapshot_prefix %r" % self.param.snapshot_prefix
+        probe = d
+        while probe and not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        if probe and not os.path.isdir(probe):
+            raise ModelFileError("Cannot write snapshot %s: %s is a regular file, not a folder "
+                                 "(%s)" % (model, probe, prefix))
+        try:
+            os.makedirs(d, exist_ok=True)
+        except OSError as exc:
+            raise ModelFileError("Cannot write snapshot %s: cannot create the folder %s: %s (%s)"
+                                 % (model, d, exc.strerror or exc, prefix)) from None
+        base = glob.escape(os.path.basename(self.param.snapshot_prefix))
+        for ext in (".caffemodel", ".solverstate"):
+            for stale in glob.glob(os.path.join(glob.escape(d), ".%s_iter_*%s.*.tmp" % (base, ext))):
+                try:
+                    os.unlink(stale)
+                    log.info("Removed %s, left by an interrupted snapshot", stale)
+                except OSError:
+                    pass
 
     def _extra_state(self):
         """The generator and the data positions (None on ranks other than 0, which only hand

@@ -489,3 +489,65 @@ def test_solver_values_caffe_rejects_name_file_and_field(tmp_path, text, message
 def test_clip_gradients_default_minus_one_is_accepted(tmp_path):
     s = make_solver('base_lr: 0.1 lr_policy: "fixed" clip_gradients: -1')
     assert s.param.clip_gradients == -1
+
+
+def test_snapshot_prefix_under_a_regular_file(tmp_path):
+    (tmp_path / "solver.prototxt").write_text("")
+    s = _noisy_solver(tmp_path)
+    s.param.snapshot_prefix = str(tmp_path / "solver.prototxt" / "snaps" / "net")
+    with pytest.raises(caffe.ModelFileError, match=r"^Cannot write snapshot %s: %s is a regular file, "
+                       r"not a folder \(snapshot_prefix '%s'\)$" % (
+                           tmp_path / "solver.prototxt" / "snaps" / "net_iter_0.caffemodel",
+                           tmp_path / "solver.prototxt", s.param.snapshot_prefix)):
+        s.snapshot()
+
+
+def test_snapshot_removes_stale_temp_files_of_its_prefix(tmp_path):
+    s = _noisy_solver(tmp_path)
+    stale = [tmp_path / ".snap_iter_2.caffemodel.k1ll3d.tmp", tmp_path / ".snap_iter_2.solverstate.x.tmp"]
+    other = tmp_path / ".other_iter_2.caffemodel.abc.tmp"
+    for f in stale + [other]:
+        f.write_bytes(b"half")
+    s.step(1)
+    s.snapshot()
+    assert sorted(os.listdir(tmp_path)) == [".other_iter_2.caffemodel.abc.tmp",
+                                           "snap_iter_1.caffemodel", "snap_iter_1.solverstate"]
+
+
+def test_interrupted_pair_keeps_the_newest_complete_one(tmp_path, monkeypatch):
+    s = _noisy_solver(tmp_path)
+    s.step(2)
+    s.snapshot()
+    s.step(1)
+    real = caffe.protoio.write_proto_binary
+
+    def killed(path, msg):
+        if path.endswith(".solverstate"):
+            raise caffe.ModelFileError("Cannot write %s: No space left on device" % path)
+        real(path, msg)
+    monkeypatch.setattr(caffe.protoio, "write_proto_binary", killed)
+    with pytest.raises(caffe.ModelFileError, match="snap_iter_3.solverstate: No space left"):
+        s.snapshot()
+    monkeypatch.undo()
+    states = sorted(f for f in os.listdir(tmp_path) if f.endswith(".solverstate"))
+    assert states == ["snap_iter_2.solverstate"]     # the newest state has its weights
+    fresh = _noisy_solver(tmp_path)
+    fresh.restore(str(tmp_path / "snap_iter_2.solverstate"))
+    assert fresh.iter == 2
+    os.remove(tmp_path / "snap_iter_2.caffemodel")
+    with pytest.raises(caffe.ModelFileError, match=r"the model it names, %s, is missing"
+                       % (tmp_path / "snap_iter_2.caffemodel")):
+        fresh.restore(str(tmp_path / "snap_iter_2.solverstate"))
+
+
+def test_ctrl_c_during_api_step_snapshots_then_raises(tmp_path):
+    import signal
+    s = _noisy_solver(tmp_path)
+    s.add_iteration_callback(lambda sv: sv.iter == 3 and os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt, match=r"stopped at iteration 4 after writing .*snap_iter_4.solverstate"):
+        s.step(8)
+    assert s.iter == 4
+    assert sorted(os.listdir(tmp_path)) == ["snap_iter_4.caffemodel", "snap_iter_4.solverstate"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    s.step(1)   # the next step runs normally
+    assert s.iter == 5
