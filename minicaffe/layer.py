@@ -5,6 +5,8 @@ A layer subclass declares its arity as class attributes and fills in ``layer_set
 ``backward_gpu``; without them GPU mode runs the CPU code through the blobs' lazy sync).
 Layers **overwrite** bottom diffs and **accumulate** param diffs, as in Caffe.
 """
+import difflib
+
 import numpy as np
 
 from . import backend
@@ -35,8 +37,12 @@ def layer_class(type_name):
     try:
         return _REGISTRY[type_name]
     except KeyError:
-        raise LayerTypeError("Unknown layer type: %r (known types: %s)"
-                             % (type_name, ", ".join(layer_types()))) from None
+        pass
+    near = [t for t in _REGISTRY if t.lower() == type_name.lower()]
+    near = near or difflib.get_close_matches(type_name, _REGISTRY, n=1, cutoff=0.7)
+    hint = "; did you mean %r?" % near[0] if near else ""
+    raise LayerTypeError("Unknown layer type: %r%s (known types: %s)"
+                         % (type_name, hint, ", ".join(layer_types())))
 
 
 def create_layer(layer_param, phase=None):

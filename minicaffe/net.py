@@ -5,19 +5,21 @@ create and set up each layer → backward-need pass → force_backward → outpu
 """
 import logging
 import os
+import re
 from collections import OrderedDict
 
 import numpy as np
 
 from . import protoio
 from .blob import Blob
-from .errors import CaffeError, ModelFileError, NetError, ShapeError
+from .errors import CaffeError, LayerTypeError, ModelFileError, NetError, ShapeError
 from .layer import create_layer
 from .proto import caffe_pb2
 
 log = logging.getLogger("minicaffe")
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
+_LAYER_OPENER = re.compile(r"\blayers?\s*\{")
 
 
 # --- FilterNet -----------------------------------------------------------------------------
@@ -66,9 +68,10 @@ def split_blob_name(layer_name, blob_name, blob_idx, split_idx):
     return "%s_%s_%d_split_%d" % (blob_name, layer_name, blob_idx, split_idx)
 
 
-def insert_splits(param):
+def insert_splits(param, locate=None):
     """A copy of ``param`` with a Split layer after every top that feeds several consumers
-    (util/insert_splits.cpp, Caffe's names). An explicit non-zero loss_weight counts as a use."""
+    (util/insert_splits.cpp, Caffe's names). An explicit non-zero loss_weight counts as a use.
+    ``locate(layer_name)`` gives the "file:line: " that prefixes an error."""
     last_top = {}
     source_of = {}
     count = {}
@@ -77,8 +80,8 @@ def insert_splits(param):
     for i, lp in enumerate(param.layer):
         for j, b in enumerate(lp.bottom):
             if b not in last_top:
-                raise NetError("Unknown bottom blob '%s' (layer '%s', bottom index %d)"
-                               % (b, lp.name, j))
+                raise NetError("%sUnknown bottom blob '%s' (layer '%s', bottom index %d)"
+                               % (locate(lp.name) if locate else "", b, lp.name, j))
             source_of[(i, j)] = last_top[b]
             count[last_top[b]] = count.get(last_top[b], 0) + 1
         for j, t in enumerate(lp.top):
@@ -127,6 +130,9 @@ def _phase_value(phase):
             return caffe_pb2.Phase.Value(phase.upper())
         except ValueError:
             raise CaffeError("phase must be TRAIN or TEST, got %r" % phase) from None
+    if isinstance(phase, (bool, float)) or not isinstance(phase, (int, np.integer)) \
+            or int(phase) not in (TRAIN, TEST):
+        raise CaffeError("phase must be caffe.TRAIN (0) or caffe.TEST (1), got %r" % (phase,))
     return int(phase)
 
 
@@ -147,8 +153,15 @@ class Net:
             weights, phase = args
         elif len(args) > 2:
             raise TypeError("Net(network, phase) or Net(network, weights, phase)")
+        if not isinstance(network, (str, os.PathLike, caffe_pb2.NetParameter)):
+            raise CaffeError("Net: expected a prototxt path, prototxt text or a NetParameter, "
+                             "got %s" % type(network).__name__)
         param = protoio.read_net_param(network)
-        self.source = network if isinstance(network, str) and "\n" not in network else "<net>"
+        is_text = isinstance(network, str) and (
+            "\n" in network or not os.path.exists(network))
+        self.source = "<net>" if is_text or isinstance(network, caffe_pb2.NetParameter) \
+            else os.fspath(network)
+        self._source_text = network if is_text else None
         if state is None:
             state = caffe_pb2.NetState()
             state.CopyFrom(param.state)
@@ -168,7 +181,7 @@ class Net:
         self.phase = state.phase
         self.state = state
         self.name = in_param.name
-        param = insert_splits(filter_net(in_param, state))
+        param = insert_splits(filter_net(in_param, state), self._locate)
         self._param = param
         self.layers = []
         self._layer_names = []
@@ -201,15 +214,18 @@ class Net:
             if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
                 raise NetError("Layer %s: propagate_down must be given 0 or %d times (once per "
                                "bottom), got %d" % (lp.name, len(lp.bottom), len(lp.propagate_down)))
-            layer = create_layer(lp)
+            try:
+                layer = create_layer(lp)
+            except LayerTypeError as exc:
+                raise LayerTypeError("%slayer '%s': %s" % (self._locate(lp.name), lp.name, exc)) from None
             self.layers.append(layer)
             self._layer_names.append(lp.name)
             bottoms, bids, bneed = [], [], []
             need_backward = False
             for j, bname in enumerate(lp.bottom):
                 if bname not in available:
-                    raise NetError("Unknown bottom blob '%s' (layer '%s', bottom index %d)"
-                                   % (bname, lp.name, j))
+                    raise NetError("%sUnknown bottom blob '%s' (layer '%s', bottom index %d)"
+                                   % (self._locate(lp.name), bname, lp.name, j))
                 bid = name_to_idx[bname]
                 bottoms.append(self._blob_objs[bid])
                 bids.append(bid)
@@ -289,6 +305,28 @@ class Net:
                                   if l.blobs)
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
         self._blob_index = {n: i for i, n in enumerate(self._blob_names)}
+
+    def _locate(self, layer_name):
+        """"file:line: " of the layer named ``layer_name`` in the prototxt text (the first
+        ``name: "..."`` with that value after a ``layer {``), "file: " when the line is not
+        found, "" for a net given as a NetParameter."""
+        text = self._source_text
+        if text is None and self.source != "<net>":
+            try:
+                with open(self.source, encoding="utf-8", errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                text = ""
+        if text is None:
+            return ""
+        where = "<string>" if self.source == "<net>" else self.source
+        opener = _LAYER_OPENER.search(text)
+        if opener:
+            pattern = r"\bname\s*:\s*([\"'])%s\1" % re.escape(layer_name)
+            m = re.compile(pattern).search(text, opener.start())
+            if m:
+                return "%s:%d: " % (where, text.count("\n", 0, m.start()) + 1)
+        return "%s: " % where
 
     def _describe_failure(self, layer_id, exc):
         lp = self._param.layer[layer_id]

@@ -374,3 +374,48 @@ def test_blob_limit_is_configurable(monkeypatch):
     monkeypatch.setenv("MINICAFFE_MAX_BLOB_BYTES", "lots")
     with pytest.raises(caffe.ShapeError, match="MINICAFFE_MAX_BLOB_BYTES must be a number of bytes, got 'lots'"):
         caffe.Blob((2,))
+
+
+def test_unknown_bottom_and_type_name_file_line_and_near_name(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text('name: "n"\n'
+                    'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }\n'
+                    'layer {\n  name: "act"\n  type: "Tanh"\n  bottom: "x"\n  top: "y"\n}\n')
+    with pytest.raises(caffe.LayerTypeError, match=r"^%s:4: layer 'act': Unknown layer type: 'Tanh'; "
+                       r"did you mean 'TanH'\? \(known types: .*ReLU" % path):
+        caffe.Net(str(path), caffe.TEST)
+    path.write_text(path.read_text().replace('"Tanh"', '"Convoluton"'))
+    with pytest.raises(caffe.LayerTypeError, match="Unknown layer type: 'Convoluton'; did you mean 'Convolution'"):
+        caffe.Net(str(path), caffe.TEST)
+    path.write_text(path.read_text().replace('"Convoluton"', '"TanH"').replace('bottom: "x"', 'bottom: "z"'))
+    with pytest.raises(caffe.NetError, match=r"^%s:4: Unknown bottom blob 'z' \(layer 'act', bottom "
+                       r"index 0\)$" % path):
+        caffe.Net(str(path), caffe.TEST)
+    with pytest.raises(caffe.NetError, match=r"^<string>:1: Unknown bottom blob 'nope'"):
+        caffe.Net('layer { name: "r" type: "ReLU" bottom: "nope" top: "y" }', caffe.TEST)
+
+
+@pytest.mark.parametrize("args,message", [
+    ((123,), "Net: expected a prototxt path, prototxt text or a NetParameter, got int"),
+    ((None, caffe.TEST), "Net: expected a prototxt path, prototxt text or a NetParameter, got NoneType"),
+    (('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 } } }', 7),
+     r"phase must be caffe.TRAIN \(0\) or caffe.TEST \(1\), got 7"),
+    (('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 } } }', 1.0),
+     r"phase must be caffe.TRAIN \(0\) or caffe.TEST \(1\), got 1.0"),
+])
+def test_api_misuse_is_a_caffe_error(args, message):
+    with pytest.raises(caffe.CaffeError, match="^%s$" % message):
+        caffe.Net(*args)
+
+
+def test_mean_file_without_data_names_the_file(tmp_path):
+    mean = tmp_path / "mean.binaryproto"
+    b = caffe_pb2.BlobProto()
+    b.shape.dim.extend([1, 3, 2, 2])
+    mean.write_bytes(b.SerializeToString())
+    text = ('layer { name: "d" type: "DummyData" top: "x" dummy_data_param { shape { dim: 1 dim: 3 dim: 2 dim: 2 } } }\n'
+            'layer { name: "t" type: "ImageData" top: "data" top: "label" transform_param { mean_file: "%s" } '
+            'image_data_param { source: "%s" batch_size: 1 } }' % (mean, tmp_path / "list.txt"))
+    (tmp_path / "list.txt").write_text("a.png 0\n")
+    with pytest.raises(caffe.CaffeError, match=r"transform_param mean_file: %s: BlobProto has no data$" % mean):
+        caffe.Net(text, caffe.TRAIN)

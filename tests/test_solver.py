@@ -551,3 +551,19 @@ def test_ctrl_c_during_api_step_snapshots_then_raises(tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     s.step(1)   # the next step runs normally
     assert s.iter == 5
+
+
+def test_corrupt_history_blob_names_the_file(tmp_path):
+    s = _noisy_solver(tmp_path)
+    s.step(1)
+    _, state = s.snapshot()
+    st = caffe_pb2.SolverState()
+    st.ParseFromString(open(state, "rb").read())
+    st.history[2].shape.dim[0] = 5     # ip2 weights: 5 × 2 described, 1 × 2 held
+    bad = str(tmp_path / "bad.solverstate")
+    open(bad, "wb").write(st.SerializeToString())
+    before = _solver_state(s)
+    with pytest.raises(caffe.ModelFileError, match=r"^%s: history blob 2: BlobProto of shape \(5, 2\) "
+                       r"holds 2 values, expected 10$" % bad):
+        s.restore(bad)
+    _assert_unchanged(s, before)
