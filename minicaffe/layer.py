@@ -45,10 +45,11 @@ def layer_class(type_name):
                          % (type_name, hint, ", ".join(layer_types())))
 
 
-def create_layer(layer_param, phase=None):
-    """The registry's factory (LayerRegistry::CreateLayer)."""
+def create_layer(layer_param, phase=None, net_dir=None):
+    """The registry's factory (LayerRegistry::CreateLayer). ``net_dir``: the folder of the
+    prototxt the layer comes from (Python layers import their module beside it)."""
     cls = layer_class(layer_param.type)
-    return cls(layer_param, phase=phase)
+    return cls(layer_param, phase=phase, net_dir=net_dir)
 
 
 class Layer:
@@ -67,9 +68,10 @@ class Layer:
     default_loss_weight = 0.0    # LossLayer: 1 on top 0 when the prototxt gives none
     gradcheck_kink = None        # (kink, kink_range) a finite-difference check should skip
 
-    def __init__(self, layer_param, phase=None):
+    def __init__(self, layer_param, phase=None, net_dir=None):
         self.layer_param = layer_param
         self.name = layer_param.name
+        self.net_dir = net_dir
         if phase is None:
             phase = layer_param.phase
         self.phase = int(phase)

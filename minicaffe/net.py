@@ -162,6 +162,8 @@ class Net:
         self.source = "<net>" if is_text or isinstance(network, caffe_pb2.NetParameter) \
             else os.fspath(network)
         self._source_text = network if is_text else None
+        self._net_dir = (None if self.source == "<net>"
+                         else os.path.dirname(os.path.abspath(self.source)))
         if state is None:
             state = caffe_pb2.NetState()
             state.CopyFrom(param.state)
@@ -215,9 +217,11 @@ class Net:
                 raise NetError("Layer %s: propagate_down must be given 0 or %d times (once per "
                                "bottom), got %d" % (lp.name, len(lp.bottom), len(lp.propagate_down)))
             try:
-                layer = create_layer(lp)
+                layer = create_layer(lp, net_dir=self._net_dir)
             except LayerTypeError as exc:
                 raise LayerTypeError("%slayer '%s': %s" % (self._locate(lp.name), lp.name, exc)) from None
+            except CaffeError as exc:
+                raise type(exc)("%s%s" % (self._locate(lp.name), exc)) from None
             self.layers.append(layer)
             self._layer_names.append(lp.name)
             bottoms, bids, bneed = [], [], []
