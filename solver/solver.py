@@ -45,7 +45,6 @@ def _resolve(path, solver_path):
     return alt if os.path.exists(alt) else path
 
 
-
 def check_values(p):
     """The SolverParameter values Caffe refuses (solver.cpp:Init CHECKs the train net count
     and average_loss >= 1) and those it takes but that only make sense as non-negative counts
@@ -71,6 +70,7 @@ def check_values(p):
                          "-1 (the default: no clipping), got %g" % p.clip_gradients)
     if p.snapshot_format == caffe_pb2.SolverParameter.HDF5 and p.HasField("snapshot_format"):
         raise CaffeError("snapshot_format: HDF5 is not supported; use BINARYPROTO")
+
 
 class Solver:
     """``Solver(solver_prototxt_or_SolverParameter)``; pycaffe's attributes: ``net``,
@@ -220,7 +220,10 @@ class Solver:
         with self._api_sigint():
             self._step(iters)
         if self._interrupted:
+            if self.requested_action == "stop_snapshot" or self.pending_action == "stop_snapshot":
+                self.snapshot()   # the signal came during the last iteration
             self._interrupted = False
+            self.requested_action = self.pending_action = None
             raise KeyboardInterrupt("stopped at iteration %d after writing %s"
                                     % (self.iter, self.last_snapshot[1] if self.last_snapshot
                                        else "no snapshot (not rank 0)"))

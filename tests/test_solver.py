@@ -549,8 +549,17 @@ def test_ctrl_c_during_api_step_snapshots_then_raises(tmp_path):
     assert s.iter == 4
     assert sorted(os.listdir(tmp_path)) == ["snap_iter_4.caffemodel", "snap_iter_4.solverstate"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    s.step(1)   # the next step runs normally
-    assert s.iter == 5
+    s.step(3)   # the next step runs normally
+    assert s.iter == 7
+
+
+def test_ctrl_c_in_the_last_api_iteration_still_snapshots(tmp_path):
+    import signal
+    s = _noisy_solver(tmp_path)
+    s.add_iteration_callback(lambda sv: sv.iter == 2 and os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt, match="stopped at iteration 2 after writing .*snap_iter_2.solverstate"):
+        s.step(2)
+    assert sorted(os.listdir(tmp_path)) == ["snap_iter_2.caffemodel", "snap_iter_2.solverstate"]
 
 
 def test_corrupt_history_blob_names_the_file(tmp_path):
