@@ -142,17 +142,19 @@ class Net:
     pycaffe forms: ``Net(prototxt, phase)``, ``Net(prototxt, phase, weights=w)``,
     ``Net(prototxt, weights, phase)``; keywords ``level``, ``stages``. ``state`` (a NetState)
     replaces phase/level/stages, as the solver uses it. ``dtype=np.float64`` builds the net in
-    double precision (gradient checks).
+    double precision (gradient checks). ``source``: the file a NetParameter was read from
+    (errors give its lines, Python layers import beside it), as the solver hands it.
     """
 
     def __init__(self, network, *args, phase=None, weights=None, level=0, stages=(),
-                 state=None, dtype=np.float32):
+                 state=None, dtype=np.float32, source=None):
         if len(args) == 1:
             phase = args[0]
         elif len(args) == 2:  # the old Net(prototxt, weights, phase)
             weights, phase = args
         elif len(args) > 2:
-            raise TypeError("Net(network, phase) or Net(network, weights, phase)")
+            raise CaffeError("Net(network, phase) or Net(network, weights, phase), got %d "
+                             "arguments" % (1 + len(args)))
         if not isinstance(network, (str, os.PathLike, caffe_pb2.NetParameter)):
             raise CaffeError("Net: expected a prototxt path, prototxt text or a NetParameter, "
                              "got %s" % type(network).__name__)
@@ -161,6 +163,8 @@ class Net:
             "\n" in network or not os.path.exists(network))
         self.source = "<net>" if is_text or isinstance(network, caffe_pb2.NetParameter) \
             else os.fspath(network)
+        if source and self.source == "<net>" and not is_text:
+            self.source = os.fspath(source)
         self._source_text = network if is_text else None
         self._net_dir = (None if self.source == "<net>"
                          else os.path.dirname(os.path.abspath(self.source)))

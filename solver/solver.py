@@ -144,33 +144,37 @@ class Solver:
         return self.parallel is None or self.parallel.root
 
     # --- nets --------------------------------------------------------------------------------
-    def _net_param(self, which, index=None):
-        p = self.param
-        if which == "train":
-            if p.HasField("train_net_param"):   # exactly one is set (check_values)
-                return protoio.read_net_param(p.train_net_param)
-            if p.HasField("train_net"):
-                return protoio.read_net_param(_resolve(p.train_net, self.solver_path))
-            if p.HasField("net_param"):
-                return protoio.read_net_param(p.net_param)
-            return protoio.read_net_param(_resolve(p.net, self.solver_path))
-        raise ValueError(which)
+    def _read_net(self, inline=None, path=None):
+        """(NetParameter, the file it is written in): a net file resolved as Caffe does, or a
+        net_param written inside the solver file (None for a SolverParameter object)."""
+        if inline is not None:
+            return protoio.read_net_param(inline), self.solver_path or None
+        path = _resolve(path, self.solver_path)
+        return protoio.read_net_param(path), path
 
     def _init_train_net(self):
-        np_ = self._net_param("train")
+        p = self.param
+        if p.HasField("train_net_param"):   # exactly one is set (check_values)
+            np_, source = self._read_net(inline=p.train_net_param)
+        elif p.HasField("train_net"):
+            np_, source = self._read_net(path=p.train_net)
+        elif p.HasField("net_param"):
+            np_, source = self._read_net(inline=p.net_param)
+        else:
+            np_, source = self._read_net(path=p.net)
         state = caffe_pb2.NetState()
         state.phase = caffe_pb2.TRAIN
         state.MergeFrom(np_.state)
         state.MergeFrom(self.param.train_state)
         log.info("Creating training net%s", " from net file: " + self.param.net if self.param.net else "")
-        return Net(np_, state=state, dtype=self.dtype)
+        return Net(np_, state=state, dtype=self.dtype, source=source)
 
     def _init_test_nets(self):
         p = self.param
         where = self.solver_path or "<SolverParameter>"
         generic = int(p.HasField("net_param")) + int(p.HasField("net"))
-        sources = [protoio.read_net_param(x) for x in p.test_net_param]
-        sources += [protoio.read_net_param(_resolve(x, self.solver_path)) for x in p.test_net]
+        sources = [self._read_net(inline=x) for x in p.test_net_param]
+        sources += [self._read_net(path=x) for x in p.test_net]
         n_specific = len(sources)
         if (len(p.test_iter) < n_specific) if generic else (len(p.test_iter) != n_specific):
             raise CaffeError("%s: test_iter must be specified for each test network (%d test "
@@ -179,8 +183,8 @@ class Solver:
                                 if generic else "", len(p.test_iter)))
         n_generic = len(p.test_iter) - n_specific
         if n_generic:
-            base = (protoio.read_net_param(p.net_param) if p.HasField("net_param")
-                    else protoio.read_net_param(_resolve(p.net, self.solver_path)))
+            base = (self._read_net(inline=p.net_param) if p.HasField("net_param")
+                    else self._read_net(path=p.net))
             sources += [base] * n_generic
         if p.test_state and len(p.test_state) != len(sources):
             raise CaffeError("%s: test_state must be unspecified or specified once per test net "
@@ -189,7 +193,7 @@ class Solver:
             raise CaffeError("%s: test_interval must be > 0 when there are test nets (%d test "
                              "net(s), test_interval: %d)" % (where, len(sources), p.test_interval))
         nets = []
-        for i, src in enumerate(sources):
+        for i, (src, source) in enumerate(sources):
             state = caffe_pb2.NetState()
             state.phase = caffe_pb2.TEST
             state.MergeFrom(src.state)
@@ -198,7 +202,7 @@ class Solver:
             log.info("Creating test net (#%d) specified by %s", i,
                      "test_net_param" if i < len(p.test_net_param) else
                      "test_net file" if i < n_specific else "net")
-            nets.append(Net(src, state=state, dtype=self.dtype))
+            nets.append(Net(src, state=state, dtype=self.dtype, source=source))
         return nets
 
     # --- callbacks ---------------------------------------------------------------------------

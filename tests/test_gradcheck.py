@@ -257,3 +257,22 @@ def test_python_layer_module_beside_the_prototxt_wins_over_the_cwd(tmp_path, mon
         assert net.forward(x=np.zeros((2, 3), np.float32))["y"][0, 0] == 3.0
     finally:
         sys.modules.pop("mc_where_layer", None)
+
+
+def test_solver_nets_know_their_file(tmp_path, monkeypatch):
+    netdir = tmp_path / "nets"
+    netdir.mkdir()
+    (netdir / "mc_where_solver.py").write_text(WHERE % "bottom[0].data")
+    (netdir / "net.prototxt").write_text(PYNET % ("mc_where_solver", "Where") +
+                                         'layer { name: "l" type: "EuclideanLoss" bottom: "y" bottom: "x" top: "loss" }\n')
+    (netdir / "solver.prototxt").write_text('net: "net.prototxt" base_lr: 0.1 lr_policy: "fixed"\n')
+    monkeypatch.chdir(tmp_path)
+    try:
+        s = caffe.get_solver(str(netdir / "solver.prototxt"))   # the module is beside the net file
+        assert s.net.source == str(netdir / "net.prototxt")
+    finally:
+        sys.modules.pop("mc_where_solver", None)
+    (netdir / "net.prototxt").write_text(PYNET.replace('bottom: "x"', 'bottom: "q"') % ("mc_where_solver", "Where"))
+    with pytest.raises(caffe.NetError, match=r"^%s:2: Unknown bottom blob 'q'" % (netdir / "net.prototxt")):
+        caffe.get_solver(str(netdir / "solver.prototxt"))
+    sys.modules.pop("mc_where_solver", None)
