@@ -12,7 +12,8 @@ import numpy as np
 
 from . import protoio
 from .blob import Blob
-from .errors import CaffeError, LayerTypeError, ModelFileError, NetError, ShapeError
+from .errors import (ArgumentError, CaffeError, LayerTypeError, ModelFileError, NetError,
+                     ShapeError)
 from .layer import create_layer
 from .proto import caffe_pb2
 
@@ -129,10 +130,10 @@ def _phase_value(phase):
         try:
             return caffe_pb2.Phase.Value(phase.upper())
         except ValueError:
-            raise CaffeError("phase must be TRAIN or TEST, got %r" % phase) from None
+            raise ArgumentError("phase must be TRAIN or TEST, got %r" % phase) from None
     if isinstance(phase, (bool, float)) or not isinstance(phase, (int, np.integer)) \
             or int(phase) not in (TRAIN, TEST):
-        raise CaffeError("phase must be caffe.TRAIN (0) or caffe.TEST (1), got %r" % (phase,))
+        raise ArgumentError("phase must be caffe.TRAIN (0) or caffe.TEST (1), got %r" % (phase,))
     return int(phase)
 
 
@@ -153,10 +154,10 @@ class Net:
         elif len(args) == 2:  # the old Net(prototxt, weights, phase)
             weights, phase = args
         elif len(args) > 2:
-            raise CaffeError("Net(network, phase) or Net(network, weights, phase), got %d "
+            raise ArgumentError("Net(network, phase) or Net(network, weights, phase), got %d "
                              "arguments" % (1 + len(args)))
         if not isinstance(network, (str, os.PathLike, caffe_pb2.NetParameter)):
-            raise CaffeError("Net: expected a prototxt path, prototxt text or a NetParameter, "
+            raise ArgumentError("Net: expected a prototxt path, prototxt text or a NetParameter, "
                              "got %s" % type(network).__name__)
         param = protoio.read_net_param(network)
         is_text = isinstance(network, str) and (
@@ -584,10 +585,10 @@ class Net:
         elif isinstance(weights, caffe_pb2.NetParameter):
             weights = [weights]
         elif not isinstance(weights, (list, tuple)):
-            raise CaffeError("copy_from: expected a .caffemodel path, a comma-separated list of "
+            raise ArgumentError("copy_from: expected a .caffemodel path, a comma-separated list of "
                              "paths, a list or a NetParameter, got %s" % type(weights).__name__)
         if not weights:
-            raise CaffeError("copy_from: no weights file given")
+            raise ArgumentError("copy_from: no weights file given")
         plan = []
         for w in weights:
             if isinstance(w, caffe_pb2.NetParameter):
@@ -596,7 +597,7 @@ class Net:
                 label = os.fspath(w)
                 src = protoio.read_net_param(w, binary=True)   # an empty file is an error
             else:
-                raise CaffeError("copy_from: expected a path or a NetParameter, got %s"
+                raise ArgumentError("copy_from: expected a path or a NetParameter, got %s"
                                  % type(w).__name__)
             plan.extend(self._plan_copy(src, label))
         return plan

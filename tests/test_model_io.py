@@ -223,5 +223,5 @@ def test_invalid_utf8_in_caffemodel_is_one_line(tmp_path, data, field):
 
 @pytest.mark.parametrize("weights", [None, 123, []])
 def test_copy_from_misuse(weights):
-    with pytest.raises(caffe.CaffeError, match="copy_from: "):
+    with pytest.raises(caffe.ArgumentError, match="copy_from: "):
         caffe.Net(NET, caffe.TEST).copy_from(weights)

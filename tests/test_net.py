@@ -404,8 +404,9 @@ def test_unknown_bottom_and_type_name_file_line_and_near_name(tmp_path):
      r"phase must be caffe.TRAIN \(0\) or caffe.TEST \(1\), got 1.0"),
 ])
 def test_api_misuse_is_a_caffe_error(args, message):
-    with pytest.raises(caffe.CaffeError, match="^%s$" % message):
+    with pytest.raises(caffe.ArgumentError, match="^%s$" % message) as info:
         caffe.Net(*args)
+    assert isinstance(info.value, (caffe.CaffeError)) and isinstance(info.value, (TypeError, ValueError))
 
 
 def test_mean_file_without_data_names_the_file(tmp_path):
