@@ -122,6 +122,8 @@ class Solver:
         self.pending_action = None     # a signal's request, until the ranks agree on it
         self.last_snapshot = None
         self._losses, self._smoothed_loss = [], 0.0
+        if self.is_root and p.snapshot:   # as Caffe: not for snapshot_after_train alone
+            self._check_snapshot_prefix(self.snapshot_filename(".caffemodel"))   # fail before training
         self.net = self._init_train_net()
         self.test_nets = self._init_test_nets() if self.is_root else []
         for w in p.weights if self.is_root else []:
@@ -498,18 +500,27 @@ class Solver:
             self.parallel.barrier()
         return model, state_path
 
+    def _check_snapshot_prefix(self, model):
+        """The checks of Caffe's CheckSnapshotWritePermissions without writing anything: the
+        nearest existing folder on the way to ``model`` is a folder and writable."""
+        prefix = "snapshot_prefix %r" % self.param.snapshot_prefix
+        probe = os.path.dirname(os.path.abspath(model))
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            raise ModelFileError("Cannot write snapshot %s: %s is a regular file, not a folder "
+                                 "(%s)" % (model, probe, prefix))
+        if not os.access(probe, os.W_OK):
+            raise ModelFileError("Cannot write snapshot %s: the folder %s is not writable (%s)"
+                                 % (model, probe, prefix))
+
     def _prepare_snapshot_dir(self, model):
         """Create the snapshot folder (ModelFileError naming the path when it cannot be: a
         regular file in the way of snapshot_prefix's folder) and remove the temporary files of
         earlier snapshots of this prefix that a killed process left behind."""
         d = os.path.dirname(model) or "."
         prefix = "snapshot_prefix %r" % self.param.snapshot_prefix
-        probe = d
-        while probe and not os.path.exists(probe):
-            probe = os.path.dirname(probe)
-        if probe and not os.path.isdir(probe):
-            raise ModelFileError("Cannot write snapshot %s: %s is a regular file, not a folder "
-                                 "(%s)" % (model, probe, prefix))
+        self._check_snapshot_prefix(model)
         try:
             os.makedirs(d, exist_ok=True)
         except OSError as exc:

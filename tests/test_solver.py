@@ -500,6 +500,12 @@ def test_snapshot_prefix_under_a_regular_file(tmp_path):
                            tmp_path / "solver.prototxt" / "snaps" / "net_iter_0.caffemodel",
                            tmp_path / "solver.prototxt", s.param.snapshot_prefix)):
         s.snapshot()
+    p = caffe_pb2.SolverParameter()
+    p.CopyFrom(s.param)
+    p.snapshot = 2    # checked before training, as Caffe's CheckSnapshotWritePermissions
+    with pytest.raises(caffe.ModelFileError, match=r"net_iter_0.caffemodel: .*solver.prototxt is a "
+                       r"regular file, not a folder"):
+        caffe.get_solver(p)
 
 
 def test_snapshot_removes_stale_temp_files_of_its_prefix(tmp_path):
