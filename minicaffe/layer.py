@@ -143,7 +143,8 @@ class Layer:
         return None
 
     def set_state(self, state):
-        """Restore what ``get_state`` returned."""
+        """Restore what ``get_state`` returned (None included: a failed restore puts every
+        layer back this way)."""
 
     def set_iteration(self, iteration):
         """The solver hands the iteration count to every layer before each step."""

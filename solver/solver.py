@@ -604,7 +604,7 @@ class Solver:
                 layer.set_state(layer_states[key])
         except Exception as exc:  # noqa: BLE001 - any refusal is a bad file, undone below
             backend.set_rng_state(saved_rng)
-            for _, layer, old in saved:
+            for _, layer, old in saved:   # set_state(what get_state gave) puts a layer back
                 layer.set_state(old)
             raise ModelFileError("%s: field 8001 (minicaffe_state): the state for %s does not "
                                  "fit (%s: %s); nothing was restored"

@@ -548,6 +548,7 @@ def test_interrupted_pair_keeps_the_newest_complete_one(tmp_path, monkeypatch):
 
 def test_ctrl_c_during_api_step_snapshots_then_raises(tmp_path):
     import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # Python's own, as in a script
     s = _noisy_solver(tmp_path)
     s.add_iteration_callback(lambda sv: sv.iter == 3 and os.kill(os.getpid(), signal.SIGINT))
     with pytest.raises(KeyboardInterrupt, match=r"stopped at iteration 4 after writing .*snap_iter_4.solverstate"):
@@ -561,6 +562,7 @@ def test_ctrl_c_during_api_step_snapshots_then_raises(tmp_path):
 
 def test_ctrl_c_in_the_last_api_iteration_still_snapshots(tmp_path):
     import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     s = _noisy_solver(tmp_path)
     s.add_iteration_callback(lambda sv: sv.iter == 2 and os.kill(os.getpid(), signal.SIGINT))
     with pytest.raises(KeyboardInterrupt, match="stopped at iteration 2 after writing .*snap_iter_2.solverstate"):

@@ -212,6 +212,17 @@ def test_bad_solverstate_one_line_and_data_position_kept(tmp_path, monkeypatch, 
     assert repr(data.get_state()) == before[0] and repr(caffe.backend.rng_state()) == before[1]
     assert all(np.array_equal(a, b.data) for a, b in zip(before[2], s.net.learnable_params))
     assert s.iter == before[3] == 3
+    for key, value, message in [("line_id", 999, r"position epoch \d+ line 999 does not fit the 24 lines of list.txt"),
+                                ("order", list(range(23)) + [0], "the saved order is not a permutation of the 24 lines")]:
+        extra["layers"]["train/data"] = dict(json.loads(st.minicaffe_state.decode())["layers"]["train/data"],
+                                             **{key: value})
+        bad = _rewrite_state(state, str(tmp_path / "bad3.solverstate"), json.dumps(extra).encode())
+        with pytest.raises(caffe.ModelFileError, match=r"the state for train/data does not fit \(CaffeError: "
+                           r"ImageData layer data: %s" % message):
+            s.restore(bad)
+        assert repr(data.get_state()) == before[0] and s.iter == 3
+    s.step(1)    # the layer still reads from where it was
+    assert s.iter == 4
 
 def test_tools_train_script_and_sigint_snapshot(tmp_path):
     solver = setup_dir(tmp_path, max_iter=100000, snapshot=0)
