@@ -77,11 +77,11 @@ def check_prototxt(data):
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             text = data.decode("latin-1")   # still text to the parser, which must refuse it
+        text += "\n"   # text, never a path
         try:
-            param = protoio.read_net_param(text if "\n" in text else text + "\n")
-            if _unsafe(param):
+            if _unsafe(protoio.read_net_param(text)):
                 return
-            Net(param, TEST)
+            Net(text, TEST)   # the user's path: parse, upgrade, wire, set up (errors with lines)
         except CaffeError:
             pass
     finally:
