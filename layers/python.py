@@ -80,10 +80,13 @@ def _import(module_name, layer_name, net_dir=None):
         spec = importlib.machinery.PathFinder.find_spec(top, [d])
         if spec is not None:
             found.append((d, spec.origin or d))
-    if not found:
-        raise NetError("Python layer %s: cannot import module '%s': not on PYTHONPATH, beside "
-                       "the prototxt (%s) or in the current directory (%s)"
-                       % (layer_name, module_name, net_dir or "-", os.getcwd()))
+    if not found:   # built-in, or found by an import hook (editable installs): as Python does
+        try:
+            return importlib.import_module(module_name)
+        except ImportError:
+            raise NetError("Python layer %s: cannot import module '%s': not on PYTHONPATH, "
+                           "beside the prototxt (%s) or in the current directory (%s)"
+                           % (layer_name, module_name, net_dir or "-", os.getcwd())) from None
     where, origin = found[0]
     others = [o for _, o in found[1:] if os.path.realpath(o) != os.path.realpath(origin)]
     if others:

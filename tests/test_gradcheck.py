@@ -230,6 +230,9 @@ def test_python_layer_refuses_what_is_not_a_layer(tmp_path):
     path.write_text(PYNET % ("collections", "OrderedDict"))
     with pytest.raises(caffe.NetError, match="collections.OrderedDict is not a caffe.Layer subclass"):
         caffe.Net(str(path), caffe.TEST)
+    path.write_text(PYNET % ("builtins", "exec"))   # a built-in module: no file on sys.path
+    with pytest.raises(caffe.NetError, match=r"builtins.exec is not a caffe.Layer subclass"):
+        caffe.Net(str(path), caffe.TEST)
 
 
 def test_python_layer_module_beside_the_prototxt_wins_over_the_cwd(tmp_path, monkeypatch, caplog):
