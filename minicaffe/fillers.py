@@ -28,7 +28,7 @@ def _n(param, shape):
     return float(fan_in)
 
 
-def _check(param, shape):
+def _check(param):
     """Values numpy would refuse with a bare ValueError, or divide by: as CaffeErrors naming the
     filler's field (the net adds the file and the layer)."""
     kind = param.type
@@ -46,7 +46,7 @@ def fill(blob, param):
         data[...] = 0
         return blob
     kind = param.type
-    _check(param, shape)
+    _check(param)
     if not data.size:
         return blob   # nothing to draw (and xavier/msra's fan would be 0)
     rng = backend.rng()
