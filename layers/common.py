@@ -160,6 +160,9 @@ class InnerProductLayer(Layer):
         if not p.HasField("num_output"):
             raise CaffeError("InnerProduct layer %s: inner_product_param.num_output is required"
                              % self.name)
+        if p.num_output <= 0:
+            raise CaffeError("InnerProduct layer %s: inner_product_param.num_output must be > 0, "
+                             "got %d" % (self.name, p.num_output))
         self.N = p.num_output
         self.bias_term = p.bias_term
         self.transpose = p.transpose

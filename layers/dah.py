@@ -315,8 +315,8 @@ class MMDLossLayer(Layer):
     def get_state(self):
         return None if self.fixed_base is None else {"fixed_base": self.fixed_base}
 
-    def set_state(self, state):
-        self.fixed_base = state.get("fixed_base")
+    def set_state(self, state):   # None: no base fixed yet (what get_state returned)
+        self.fixed_base = None if state is None else state.get("fixed_base")
 
 
 # ------------------------------------------------------------------------------------------

@@ -493,9 +493,18 @@ class _ImageListSource(_ShardedStream):
                 "transform_rng": _rng_state(self.transformer.rng)}
 
     def set_state(self, s):
-        self.epoch, self.line_id = int(s["epoch"]), int(s["line_id"])
-        if s.get("order") is not None:
-            self.order = np.asarray(s["order"])
+        n = len(self.entries)
+        epoch, line_id = int(s["epoch"]), int(s["line_id"])
+        if epoch < 0 or not 0 <= line_id < n:
+            raise CaffeError("%s: position epoch %d line %d does not fit the %d lines of %s"
+                             % (self.who, epoch, line_id, n, self.source))
+        order = None if s.get("order") is None else np.asarray(s["order"])
+        if order is not None and not np.array_equal(np.sort(order), np.arange(n)):
+            raise CaffeError("%s: the saved order is not a permutation of the %d lines of %s"
+                             % (self.who, n, self.source))
+        self.epoch, self.line_id = epoch, line_id
+        if order is not None:
+            self.order = order
         _set_rng_state(self.shuffle_rng, s.get("shuffle_rng"))
         _set_rng_state(self.transformer.rng, s.get("transform_rng"))
 
@@ -672,7 +681,11 @@ class _LMDBSource(_ShardedStream):
                 "transform_rng": _rng_state(self.transformer.rng)}
 
     def set_state(self, s):
-        self.epoch, self.offset = int(s["epoch"]), int(s["offset"])
+        epoch, offset = int(s["epoch"]), int(s["offset"])
+        if epoch < 0 or offset < 0:
+            raise CaffeError("%s: position epoch %d record %d of %s is negative"
+                             % (self.who, epoch, offset, self.path))
+        self.epoch, self.offset = epoch, offset
         _set_rng_state(self.transformer.rng, s.get("transform_rng"))
         self._seek = True
 

@@ -1,11 +1,20 @@
 """Python layers, exactly as pycaffe: ``type: "Python"``, ``python_param { module layer
-param_str }``; the class subclasses ``caffe.Layer`` and defines setup/reshape/forward/backward."""
+param_str }``; the class subclasses ``caffe.Layer`` and defines setup/reshape/forward/backward.
+
+A prototxt with a Python layer runs code: the module is imported (from PYTHONPATH, then
+beside the prototxt, then the current directory) and the named class instantiated; a name
+that is not a ``caffe.Layer`` subclass (``module: "os" layer: "system"``) is refused.
+"""
 import importlib
+import importlib.machinery
+import logging
 import os
 import sys
 
 from minicaffe.errors import NetError
 from minicaffe.layer import Layer, register
+
+log = logging.getLogger("minicaffe")
 
 
 class BlobVec(list):
@@ -49,21 +58,48 @@ class PyLayer:
         pass
 
 
+def _search_path(net_dir):
+    """Where a Python layer's module is looked for, in order: ``sys.path`` as Python has it
+    (PYTHONPATH, installed packages) without the current directory, then the prototxt's own
+    folder, then the current directory."""
+    cwd = os.getcwd()
+    here = {"", ".", cwd}
+    dirs = [d for d in sys.path if d not in here and os.path.abspath(d) != cwd]
+    return dirs + [d for d in (net_dir, cwd) if d]
+
+
 def _import(module_name, layer_name, net_dir=None):
-    added = []
-    for d in (os.getcwd(), net_dir):
-        if d and d not in sys.path:
-            sys.path.insert(0, d)
-            added.append(d)
+    """Import ``module_name`` for the Python layer ``layer_name`` (see ``_search_path``). When
+    the module is in both the prototxt's folder and the current directory, the prototxt's
+    wins and a warning names both."""
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    top = module_name.split(".")[0]
+    found = []
+    for d in _search_path(net_dir):
+        spec = importlib.machinery.PathFinder.find_spec(top, [d])
+        if spec is not None:
+            found.append((d, spec.origin or d))
+    if not found:   # built-in, or found by an import hook (editable installs): as Python does
+        try:
+            return importlib.import_module(module_name)
+        except ImportError:
+            raise NetError("Python layer %s: cannot import module '%s': not on PYTHONPATH, "
+                           "beside the prototxt (%s) or in the current directory (%s)"
+                           % (layer_name, module_name, net_dir or "-", os.getcwd())) from None
+    where, origin = found[0]
+    others = [o for _, o in found[1:] if os.path.realpath(o) != os.path.realpath(origin)]
+    if others:
+        log.warning("Python layer %s: module '%s' is imported from %s; %s also has one, "
+                    "which is not used", layer_name, module_name, origin, others[0])
+    sys.path.insert(0, where)
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as exc:
-        raise NetError("Python layer %s: cannot import module '%s' (%s); put its directory on "
-                       "PYTHONPATH" % (layer_name, module_name, exc)) from None
+        raise NetError("Python layer %s: cannot import module '%s' from %s (%s)"
+                       % (layer_name, module_name, origin, exc)) from None
     finally:
-        for d in added:
-            sys.path.remove(d)
-    return module
+        sys.path.remove(where)
 
 
 @register("Python", "PYTHON")
@@ -71,17 +107,21 @@ class PythonLayer(Layer):
     """Runs a user's ``caffe.Layer`` subclass. Param blobs it adds with ``self.blobs.add_blob``
     are the layer's learnable blobs (saved, shared and updated like any other)."""
 
-    def __init__(self, layer_param, phase=None):
-        super().__init__(layer_param, phase)
+    def __init__(self, layer_param, phase=None, net_dir=None):
+        super().__init__(layer_param, phase, net_dir)
         p = layer_param.python_param
         if not p.module or not p.layer:
             raise NetError("Python layer %s: python_param needs both 'module' and 'layer'"
                            % self.name)
-        module = _import(p.module, self.name)
+        module = _import(p.module, self.name, net_dir)
         cls = getattr(module, p.layer, None)
         if cls is None:
             raise NetError("Python layer %s: module '%s' has no class '%s'"
                            % (self.name, p.module, p.layer))
+        if not (isinstance(cls, type) and issubclass(cls, PyLayer)):
+            raise NetError("Python layer %s: %s.%s is not a caffe.Layer subclass (it is %s); "
+                           "refusing to call it" % (self.name, p.module, p.layer,
+                                                    type(cls).__name__))
         self.impl = cls(layer_param)
         if not isinstance(getattr(self.impl, "blobs", None), BlobVec):
             self.impl.blobs = BlobVec(self.impl)

@@ -473,8 +473,8 @@ class PoolingLayer(Layer):
     min_num_top = 1
     max_num_top = 1
 
-    def __init__(self, layer_param, phase=None):
-        super().__init__(layer_param, phase)
+    def __init__(self, layer_param, phase=None, net_dir=None):
+        super().__init__(layer_param, phase, net_dir)
         p = layer_param.pooling_param
         self.max_num_top = 2 if p.pool == p.MAX else 1
 

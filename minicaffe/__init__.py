@@ -17,8 +17,8 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")                # runs witho
 from . import backend, io  # noqa: F401
 from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed  # noqa: F401
 from .blob import Blob  # noqa: F401
-from .errors import (CaffeError, LayerTypeError, ModelFileError, NetError,  # noqa: F401
-                     PrototxtError, ShapeError)
+from .errors import (ArgumentError, CaffeError, LayerTypeError, ModelFileError,  # noqa: F401
+                     NetError, PrototxtError, ShapeError)
 from .gradcheck import GradientChecker, GradientCheckError  # noqa: F401
 from .layer import layer_types, register  # noqa: F401
 from .net import Net  # noqa: F401

@@ -1,10 +1,57 @@
 """Blob: data + diff, as in Caffe, each over a lazily synced host/device buffer."""
+import math
+import os
+
 import numpy as np
 
 from . import backend
 from .errors import ShapeError
 
 UNINITIALIZED, HEAD_AT_CPU, HEAD_AT_GPU, SYNCED = "UNINITIALIZED", "CPU", "GPU", "SYNCED"
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+_PHYSICAL = _physical_memory()
+
+
+def max_blob_bytes():
+    """The most bytes one blob's data may take: ``$MINICAFFE_MAX_BLOB_BYTES``, else the
+    machine's memory (at most 2^40). Caffe's Blob::Reshape refuses counts above INT_MAX; this
+    is the same guard for a net whose prototxt asks for absurd sizes (a typo in a dim, pad or
+    kernel_size), caught when the net is built instead of as a MemoryError later."""
+    env = os.environ.get("MINICAFFE_MAX_BLOB_BYTES")
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise ShapeError("MINICAFFE_MAX_BLOB_BYTES must be a number of bytes, got %r" % env) from None
+    return min(2 ** 40, _PHYSICAL) if _PHYSICAL else 2 ** 40
+
+
+def _size(nbytes):
+    """A byte count for people: '298 GiB'."""
+    if nbytes < 1024:
+        return "%d bytes" % nbytes
+    value = float(nbytes)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"):
+        value /= 1024.0
+        if value < 1024 or unit == "YiB":
+            return "%.4g %s" % (value, unit)
+
+
+def _host(alloc, capacity, dtype):
+    """``alloc(capacity, dtype)``; running out of memory is a ShapeError naming the size."""
+    try:
+        return alloc(capacity, dtype)
+    except MemoryError:
+        raise ShapeError("cannot allocate %s for a blob of %d values: out of memory"
+                         % (_size(capacity * np.dtype(dtype).itemsize), capacity)) from None
 
 
 class SyncedMemory:
@@ -36,7 +83,7 @@ class SyncedMemory:
         if self.zero:
             self.zero = False
             if self._host is None:
-                self._host = np.empty(self.capacity, self.dtype)
+                self._host = _host(np.empty, self.capacity, self.dtype)
             self.head = HEAD_AT_CPU
             return self._host
         return self.cpu()
@@ -44,7 +91,7 @@ class SyncedMemory:
     def _zero_now(self):
         self.zero = False
         if self._host is None:
-            self._host = np.zeros(self.capacity, self.dtype)
+            self._host = _host(np.zeros, self.capacity, self.dtype)
         else:
             self._host.fill(0)
 
@@ -52,11 +99,11 @@ class SyncedMemory:
         if self.zero:
             self._zero_now()
         if self.head == UNINITIALIZED:
-            self._host = np.zeros(self.capacity, self.dtype)
+            self._host = _host(np.zeros, self.capacity, self.dtype)
             self.head = HEAD_AT_CPU
         elif self.head == HEAD_AT_GPU:
             if self._host is None:
-                self._host = np.empty(self.capacity, self.dtype)
+                self._host = _host(np.empty, self.capacity, self.dtype)
             backend.to_host(self._dev, self._host)
             self.head = SYNCED
         if mutable:
@@ -108,7 +155,13 @@ class Blob:
         shape = tuple(int(s) for s in shape)
         if any(s < 0 for s in shape):
             raise ShapeError("blob dimensions must be >= 0, got %s" % (shape,))
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        count = math.prod(shape)   # Python ints: no int64 overflow
+        nbytes = count * self.dtype.itemsize
+        limit = max_blob_bytes()
+        if nbytes > limit:
+            raise ShapeError("blob shape %s needs %s (%d values), more than the limit of %s "
+                             "(this machine's memory, or $MINICAFFE_MAX_BLOB_BYTES)"
+                             % (shape, _size(nbytes), count, _size(limit)))
         self._shape, self._count = shape, count
         for mem in (self._data, self._diff):
             if count > mem.capacity:

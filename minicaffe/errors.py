@@ -28,3 +28,8 @@ class ShapeError(CaffeError):
 
 class ModelFileError(CaffeError):
     """A .caffemodel / .binaryproto / .solverstate that is missing, truncated or does not fit."""
+
+
+class ArgumentError(CaffeError, TypeError, ValueError):
+    """An API call with an argument of the wrong kind or value (``caffe.Net(123)``, phase 7,
+    ``copy_from(None)``); also a TypeError / ValueError, as Python code may expect."""

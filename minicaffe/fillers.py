@@ -28,6 +28,16 @@ def _n(param, shape):
     return float(fan_in)
 
 
+def _check(param):
+    """Values numpy would refuse with a bare ValueError, or divide by: as CaffeErrors naming the
+    filler's field (the net adds the file and the layer)."""
+    kind = param.type
+    if kind == "gaussian" and param.std < 0:
+        raise CaffeError("gaussian filler: std must be >= 0, got %g" % param.std)
+    if kind == "uniform" and param.min > param.max:
+        raise CaffeError("uniform filler: min (%g) must be <= max (%g)" % (param.min, param.max))
+
+
 def fill(blob, param):
     """Fill ``blob.data`` according to a FillerParameter (``param`` may be None: constant 0)."""
     data = blob.data
@@ -36,6 +46,9 @@ def fill(blob, param):
         data[...] = 0
         return blob
     kind = param.type
+    _check(param)
+    if not data.size:
+        return blob   # nothing to draw (and xavier/msra's fan would be 0)
     rng = backend.rng()
     if kind == "constant":
         data[...] = param.value

@@ -4,6 +4,9 @@ Large blobs are written and read as raw packed bytes: building a repeated float 
 by element costs seconds on a 60 M-parameter model, a memcpy does not.
 """
 
+import math
+import os
+
 import numpy as np
 
 from .errors import ModelFileError
@@ -141,7 +144,7 @@ def blobproto_to_array(blob, return_diff=False):
     arr = arrays.get(fields[0])
     if arr is None:
         arr = arrays.get(fields[1])
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)
     if arr is None:
         if count == 0:
             return np.zeros(shape, np.float32)
@@ -155,7 +158,12 @@ def blobproto_to_array(blob, return_diff=False):
 def load_mean(path):
     """A mean .binaryproto → array (C, H, W) (the batch axis of a 4-D mean dropped)."""
     from .protoio import read_blob_proto
-    arr = blobproto_to_array(read_blob_proto(path))
+    try:
+        arr = blobproto_to_array(read_blob_proto(path))
+    except ModelFileError as exc:
+        if str(exc).startswith(os.fspath(path)):
+            raise
+        raise ModelFileError("%s: %s" % (os.fspath(path), exc)) from None
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
     return arr

@@ -5,6 +5,8 @@ A layer subclass declares its arity as class attributes and fills in ``layer_set
 ``backward_gpu``; without them GPU mode runs the CPU code through the blobs' lazy sync).
 Layers **overwrite** bottom diffs and **accumulate** param diffs, as in Caffe.
 """
+import difflib
+
 import numpy as np
 
 from . import backend
@@ -35,14 +37,19 @@ def layer_class(type_name):
     try:
         return _REGISTRY[type_name]
     except KeyError:
-        raise LayerTypeError("Unknown layer type: %r (known types: %s)"
-                             % (type_name, ", ".join(layer_types()))) from None
+        pass
+    near = [t for t in _REGISTRY if t.lower() == type_name.lower()]
+    near = near or difflib.get_close_matches(type_name, _REGISTRY, n=1, cutoff=0.7)
+    hint = "; did you mean %r?" % near[0] if near else ""
+    raise LayerTypeError("Unknown layer type: %r%s (known types: %s)"
+                         % (type_name, hint, ", ".join(layer_types())))
 
 
-def create_layer(layer_param, phase=None):
-    """The registry's factory (LayerRegistry::CreateLayer)."""
+def create_layer(layer_param, phase=None, net_dir=None):
+    """The registry's factory (LayerRegistry::CreateLayer). ``net_dir``: the folder of the
+    prototxt the layer comes from (Python layers import their module beside it)."""
     cls = layer_class(layer_param.type)
-    return cls(layer_param, phase=phase)
+    return cls(layer_param, phase=phase, net_dir=net_dir)
 
 
 class Layer:
@@ -61,9 +68,10 @@ class Layer:
     default_loss_weight = 0.0    # LossLayer: 1 on top 0 when the prototxt gives none
     gradcheck_kink = None        # (kink, kink_range) a finite-difference check should skip
 
-    def __init__(self, layer_param, phase=None):
+    def __init__(self, layer_param, phase=None, net_dir=None):
         self.layer_param = layer_param
         self.name = layer_param.name
+        self.net_dir = net_dir
         if phase is None:
             phase = layer_param.phase
         self.phase = int(phase)
@@ -135,7 +143,8 @@ class Layer:
         return None
 
     def set_state(self, state):
-        """Restore what ``get_state`` returned."""
+        """Restore what ``get_state`` returned (None included: a failed restore puts every
+        layer back this way)."""
 
     def set_iteration(self, iteration):
         """The solver hands the iteration count to every layer before each step."""

@@ -4,19 +4,23 @@ Order of construction (net.cpp:Init): filter by phase/level/stage → insert Spl
 create and set up each layer → backward-need pass → force_backward → outputs → share params.
 """
 import logging
+import os
+import re
 from collections import OrderedDict
 
 import numpy as np
 
 from . import protoio
 from .blob import Blob
-from .errors import CaffeError, ModelFileError, NetError, ShapeError
+from .errors import (ArgumentError, CaffeError, LayerTypeError, ModelFileError, NetError,
+                     ShapeError)
 from .layer import create_layer
 from .proto import caffe_pb2
 
 log = logging.getLogger("minicaffe")
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
+_LAYER_OPENER = re.compile(r"\blayers?\s*\{")
 
 
 # --- FilterNet -----------------------------------------------------------------------------
@@ -65,9 +69,10 @@ def split_blob_name(layer_name, blob_name, blob_idx, split_idx):
     return "%s_%s_%d_split_%d" % (blob_name, layer_name, blob_idx, split_idx)
 
 
-def insert_splits(param):
+def insert_splits(param, locate=None):
     """A copy of ``param`` with a Split layer after every top that feeds several consumers
-    (util/insert_splits.cpp, Caffe's names). An explicit non-zero loss_weight counts as a use."""
+    (util/insert_splits.cpp, Caffe's names). An explicit non-zero loss_weight counts as a use.
+    ``locate(layer_name)`` gives the "file:line: " that prefixes an error."""
     last_top = {}
     source_of = {}
     count = {}
@@ -76,8 +81,8 @@ def insert_splits(param):
     for i, lp in enumerate(param.layer):
         for j, b in enumerate(lp.bottom):
             if b not in last_top:
-                raise NetError("Unknown bottom blob '%s' (layer '%s', bottom index %d)"
-                               % (b, lp.name, j))
+                raise NetError("%sUnknown bottom blob '%s' (layer '%s', bottom index %d)"
+                               % (locate(lp.name) if locate else "", b, lp.name, j))
             source_of[(i, j)] = last_top[b]
             count[last_top[b]] = count.get(last_top[b], 0) + 1
         for j, t in enumerate(lp.top):
@@ -125,7 +130,10 @@ def _phase_value(phase):
         try:
             return caffe_pb2.Phase.Value(phase.upper())
         except ValueError:
-            raise CaffeError("phase must be TRAIN or TEST, got %r" % phase) from None
+            raise ArgumentError("phase must be TRAIN or TEST, got %r" % phase) from None
+    if isinstance(phase, (bool, float)) or not isinstance(phase, (int, np.integer)) \
+            or int(phase) not in (TRAIN, TEST):
+        raise ArgumentError("phase must be caffe.TRAIN (0) or caffe.TEST (1), got %r" % (phase,))
     return int(phase)
 
 
@@ -135,19 +143,32 @@ class Net:
     pycaffe forms: ``Net(prototxt, phase)``, ``Net(prototxt, phase, weights=w)``,
     ``Net(prototxt, weights, phase)``; keywords ``level``, ``stages``. ``state`` (a NetState)
     replaces phase/level/stages, as the solver uses it. ``dtype=np.float64`` builds the net in
-    double precision (gradient checks).
+    double precision (gradient checks). ``source``: the file a NetParameter was read from
+    (errors give its lines, Python layers import beside it), as the solver hands it.
     """
 
     def __init__(self, network, *args, phase=None, weights=None, level=0, stages=(),
-                 state=None, dtype=np.float32):
+                 state=None, dtype=np.float32, source=None):
         if len(args) == 1:
             phase = args[0]
         elif len(args) == 2:  # the old Net(prototxt, weights, phase)
             weights, phase = args
         elif len(args) > 2:
-            raise TypeError("Net(network, phase) or Net(network, weights, phase)")
+            raise ArgumentError("Net(network, phase) or Net(network, weights, phase), got %d "
+                             "arguments" % (1 + len(args)))
+        if not isinstance(network, (str, os.PathLike, caffe_pb2.NetParameter)):
+            raise ArgumentError("Net: expected a prototxt path, prototxt text or a NetParameter, "
+                             "got %s" % type(network).__name__)
         param = protoio.read_net_param(network)
-        self.source = network if isinstance(network, str) and "\n" not in network else "<net>"
+        is_text = isinstance(network, str) and (
+            "\n" in network or not os.path.exists(network))
+        self.source = "<net>" if is_text or isinstance(network, caffe_pb2.NetParameter) \
+            else os.fspath(network)
+        if source and self.source == "<net>" and not is_text:
+            self.source = os.fspath(source)
+        self._source_text = network if is_text else None
+        self._net_dir = (None if self.source == "<net>"
+                         else os.path.dirname(os.path.abspath(self.source)))
         if state is None:
             state = caffe_pb2.NetState()
             state.CopyFrom(param.state)
@@ -167,7 +188,7 @@ class Net:
         self.phase = state.phase
         self.state = state
         self.name = in_param.name
-        param = insert_splits(filter_net(in_param, state))
+        param = insert_splits(filter_net(in_param, state), self._locate)
         self._param = param
         self.layers = []
         self._layer_names = []
@@ -200,15 +221,20 @@ class Net:
             if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
                 raise NetError("Layer %s: propagate_down must be given 0 or %d times (once per "
                                "bottom), got %d" % (lp.name, len(lp.bottom), len(lp.propagate_down)))
-            layer = create_layer(lp)
+            try:
+                layer = create_layer(lp, net_dir=self._net_dir)
+            except LayerTypeError as exc:
+                raise LayerTypeError("%slayer '%s': %s" % (self._locate(lp.name), lp.name, exc)) from None
+            except CaffeError as exc:
+                raise type(exc)("%s%s" % (self._locate(lp.name), exc)) from None
             self.layers.append(layer)
             self._layer_names.append(lp.name)
             bottoms, bids, bneed = [], [], []
             need_backward = False
             for j, bname in enumerate(lp.bottom):
                 if bname not in available:
-                    raise NetError("Unknown bottom blob '%s' (layer '%s', bottom index %d)"
-                                   % (bname, lp.name, j))
+                    raise NetError("%sUnknown bottom blob '%s' (layer '%s', bottom index %d)"
+                                   % (self._locate(lp.name), bname, lp.name, j))
                 bid = name_to_idx[bname]
                 bottoms.append(self._blob_objs[bid])
                 bids.append(bid)
@@ -288,6 +314,28 @@ class Net:
                                   if l.blobs)
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
         self._blob_index = {n: i for i, n in enumerate(self._blob_names)}
+
+    def _locate(self, layer_name):
+        """"file:line: " of the layer named ``layer_name`` in the prototxt text (the first
+        ``name: "..."`` with that value after a ``layer {``), "file: " when the line is not
+        found, "" for a net given as a NetParameter."""
+        text = self._source_text
+        if text is None and self.source != "<net>":
+            try:
+                with open(self.source, encoding="utf-8", errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                text = ""
+        if text is None:
+            return ""
+        where = "<string>" if self.source == "<net>" else self.source
+        opener = _LAYER_OPENER.search(text)
+        if opener:
+            pattern = r"\bname\s*:\s*([\"'])%s\1" % re.escape(layer_name)
+            m = re.compile(pattern).search(text, opener.start())
+            if m:
+                return "%s:%d: " % (where, text.count("\n", 0, m.start()) + 1)
+        return "%s: " % where
 
     def _describe_failure(self, layer_id, exc):
         lp = self._param.layer[layer_id]
@@ -524,29 +572,48 @@ class Net:
         """Load trained weights by layer name (CopyTrainedLayersFrom): a path, a comma-separated
         list or a list of paths, or a NetParameter. All files are checked before anything is
         copied, so a failure leaves the net as it was."""
-        if isinstance(weights, str):
-            weights = [w for w in weights.split(",") if w]
-        elif not isinstance(weights, (list, tuple)):
+        for blob, arr in self.copy_plan(weights):
+            blob.data[...] = arr
+        return self
+
+    def copy_plan(self, weights):
+        """What ``copy_from(weights)`` would copy, as (blob, array) pairs, every file read and
+        checked; nothing is changed. An empty file is a ModelFileError; a file that shares no
+        layer name with the net's layers with weights gets a warning naming it."""
+        if isinstance(weights, (str, os.PathLike)):
+            weights = [w for w in os.fspath(weights).split(",") if w]
+        elif isinstance(weights, caffe_pb2.NetParameter):
             weights = [weights]
+        elif not isinstance(weights, (list, tuple)):
+            raise ArgumentError("copy_from: expected a .caffemodel path, a comma-separated list of "
+                             "paths, a list or a NetParameter, got %s" % type(weights).__name__)
+        if not weights:
+            raise ArgumentError("copy_from: no weights file given")
         plan = []
         for w in weights:
             if isinstance(w, caffe_pb2.NetParameter):
                 src, label = w, "<NetParameter>"
+            elif isinstance(w, (str, os.PathLike)):
+                label = os.fspath(w)
+                src = protoio.read_net_param(w, binary=True)   # an empty file is an error
             else:
-                src, label = protoio.read_net_param(w, binary=True), w
+                raise ArgumentError("copy_from: expected a path or a NetParameter, got %s"
+                                 % type(w).__name__)
             plan.extend(self._plan_copy(src, label))
-        for blob, arr in plan:
-            blob.data[...] = arr
-        return self
+        return plan
 
     def _plan_copy(self, param, label):
         from .io import blobproto_to_array
         plan = []
+        with_weights = [n for n, layer in zip(self._layer_names, self.layers) if layer.blobs]
+        matched = 0
         for sl in param.layer:
             if sl.name not in self._layer_names:
                 log.info("Ignoring source layer %s", sl.name)
                 continue
             target = self.layers[self._layer_names.index(sl.name)].blobs
+            if target:
+                matched += 1
             if len(target) != len(sl.blobs):
                 raise ModelFileError("%s: Incompatible number of blobs for layer %s: the file has "
                                      "%d, the net's layer has %d" % (label, sl.name,
@@ -564,6 +631,13 @@ class Net:
                 except CaffeError as exc:
                     raise ModelFileError("%s: layer '%s' param %d: %s" % (label, sl.name, j, exc)) from None
                 plan.append((tb, arr.reshape(tb.shape)))
+        if with_weights and not matched:
+            names = [sl.name for sl in param.layer]
+            log.warning("%s: 0 of %d layers with weights matched by name (the file's layers: %s); "
+                        "those layers keep their initial values", label, len(with_weights),
+                        ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") or "none")
+        elif matched < len(with_weights):
+            log.info("%s: weights for %d of %d layers copied", label, matched, len(with_weights))
         return plan
 
     def to_proto(self, write_diff=False):

@@ -101,12 +101,34 @@ def _parse_binary(data, msg, where):
         hint = "" if _looks_binary(data) else "; it looks like text: is it a prototxt?"
         raise ModelFileError("%s: cannot decode %d bytes as %s: the file is truncated or is not "
                              "a %s (%s)%s" % (where, len(data), name, short, exc, hint)) from None
+    if not data and where != "<bytes>":
+        raise ModelFileError("%s: the file is empty (0 bytes), not a %s" % (where, short))
     if data and not msg.ListFields():
         # Valid wire format but not one field we know: some other kind of file.
         raise ModelFileError("%s: no %s fields in %d bytes: the file is not a %s"
                              % (where, name, len(data), short))
     _check_initialized(msg, where, ModelFileError)
+    _check_strings(msg, where)
     return msg
+
+
+def _check_strings(msg, where, path="", top=None):
+    """Caffe's strings are UTF-8; the parser hands invalid ones back as bytes, which every
+    later use of the name (upgrades, layer look-ups) would trip over."""
+    top = top or msg.DESCRIPTOR.name
+    for field, value in msg.ListFields():
+        name = path + field.name
+        if field.type == field.TYPE_STRING:
+            for v in [value] if isinstance(value, (str, bytes)) else value:
+                if isinstance(v, bytes):
+                    raise ModelFileError("%s: field %s is not valid UTF-8 (%r): the file is "
+                                         "corrupt or not a %s" % (where, name, v[:40], top))
+        elif field.type == field.TYPE_MESSAGE and field.message_type.name != "BlobProto":
+            if isinstance(value, _pb_message.Message):   # blobs hold numbers only: skipped
+                _check_strings(value, where, name + ".", top)
+            else:
+                for i, v in enumerate(value):
+                    _check_strings(v, where, "%s[%d]." % (name, i), top)
 
 
 def _text_source(source):

@@ -13,8 +13,13 @@ def check_policy(param):
     if param.lr_policy not in POLICIES:
         raise CaffeError("Unknown learning rate policy: '%s' (known: %s)"
                          % (param.lr_policy, ", ".join(POLICIES)))
-    if param.lr_policy == "step" and param.stepsize <= 0:
-        raise CaffeError("lr_policy 'step' needs stepsize > 0")
+    if param.lr_policy in ("step", "sigmoid") and param.stepsize <= 0:
+        raise CaffeError("lr_policy '%s' needs stepsize > 0, got %d"
+                         % (param.lr_policy, param.stepsize))
+    if param.lr_policy in ("step", "exp", "inv", "multistep", "sigmoid") and param.gamma < 0:
+        # sgd_solver.cpp:GetLearningRate CHECK_GE(gamma, 0) for each of these policies
+        raise CaffeError("gamma must be >= 0 for lr_policy '%s', got %g"
+                         % (param.lr_policy, param.gamma))
 
 
 def learning_rate(param, it, current_step):

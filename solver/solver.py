@@ -9,11 +9,14 @@ Data-parallel training hands a ``minicaffe.parallel.DataParallel`` as ``parallel
 passes its ``reduce`` sums the diffs over the ranks (one Allreduce) and the update divides by
 iter_size × ranks; rank 0 alone tests and writes snapshots.
 """
+import contextlib
+import glob
 import json
 import logging
 import math
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -42,6 +45,33 @@ def _resolve(path, solver_path):
     return alt if os.path.exists(alt) else path
 
 
+def check_values(p):
+    """The SolverParameter values Caffe refuses (solver.cpp:Init CHECKs the train net count
+    and average_loss >= 1) and those it takes but that only make sense as non-negative counts
+    (iter_size 0 divides by zero; a negative max_iter, snapshot, display or test_iter is a
+    typo). Each message names the field and the value."""
+    sources = sum(p.HasField(f) for f in ("train_net_param", "train_net", "net_param", "net"))
+    if sources != 1:
+        raise CaffeError("no net specified: give exactly one of net, net_param, train_net or "
+                         "train_net_param" if not sources else
+                         "give exactly one of net, net_param, train_net or train_net_param "
+                         "(found %d)" % sources)
+    if p.average_loss < 1:
+        raise CaffeError("average_loss must be >= 1, got %d" % p.average_loss)
+    if p.iter_size < 1:
+        raise CaffeError("iter_size must be >= 1, got %d" % p.iter_size)
+    for field in ("max_iter", "snapshot", "display", "test_interval"):
+        if getattr(p, field) < 0:
+            raise CaffeError("%s must be >= 0 (0: never), got %d" % (field, getattr(p, field)))
+    if any(n < 0 for n in p.test_iter):
+        raise CaffeError("test_iter must be >= 0, got %s" % ", ".join(map(str, p.test_iter)))
+    if p.clip_gradients < 0 and p.clip_gradients != -1:
+        raise CaffeError("clip_gradients must be >= 0 (the largest L2 norm of the gradients) or "
+                         "-1 (the default: no clipping), got %g" % p.clip_gradients)
+    if p.snapshot_format == caffe_pb2.SolverParameter.HDF5 and p.HasField("snapshot_format"):
+        raise CaffeError("snapshot_format: HDF5 is not supported; use BINARYPROTO")
+
+
 class Solver:
     """``Solver(solver_prototxt_or_SolverParameter)``; pycaffe's attributes: ``net``,
     ``test_nets``, ``iter``, ``step(n)``, ``solve()``, ``restore()``, ``snapshot()``,
@@ -60,10 +90,12 @@ class Solver:
             p = protoio.read_solver_param(self.solver_path)
         if type_override:
             p.type = type_override
-        check_solver_param(p)
-        check_policy(p)
-        if p.snapshot_format == caffe_pb2.SolverParameter.HDF5 and p.HasField("snapshot_format"):
-            raise CaffeError("snapshot_format: HDF5 is not supported; use BINARYPROTO")
+        try:
+            check_values(p)
+            check_solver_param(p)
+            check_policy(p)
+        except CaffeError as exc:
+            raise type(exc)("%s: %s" % (self.solver_path or "<SolverParameter>", exc)) from None
         if level is not None:
             for st in [p.train_state] + list(p.test_state):
                 st.level = level
@@ -86,9 +118,12 @@ class Solver:
         self.callbacks = []
         self.iteration_callbacks = []
         self.requested_action = None   # "stop" or "snapshot", set by signal handlers
+        self._interrupted = False      # Ctrl-C from the Python API during step()
         self.pending_action = None     # a signal's request, until the ranks agree on it
         self.last_snapshot = None
         self._losses, self._smoothed_loss = [], 0.0
+        if self.is_root and p.snapshot:   # as Caffe: not for snapshot_after_train alone
+            self._check_snapshot_prefix(self.snapshot_filename(".caffemodel"))   # fail before training
         self.net = self._init_train_net()
         self.test_nets = self._init_test_nets() if self.is_root else []
         for w in p.weights if self.is_root else []:
@@ -111,57 +146,56 @@ class Solver:
         return self.parallel is None or self.parallel.root
 
     # --- nets --------------------------------------------------------------------------------
-    def _net_param(self, which, index=None):
-        p = self.param
-        if which == "train":
-            sources = [p.HasField("train_net_param"), p.HasField("train_net"),
-                       p.HasField("net_param"), p.HasField("net")]
-            if sum(sources) != 1:
-                raise CaffeError("%s: give exactly one of train_net_param, train_net, net_param "
-                                 "or net (found %d)" % (self.solver_path or "solver", sum(sources)))
-            if p.HasField("train_net_param"):
-                return protoio.read_net_param(p.train_net_param)
-            if p.HasField("train_net"):
-                return protoio.read_net_param(_resolve(p.train_net, self.solver_path))
-            if p.HasField("net_param"):
-                return protoio.read_net_param(p.net_param)
-            return protoio.read_net_param(_resolve(p.net, self.solver_path))
-        raise ValueError(which)
+    def _read_net(self, inline=None, path=None):
+        """(NetParameter, the file it is written in): a net file resolved as Caffe does, or a
+        net_param written inside the solver file (None for a SolverParameter object)."""
+        if inline is not None:
+            return protoio.read_net_param(inline), self.solver_path or None
+        path = _resolve(path, self.solver_path)
+        return protoio.read_net_param(path), path
 
     def _init_train_net(self):
-        np_ = self._net_param("train")
+        p = self.param
+        if p.HasField("train_net_param"):   # exactly one is set (check_values)
+            np_, source = self._read_net(inline=p.train_net_param)
+        elif p.HasField("train_net"):
+            np_, source = self._read_net(path=p.train_net)
+        elif p.HasField("net_param"):
+            np_, source = self._read_net(inline=p.net_param)
+        else:
+            np_, source = self._read_net(path=p.net)
         state = caffe_pb2.NetState()
         state.phase = caffe_pb2.TRAIN
         state.MergeFrom(np_.state)
         state.MergeFrom(self.param.train_state)
         log.info("Creating training net%s", " from net file: " + self.param.net if self.param.net else "")
-        return Net(np_, state=state, dtype=self.dtype)
+        return Net(np_, state=state, dtype=self.dtype, source=source)
 
     def _init_test_nets(self):
         p = self.param
+        where = self.solver_path or "<SolverParameter>"
         generic = int(p.HasField("net_param")) + int(p.HasField("net"))
-        if generic > 1:
-            raise CaffeError("Only one of net_param and net may be given")
-        sources = [protoio.read_net_param(x) for x in p.test_net_param]
-        sources += [protoio.read_net_param(_resolve(x, self.solver_path)) for x in p.test_net]
+        sources = [self._read_net(inline=x) for x in p.test_net_param]
+        sources += [self._read_net(path=x) for x in p.test_net]
         n_specific = len(sources)
-        if generic:
-            if len(p.test_iter) < n_specific:
-                raise CaffeError("test_iter must be specified for each test network.")
-        elif len(p.test_iter) != n_specific:
-            raise CaffeError("test_iter must be specified for each test network (%d test nets, %d "
-                             "test_iter)" % (n_specific, len(p.test_iter)))
+        if (len(p.test_iter) < n_specific) if generic else (len(p.test_iter) != n_specific):
+            raise CaffeError("%s: test_iter must be specified for each test network (%d test "
+                             "net(s) from test_net/test_net_param%s, %d test_iter)"
+                             % (where, n_specific, " plus one per extra test_iter from net"
+                                if generic else "", len(p.test_iter)))
         n_generic = len(p.test_iter) - n_specific
         if n_generic:
-            base = (protoio.read_net_param(p.net_param) if p.HasField("net_param")
-                    else protoio.read_net_param(_resolve(p.net, self.solver_path)))
+            base = (self._read_net(inline=p.net_param) if p.HasField("net_param")
+                    else self._read_net(path=p.net))
             sources += [base] * n_generic
         if p.test_state and len(p.test_state) != len(sources):
-            raise CaffeError("test_state must be unspecified or specified once per test net.")
+            raise CaffeError("%s: test_state must be unspecified or specified once per test net "
+                             "(%d test_state, %d test nets)" % (where, len(p.test_state), len(sources)))
         if sources and p.test_interval <= 0:
-            raise CaffeError("test_interval must be > 0 when there are test nets")
+            raise CaffeError("%s: test_interval must be > 0 when there are test nets (%d test "
+                             "net(s), test_interval: %d)" % (where, len(sources), p.test_interval))
         nets = []
-        for i, src in enumerate(sources):
+        for i, (src, source) in enumerate(sources):
             state = caffe_pb2.NetState()
             state.phase = caffe_pb2.TEST
             state.MergeFrom(src.state)
@@ -170,7 +204,7 @@ class Solver:
             log.info("Creating test net (#%d) specified by %s", i,
                      "test_net_param" if i < len(p.test_net_param) else
                      "test_net file" if i < n_specific else "net")
-            nets.append(Net(src, state=state, dtype=self.dtype))
+            nets.append(Net(src, state=state, dtype=self.dtype, source=source))
         return nets
 
     # --- callbacks ---------------------------------------------------------------------------
@@ -185,6 +219,49 @@ class Solver:
 
     # --- the loop ----------------------------------------------------------------------------
     def step(self, iters):
+        """Run ``iters`` iterations. Ctrl-C from the Python API (no handler of the tool's
+        installed, main thread) behaves as tools/train's default: the iteration finishes, a
+        snapshot is written, then KeyboardInterrupt is raised; a second Ctrl-C interrupts at
+        once."""
+        with self._api_sigint():
+            self._step(iters)
+        if self._interrupted:
+            if self.requested_action == "stop_snapshot" or self.pending_action == "stop_snapshot":
+                self.snapshot()   # the signal came during the last iteration
+            self._interrupted = False
+            self.requested_action = self.pending_action = None
+            raise KeyboardInterrupt("stopped at iteration %d after writing %s"
+                                    % (self.iter, self.last_snapshot[1] if self.last_snapshot
+                                       else "no snapshot (not rank 0)"))
+
+    @contextlib.contextmanager
+    def _api_sigint(self):
+        """SIGINT → snapshot then stop, while ``step`` runs, unless someone else (tools/train's
+        install_signal_handlers, the application) handles SIGINT already."""
+        self._interrupted = False
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._interrupted = True
+            log.info("SIGINT received: snapshot then stop after this iteration (Ctrl-C again "
+                     "to stop at once)")
+            if self.parallel:
+                self.pending_action = "stop_snapshot"
+            else:
+                self.requested_action = "stop_snapshot"
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _step(self, iters):
         p = self.param
         start_iter = self.iter
         stop_iter = self.iter + iters
@@ -392,16 +469,18 @@ class Solver:
 
     def snapshot(self):
         """Write ``<prefix>_iter_N.caffemodel`` and ``.solverstate`` (atomically); return both
-        paths. Data-parallel: every rank calls it, rank 0 writes (None elsewhere), and no
-        rank goes on before the files are complete."""
+        paths. The .solverstate is written last and names its .caffemodel, so the newest
+        .solverstate always marks the newest complete pair (a crash between the two leaves a
+        .caffemodel alone, never a state without its weights; restore refuses a state whose
+        model is gone). Temporary files left by a killed write are removed first. Any fault
+        is a ModelFileError naming the path. Data-parallel: every rank calls it, rank 0 writes
+        (None elsewhere), and no rank goes on before the files are complete."""
         extra = self._extra_state()
         if not self.is_root:
             self.parallel.barrier()
             return None
         model = self.snapshot_filename(".caffemodel")
-        d = os.path.dirname(model)
-        if d and not os.path.isdir(d):
-            os.makedirs(d, exist_ok=True)
+        self._prepare_snapshot_dir(model)
         log.info("Snapshotting to binary proto file %s", model)
         self.net.save(model, write_diff=self.param.snapshot_diff)
         state_path = self.snapshot_filename(".solverstate")
@@ -421,6 +500,41 @@ class Solver:
             self.parallel.barrier()
         return model, state_path
 
+    def _check_snapshot_prefix(self, model):
+        """The checks of Caffe's CheckSnapshotWritePermissions without writing anything: the
+        nearest existing folder on the way to ``model`` is a folder and writable."""
+        prefix = "snapshot_prefix %r" % self.param.snapshot_prefix
+        probe = os.path.dirname(os.path.abspath(model))
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            raise ModelFileError("Cannot write snapshot %s: %s is a regular file, not a folder "
+                                 "(%s)" % (model, probe, prefix))
+        if not os.access(probe, os.W_OK):
+            raise ModelFileError("Cannot write snapshot %s: the folder %s is not writable (%s)"
+                                 % (model, probe, prefix))
+
+    def _prepare_snapshot_dir(self, model):
+        """Create the snapshot folder (ModelFileError naming the path when it cannot be: a
+        regular file in the way of snapshot_prefix's folder) and remove the temporary files of
+        earlier snapshots of this prefix that a killed process left behind."""
+        d = os.path.dirname(model) or "."
+        prefix = "snapshot_prefix %r" % self.param.snapshot_prefix
+        self._check_snapshot_prefix(model)
+        try:
+            os.makedirs(d, exist_ok=True)
+        except OSError as exc:
+            raise ModelFileError("Cannot write snapshot %s: cannot create the folder %s: %s (%s)"
+                                 % (model, d, exc.strerror or exc, prefix)) from None
+        base = glob.escape(os.path.basename(self.param.snapshot_prefix))
+        for ext in (".caffemodel", ".solverstate"):
+            for stale in glob.glob(os.path.join(glob.escape(d), ".%s_iter_*%s.*.tmp" % (base, ext))):
+                try:
+                    os.unlink(stale)
+                    log.info("Removed %s, left by an interrupted snapshot", stale)
+                except OSError:
+                    pass
+
     def _extra_state(self):
         """The generator and the data positions (None on ranks other than 0, which only hand
         rank 0 their generator's state: the data positions are equal on all ranks)."""
@@ -428,11 +542,10 @@ class Solver:
         if not self.is_root:
             return None
         layers = {}
-        for net_name, net in [("train", self.net)] + [("test%d" % i, n) for i, n in enumerate(self.test_nets)]:
-            for lname, layer in zip(net._layer_names, net.layers):
-                s = layer.get_state()
-                if s is not None:
-                    layers["%s/%s" % (net_name, lname)] = s
+        for key, layer in self._all_layers():
+            s = layer.get_state()
+            if s is not None:
+                layers[key] = s
         extra = {"rng": backend.rng_state(), "layers": layers}
         if rank_rngs:
             extra["rank_rngs"] = rank_rngs
@@ -440,42 +553,46 @@ class Solver:
 
     def restore(self, state_file):
         """Resume from a .solverstate: iteration, lr step, histories, the weights it names and
-        (minicaffe's extension) the generator and data positions. Data-parallel: rank 0 reads
-        the files and hands everything to the other ranks."""
+        (minicaffe's extension) the generator and data positions. The whole file and the model
+        it names are read and checked first: a ModelFileError leaves the solver as it was.
+        Data-parallel: rank 0 reads the files and hands everything to the other ranks."""
         hist = self.history + self.history2
         it = step = extra = None
         if self.is_root:
-            st = protoio.read_proto_binary(state_file, caffe_pb2.SolverState)
-            if len(st.history) != len(hist):
-                raise ModelFileError("%s: incorrect length of history blobs (%d in the file, the "
-                                     "%s solver on this net needs %d)"
-                                     % (state_file, len(st.history), self.param.type, len(hist)))
-            arrays = []
-            for i, (h, proto) in enumerate(zip(hist, st.history)):
-                a = blobproto_to_array(proto)
-                if a.size != h.size:
-                    raise ModelFileError("%s: history blob %d has %d values, the net's param "
-                                         "has %d" % (state_file, i, a.size, h.size))
-                arrays.append(a.reshape(h.shape))
-            if st.learned_net:
-                model = st.learned_net
-                if not os.path.exists(model):
-                    alt = os.path.join(os.path.dirname(os.path.abspath(state_file)),
-                                       os.path.basename(model))
-                    model = alt if os.path.exists(alt) else model
-                self.net.copy_from(model)
-            for h, a in zip(hist, arrays):
+            state = _read_solverstate(state_file, hist, self.param.type)
+            plan = self.net.copy_plan(state["model"]) if state["model"] else []
+            if state["extra"]:
+                self._restore_extra(state["extra"], state_file)   # undone if it fails
+            for blob, arr in plan:
+                blob.data[...] = arr
+            for h, a in zip(hist, state["history"]):
                 h[...] = a
-            it, step = st.iter, st.current_step
-            extra = json.loads(st.minicaffe_state.decode()) if st.minicaffe_state else None
+            it, step, extra = state["iter"], state["current_step"], state["extra"]
         if self.parallel:
             it, step, extra = self.parallel.bcast((it, step, extra))
             self.parallel.broadcast_blobs(self.net.learnable_params)
             self.parallel.broadcast_arrays(hist)
+            if not self.is_root and extra:
+                self._restore_extra(extra, state_file)
         self.iter, self.current_step = it, step
         if getattr(self, "_gpu_updater", None) is not None:
             self._gpu_updater.from_host()
-        if extra:
+
+    def _all_layers(self):
+        """(key, layer) for every layer of the train and test nets, keys as in field 8001."""
+        for net_name, net in [("train", self.net)] + [("test%d" % i, n) for i, n in enumerate(self.test_nets)]:
+            for lname, layer in zip(net.layer_names, net.layers):
+                yield "%s/%s" % (net_name, lname), layer
+
+    def _restore_extra(self, extra, state_file):
+        """The generator and the layers' data positions from field 8001; all or nothing (a
+        state a layer refuses puts every generator and layer back and raises)."""
+        saved_rng = backend.rng_state()
+        layer_states = extra.get("layers", {})
+        saved = [(key, layer, layer.get_state()) for key, layer in self._all_layers()
+                 if key in layer_states]
+        key = "rng"
+        try:
             rank_rngs = extra.get("rank_rngs")
             if self.parallel and rank_rngs and len(rank_rngs) == self.parallel.size:
                 backend.set_rng_state(rank_rngs[self.parallel.rank])
@@ -483,11 +600,15 @@ class Solver:
                 backend.set_rng_state(extra["rng"])
                 if self.parallel:
                     self.parallel.fork_rng()
-            for net_name, net in [("train", self.net)] + [("test%d" % i, n) for i, n in enumerate(self.test_nets)]:
-                for lname, layer in zip(net._layer_names, net.layers):
-                    key = "%s/%s" % (net_name, lname)
-                    if key in extra.get("layers", {}):
-                        layer.set_state(extra["layers"][key])
+            for key, layer, _ in saved:
+                layer.set_state(layer_states[key])
+        except Exception as exc:  # noqa: BLE001 - any refusal is a bad file, undone below
+            backend.set_rng_state(saved_rng)
+            for _, layer, old in saved:   # set_state(what get_state gave) puts a layer back
+                layer.set_state(old)
+            raise ModelFileError("%s: field 8001 (minicaffe_state): the state for %s does not "
+                                 "fit (%s: %s); nothing was restored"
+                                 % (state_file, key, type(exc).__name__, exc)) from None
 
     # --- signals -----------------------------------------------------------------------------
     def install_signal_handlers(self, sigint_effect="snapshot", sighup_effect="snapshot"):
@@ -514,6 +635,71 @@ class Solver:
         signal.signal(signal.SIGINT, handler_for(sigint_effect, None))
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, handler_for(sighup_effect, None))
+
+
+def _read_solverstate(state_file, hist, solver_type):
+    """Everything ``Solver.restore`` needs from a .solverstate, checked before anything is
+    changed: {"iter", "current_step", "history" (arrays shaped as ``hist``), "model" (the
+    .caffemodel it names, found as Caffe does or beside the state file; None if it names
+    none), "extra" (field 8001 as a dict, or None)}. Any fault is a ModelFileError naming the
+    file."""
+    st = protoio.read_proto_binary(state_file, caffe_pb2.SolverState)
+    if len(st.history) != len(hist):
+        raise ModelFileError("%s: incorrect length of history blobs (%d in the file, the %s "
+                             "solver on this net needs %d)"
+                             % (state_file, len(st.history), solver_type, len(hist)))
+    arrays = []
+    for i, (h, proto) in enumerate(zip(hist, st.history)):
+        try:
+            a = blobproto_to_array(proto)
+        except CaffeError as exc:
+            raise ModelFileError("%s: history blob %d: %s" % (state_file, i, exc)) from None
+        if a.size != h.size:
+            raise ModelFileError("%s: history blob %d has %d values, the net's param has %d"
+                                 % (state_file, i, a.size, h.size))
+        arrays.append(a.reshape(h.shape).astype(h.dtype, copy=False))
+    if st.iter < 0 or st.current_step < 0:
+        raise ModelFileError("%s: iter (%d) and current_step (%d) must be >= 0"
+                             % (state_file, st.iter, st.current_step))
+    model = None
+    if st.learned_net:
+        model = st.learned_net
+        if not os.path.exists(model):
+            alt = os.path.join(os.path.dirname(os.path.abspath(state_file)),
+                               os.path.basename(model))
+            if not os.path.exists(alt):
+                raise ModelFileError("%s: the model it names, %s, is missing (looked there and "
+                                     "beside the state file)" % (state_file, st.learned_net))
+            model = alt
+    return {"iter": st.iter, "current_step": st.current_step, "history": arrays,
+            "model": model, "extra": _parse_extra_state(st, state_file)}
+
+
+def _parse_extra_state(st, state_file):
+    """Field 8001 (minicaffe_state) as a dict {"rng": dict, "layers": {key: state},
+    "rank_rngs": [dict]}, or None when absent; ModelFileError if it is not that."""
+    if not st.HasField("minicaffe_state") or not st.minicaffe_state:
+        return None
+    where = "%s: field 8001 (minicaffe_state)" % state_file
+    try:
+        extra = json.loads(st.minicaffe_state.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ModelFileError("%s is not UTF-8 (%s)" % (where, exc)) from None
+    except (ValueError, RecursionError) as exc:
+        raise ModelFileError("%s is not valid JSON (%s)" % (where, exc)) from None
+    if extra is None:
+        return None
+    if not isinstance(extra, dict):
+        raise ModelFileError("%s must be a JSON object, got %s" % (where, type(extra).__name__))
+    expected = {"rng": dict, "layers": dict, "rank_rngs": list}
+    for key, value in extra.items():
+        if key in expected and not isinstance(value, expected[key]):
+            raise ModelFileError("%s: '%s' must be a JSON %s, got %s"
+                                 % (where, key, "object" if expected[key] is dict else "array",
+                                    type(value).__name__))
+    if any(not isinstance(r, dict) for r in extra.get("rank_rngs", [])):
+        raise ModelFileError("%s: 'rank_rngs' must hold JSON objects" % where)
+    return extra
 
 
 def _jsonable(obj):

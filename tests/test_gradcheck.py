@@ -204,3 +204,78 @@ def test_seed_reset_before_every_forward():
         assert calls[-1] == calls[-2]
     finally:
         del sys.modules["mc_noisy"]
+
+
+PYNET = """layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "s" type: "Python" bottom: "x" top: "y" python_param { module: "%s" layer: "%s" } }
+"""
+
+WHERE = '''
+import minicaffe as caffe
+
+class Where(caffe.Layer):
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].shape)
+    def forward(self, bottom, top):
+        top[0].data[...] = %s
+'''
+
+
+def test_python_layer_refuses_what_is_not_a_layer(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text(PYNET % ("os", "system"))
+    with pytest.raises(caffe.NetError, match=r"^%s:2: Python layer s: os.system is not a caffe.Layer "
+                       r"subclass \(it is builtin_function_or_method\); refusing to call it$" % path):
+        caffe.Net(str(path), caffe.TEST)
+    path.write_text(PYNET % ("collections", "OrderedDict"))
+    with pytest.raises(caffe.NetError, match="collections.OrderedDict is not a caffe.Layer subclass"):
+        caffe.Net(str(path), caffe.TEST)
+    path.write_text(PYNET % ("builtins", "exec"))   # a built-in module: no file on sys.path
+    with pytest.raises(caffe.NetError, match=r"builtins.exec is not a caffe.Layer subclass"):
+        caffe.Net(str(path), caffe.TEST)
+
+
+def test_python_layer_module_beside_the_prototxt_wins_over_the_cwd(tmp_path, monkeypatch, caplog):
+    netdir, cwd = tmp_path / "nets", tmp_path / "elsewhere"
+    netdir.mkdir()
+    cwd.mkdir()
+    (netdir / "net.prototxt").write_text(PYNET % ("mc_where_layer", "Where"))
+    (netdir / "mc_where_layer.py").write_text(WHERE % "1.0")
+    monkeypatch.chdir(cwd)
+    try:
+        net = caffe.Net(str(netdir / "net.prototxt"), caffe.TEST)   # found beside the prototxt
+        assert net.forward(x=np.zeros((2, 3), np.float32))["y"][0, 0] == 1.0
+        sys.modules.pop("mc_where_layer")
+        (cwd / "mc_where_layer.py").write_text(WHERE % "2.0")
+        with caplog.at_level("WARNING", logger="minicaffe"):
+            net = caffe.Net(str(netdir / "net.prototxt"), caffe.TEST)
+        assert net.forward(x=np.zeros((2, 3), np.float32))["y"][0, 0] == 1.0
+        assert ("Python layer s: module 'mc_where_layer' is imported from %s; %s also has one, "
+                "which is not used" % (netdir / "mc_where_layer.py", cwd / "mc_where_layer.py")) in caplog.text
+        sys.modules.pop("mc_where_layer")
+        monkeypatch.syspath_prepend(str(tmp_path / "explicit"))   # PYTHONPATH comes first
+        (tmp_path / "explicit").mkdir()
+        (tmp_path / "explicit" / "mc_where_layer.py").write_text(WHERE % "3.0")
+        net = caffe.Net(str(netdir / "net.prototxt"), caffe.TEST)
+        assert net.forward(x=np.zeros((2, 3), np.float32))["y"][0, 0] == 3.0
+    finally:
+        sys.modules.pop("mc_where_layer", None)
+
+
+def test_solver_nets_know_their_file(tmp_path, monkeypatch):
+    netdir = tmp_path / "nets"
+    netdir.mkdir()
+    (netdir / "mc_where_solver.py").write_text(WHERE % "bottom[0].data")
+    (netdir / "net.prototxt").write_text(PYNET % ("mc_where_solver", "Where") +
+                                         'layer { name: "l" type: "EuclideanLoss" bottom: "y" bottom: "x" top: "loss" }\n')
+    (netdir / "solver.prototxt").write_text('net: "net.prototxt" base_lr: 0.1 lr_policy: "fixed"\n')
+    monkeypatch.chdir(tmp_path)
+    try:
+        s = caffe.get_solver(str(netdir / "solver.prototxt"))   # the module is beside the net file
+        assert s.net.source == str(netdir / "net.prototxt")
+    finally:
+        sys.modules.pop("mc_where_solver", None)
+    (netdir / "net.prototxt").write_text(PYNET.replace('bottom: "x"', 'bottom: "q"') % ("mc_where_solver", "Where"))
+    with pytest.raises(caffe.NetError, match=r"^%s:2: Unknown bottom blob 'q'" % (netdir / "net.prototxt")):
+        caffe.get_solver(str(netdir / "solver.prototxt"))
+    sys.modules.pop("mc_where_solver", None)

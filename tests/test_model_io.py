@@ -1,5 +1,6 @@
 """Model files: net → .caffemodel → net, legacy shapes, several files, nothing half-loaded."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -169,3 +170,58 @@ def test_blobproto_roundtrip_and_double():
     q.ParseFromString(raw)
     assert np.array_equal(caffe.io.blobproto_to_array(q), [1, 2, 3])
     assert np.array_equal(caffe.io.blobproto_to_array(p), [1, 2, 3])
+
+
+def test_empty_caffemodel_is_an_error_and_changes_nothing(tmp_path):
+    net = caffe.Net(NET, caffe.TEST)
+    before = _weights(net)
+    empty = tmp_path / "empty.caffemodel"
+    empty.write_bytes(b"")
+    with pytest.raises(caffe.ModelFileError, match=r"^%s: the file is empty \(0 bytes\), not a "
+                       r"NetParameter$" % empty):
+        net.copy_from(str(empty))
+    with pytest.raises(caffe.ModelFileError, match="empty.caffemodel: the file is empty"):
+        caffe.Net(NET, caffe.TEST, weights=str(empty))
+    for k, v in before.items():
+        assert all(np.array_equal(x, y.data) for x, y in zip(v, net.params[k]))
+
+
+def test_foreign_weights_warn_with_the_count(tmp_path, caplog):
+    other = caffe.Net(NET.replace('"ip1"', '"fc1"').replace('"ip2"', '"fc2"'), caffe.TEST)
+    path = str(tmp_path / "foreign.caffemodel")
+    other.save(path)
+    net = caffe.Net(NET, caffe.TEST)
+    before = _weights(net)
+    with caplog.at_level("INFO", logger="minicaffe"):
+        net.copy_from(path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["%s: 0 of 2 layers with weights matched by name (the file's layers: "
+                        "data, fc1, relu, fc2); those layers keep their initial values" % path]
+    assert np.array_equal(before["ip1"][0], net.params["ip1"][0].data)
+    caplog.clear()
+    half = caffe.Net(NET.replace('"ip2"', '"fc2"'), caffe.TEST)
+    half.save(path)
+    with caplog.at_level("INFO", logger="minicaffe"):
+        net.copy_from(path)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "%s: weights for 1 of 2 layers copied" % path in caplog.text
+    assert np.array_equal(net.params["ip1"][0].data, half.params["ip1"][0].data)
+
+
+@pytest.mark.parametrize("data,field", [
+    (b"\x12\x09\x22\x07\xff\xfe\xfd\xfc\xfb\xfa\xf9", "layers[0].name"),   # 11 bytes, V1 layer
+    (b"\xa2\x06\x05\x0a\x03\xff\xfe\xfd", "layer[0].name"),
+    (b"\x0a\x03\xc3\x28\x41", "name"),
+])
+def test_invalid_utf8_in_caffemodel_is_one_line(tmp_path, data, field):
+    path = tmp_path / "junk.caffemodel"
+    path.write_bytes(data)
+    with pytest.raises(caffe.ModelFileError, match=r"^%s: field %s is not valid UTF-8 \(b'.*'\): "
+                       r"the file is corrupt or not a NetParameter$" % (path, re.escape(field))):
+        caffe.Net(NET, caffe.TEST).copy_from(str(path))
+
+
+@pytest.mark.parametrize("weights", [None, 123, []])
+def test_copy_from_misuse(weights):
+    with pytest.raises(caffe.ArgumentError, match="copy_from: "):
+        caffe.Net(NET, caffe.TEST).copy_from(weights)

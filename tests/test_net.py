@@ -328,3 +328,95 @@ def test_layer_and_blob_introspection():
     assert net.layers[1].type == "InnerProduct"
     assert net.bottom_names["ip2"] == ["ip1"] and net.top_names["relu1"] == ["ip1"]
     assert net.blobs["loss"].shape == ()
+
+
+BAD_VALUES_NET = """name: "n"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: %s } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { %s } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv1" top: "ip" inner_product_param { %s } }
+"""
+
+
+@pytest.mark.parametrize("dims,conv,ip,layer,message", [
+    ("1 dim: 3 dim: 8 dim: 8", "num_output: 2 kernel_size: 3", 'num_output: 0 weight_filler { type: "xavier" }',
+     "ip", "inner_product_param.num_output must be > 0, got 0"),
+    ("1 dim: 3 dim: 8 dim: 8", 'num_output: 2 kernel_size: 3 weight_filler { type: "msra" variance_norm: FAN_OUT }',
+     "num_output: 0", "ip", "num_output must be > 0, got 0"),
+    ("1 dim: 3 dim: 8 dim: 8", 'num_output: 2 kernel_size: 3 weight_filler { type: "gaussian" std: -1 }',
+     "num_output: 1", "conv1", "gaussian filler: std must be >= 0, got -1"),
+    ("1 dim: 3 dim: 8 dim: 8", 'num_output: 2 kernel_size: 3 bias_filler { type: "uniform" min: 1 max: -1 }',
+     "num_output: 1", "conv1", r"uniform filler: min \(1\) must be <= max \(-1\)"),
+    ("100000 dim: 100000 dim: 100000", "num_output: 2 kernel_size: 3", "num_output: 1",
+     "data", r"blob shape \(100000, 100000, 100000\) needs 3.553 PiB \(1000000000000000 values\), "
+             r"more than the limit of 4 GiB"),
+    ("1 dim: 3 dim: 8 dim: 8", "num_output: 2 kernel_size: 3 pad: 100000", "num_output: 1",
+     "conv1", r"blob shape \(1, 2, 200006, 200006\) needs 298 GiB"),
+    ("1 dim: 3 dim: 8 dim: 8", "num_output: 2 kernel_size: 4294967295", "num_output: 1",
+     "conv1", r"blob shape \(2, 3, 4294967295, 4294967295\) needs 384 EiB \(110680464390717702150 values\)"),
+])
+def test_absurd_prototxt_values_fail_at_construction(tmp_path, monkeypatch, dims, conv, ip, layer, message):
+    monkeypatch.setenv("MINICAFFE_MAX_BLOB_BYTES", str(4 * 2 ** 30))
+    path = tmp_path / "bad.prototxt"
+    path.write_text(BAD_VALUES_NET % (dims, conv, ip))
+    with pytest.raises(caffe.CaffeError, match=r"^%s: layer '%s' \(type \w+\)[^\n]*: [^\n]*%s"
+                       % (path, layer, message)) as info:
+        caffe.Net(str(path), caffe.TEST)
+    assert "\n" not in str(info.value)
+
+
+def test_blob_limit_is_configurable(monkeypatch):
+    monkeypatch.setenv("MINICAFFE_MAX_BLOB_BYTES", "4000")
+    caffe.Blob((10, 100))          # 4000 bytes: at the limit
+    with pytest.raises(caffe.ShapeError, match=r"blob shape \(10, 101\) needs 3.945 KiB \(1010 values\), "
+                       r"more than the limit of 3.906 KiB"):
+        caffe.Blob((10, 101))
+    monkeypatch.setenv("MINICAFFE_MAX_BLOB_BYTES", "lots")
+    with pytest.raises(caffe.ShapeError, match="MINICAFFE_MAX_BLOB_BYTES must be a number of bytes, got 'lots'"):
+        caffe.Blob((2,))
+
+
+def test_unknown_bottom_and_type_name_file_line_and_near_name(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text('name: "n"\n'
+                    'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }\n'
+                    'layer {\n  name: "act"\n  type: "Tanh"\n  bottom: "x"\n  top: "y"\n}\n')
+    with pytest.raises(caffe.LayerTypeError, match=r"^%s:4: layer 'act': Unknown layer type: 'Tanh'; "
+                       r"did you mean 'TanH'\? \(known types: .*ReLU" % path):
+        caffe.Net(str(path), caffe.TEST)
+    path.write_text(path.read_text().replace('"Tanh"', '"Convoluton"'))
+    with pytest.raises(caffe.LayerTypeError, match="Unknown layer type: 'Convoluton'; did you mean 'Convolution'"):
+        caffe.Net(str(path), caffe.TEST)
+    path.write_text(path.read_text().replace('"Convoluton"', '"TanH"').replace('bottom: "x"', 'bottom: "z"'))
+    with pytest.raises(caffe.NetError, match=r"^%s:4: Unknown bottom blob 'z' \(layer 'act', bottom "
+                       r"index 0\)$" % path):
+        caffe.Net(str(path), caffe.TEST)
+    with pytest.raises(caffe.NetError, match=r"^<string>:1: Unknown bottom blob 'nope'"):
+        caffe.Net('layer { name: "r" type: "ReLU" bottom: "nope" top: "y" }', caffe.TEST)
+
+
+@pytest.mark.parametrize("args,message", [
+    ((123,), "Net: expected a prototxt path, prototxt text or a NetParameter, got int"),
+    ((None, caffe.TEST), "Net: expected a prototxt path, prototxt text or a NetParameter, got NoneType"),
+    (('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 } } }', 7),
+     r"phase must be caffe.TRAIN \(0\) or caffe.TEST \(1\), got 7"),
+    (('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 } } }', 1.0),
+     r"phase must be caffe.TRAIN \(0\) or caffe.TEST \(1\), got 1.0"),
+])
+def test_api_misuse_is_a_caffe_error(args, message):
+    with pytest.raises(caffe.ArgumentError, match="^%s$" % message) as info:
+        caffe.Net(*args)
+    assert isinstance(info.value, (caffe.CaffeError)) and isinstance(info.value, (TypeError, ValueError))
+
+
+def test_mean_file_without_data_names_the_file(tmp_path):
+    mean = tmp_path / "mean.binaryproto"
+    b = caffe_pb2.BlobProto()
+    b.shape.dim.extend([1, 3, 2, 2])
+    mean.write_bytes(b.SerializeToString())
+    text = ('layer { name: "d" type: "DummyData" top: "x" dummy_data_param { shape { dim: 1 dim: 3 dim: 2 dim: 2 } } }\n'
+            'layer { name: "t" type: "ImageData" top: "data" top: "label" transform_param { mean_file: "%s" } '
+            'image_data_param { source: "%s" batch_size: 1 } }' % (mean, tmp_path / "list.txt"))
+    (tmp_path / "list.txt").write_text("a.png 0\n")
+    with pytest.raises(caffe.CaffeError, match=r"transform_param mean_file: %s: BlobProto has no data$" % mean):
+        caffe.Net(text, caffe.TRAIN)

@@ -279,6 +279,76 @@ def test_restore_rejects_other_solver_history(tmp_path):
         sgd.restore(state)
 
 
+
+def _solver_state(s):
+    """Everything a restore may change, copied: weights, histories, iter, lr step, generator."""
+    return ([b.data.copy() for b in s.net.learnable_params], [h.copy() for h in s.history + s.history2],
+            s.iter, s.current_step, repr(caffe.backend.rng_state()))
+
+
+def _assert_unchanged(s, before):
+    after = _solver_state(s)
+    assert all(np.array_equal(a, b) for a, b in zip(before[0], after[0]))
+    assert all(np.array_equal(a, b) for a, b in zip(before[1], after[1]))
+    assert before[2:] == after[2:]
+
+
+def _corrupt(state, out, **fields):
+    st = caffe_pb2.SolverState()
+    st.ParseFromString(open(state, "rb").read())
+    for k, v in fields.items():
+        if k == "drop_history":
+            del st.history[-1]
+        else:
+            setattr(st, k, v)
+    open(out, "wb").write(st.SerializeToString())
+    return out
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"minicaffe_state": b"\xff\xfe{"}, r"field 8001 \(minicaffe_state\) is not UTF-8"),
+    ({"minicaffe_state": b"{not json"}, r"field 8001 \(minicaffe_state\) is not valid JSON"),
+    ({"minicaffe_state": b"[1, 2]"}, r"must be a JSON object, got list"),
+    ({"minicaffe_state": b'{"rng": 5}'}, r"'rng' must be a JSON object, got int"),
+    ({"minicaffe_state": b'{"rng": {"bit_generator": "PCG64", "state": "x"}}'},
+     r"the state for rng does not fit .*nothing was restored"),
+    ({"minicaffe_state": b"[" * 100000}, r"is not valid JSON"),
+    ({"iter": -5}, r"iter \(-5\) and current_step \(1\) must be >= 0"),
+    ({"drop_history": True}, r"incorrect length of history blobs \(7 in the file"),
+    ({"learned_net": "/nowhere/gone.caffemodel"}, r"the model it names, /nowhere/gone.caffemodel, is missing"),
+])
+def test_failed_restore_changes_nothing(tmp_path, fields, message):
+    s = _noisy_solver(tmp_path, "snapshot: 4")
+    s.step(4)
+    _, state = s.last_snapshot
+    bad = _corrupt(state, str(tmp_path / "bad.solverstate"), **fields)
+    s.step(2)   # weights, histories, iter and the generator move on from the snapshot
+    before = _solver_state(s)
+    with pytest.raises(caffe.ModelFileError, match=message) as info:
+        s.restore(bad)
+    assert str(info.value).startswith(bad + ": ") and "\n" not in str(info.value)
+    _assert_unchanged(s, before)
+    s.restore(state)   # the good state still restores
+    assert s.iter == 4
+
+
+def test_restore_truncated_or_empty_file_changes_nothing(tmp_path):
+    s = _noisy_solver(tmp_path, "snapshot: 2")
+    s.step(2)
+    _, state = s.last_snapshot
+    data = open(state, "rb").read()
+    s.step(1)
+    before = _solver_state(s)
+    cut = tmp_path / "cut.solverstate"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(caffe.ModelFileError, match="cut.solverstate: cannot decode %d bytes" % (len(data) // 2)):
+        s.restore(str(cut))
+    empty = tmp_path / "empty.solverstate"
+    empty.write_bytes(b"")
+    with pytest.raises(caffe.ModelFileError, match=r"empty.solverstate: the file is empty \(0 bytes\)"):
+        s.restore(str(empty))
+    _assert_unchanged(s, before)
+
 def test_snapshot_schedule_and_after_train(tmp_path):
     s = _noisy_solver(tmp_path, "snapshot: 3")
     s.param.snapshot_after_train = True
@@ -384,3 +454,133 @@ def test_iteration_reaches_layers():
         assert seen == [0, 1, 2]
     finally:
         del sys.modules["mc_spy"]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "no net specified: give exactly one of net, net_param, train_net or train_net_param"),
+    ("average_loss: 0", "average_loss must be >= 1, got 0"),
+    ("iter_size: 0", "iter_size must be >= 1, got 0"),
+    ("max_iter: -2", r"max_iter must be >= 0 \(0: never\), got -2"),
+    ("snapshot: -1", r"snapshot must be >= 0 \(0: never\), got -1"),
+    ("display: -1", r"display must be >= 0 \(0: never\), got -1"),
+    ("test_iter: -3", "test_iter must be >= 0, got -3"),
+    ("clip_gradients: -0.5", r"clip_gradients must be >= 0 .* or -1 \(the default: no clipping\), got -0.5"),
+    ('lr_policy: "step" stepsize: 10 gamma: -0.1', "gamma must be >= 0 for lr_policy 'step', got -0.1"),
+    ('lr_policy: "exp" gamma: -1', "gamma must be >= 0 for lr_policy 'exp', got -1"),
+    ('lr_policy: "inv" gamma: -1', "gamma must be >= 0 for lr_policy 'inv', got -1"),
+    ('lr_policy: "multistep" gamma: -1 stepvalue: 5', "gamma must be >= 0 for lr_policy 'multistep'"),
+    ('lr_policy: "sigmoid" gamma: -1 stepsize: 5', "gamma must be >= 0 for lr_policy 'sigmoid'"),
+    ('lr_policy: "sigmoid" gamma: 1', "lr_policy 'sigmoid' needs stepsize > 0, got 0"),
+    ("test_iter: 5", r"test_iter must be specified for each test network \(0 test net\(s\) from "
+                     r"test_net/test_net_param, 1 test_iter\)"),
+])
+def test_solver_values_caffe_rejects_name_file_and_field(tmp_path, text, message):
+    (tmp_path / "net.prototxt").write_text(LINEAR)
+    solver = tmp_path / "solver.prototxt"
+    if text:
+        base = {"lr_policy": 'lr_policy: "fixed"'}
+        text = ('train_net: "%s" base_lr: 0.1 ' % (tmp_path / "net.prototxt") + text +
+                ("" if "lr_policy" in text else " " + base["lr_policy"]))
+    solver.write_text(text)
+    with pytest.raises(caffe.CaffeError, match="^%s: %s" % (solver, message)):
+        caffe.get_solver(str(solver))
+
+
+def test_clip_gradients_default_minus_one_is_accepted(tmp_path):
+    s = make_solver('base_lr: 0.1 lr_policy: "fixed" clip_gradients: -1')
+    assert s.param.clip_gradients == -1
+
+
+def test_snapshot_prefix_under_a_regular_file(tmp_path):
+    (tmp_path / "solver.prototxt").write_text("")
+    s = _noisy_solver(tmp_path)
+    s.param.snapshot_prefix = str(tmp_path / "solver.prototxt" / "snaps" / "net")
+    with pytest.raises(caffe.ModelFileError, match=r"^Cannot write snapshot %s: %s is a regular file, "
+                       r"not a folder \(snapshot_prefix '%s'\)$" % (
+                           tmp_path / "solver.prototxt" / "snaps" / "net_iter_0.caffemodel",
+                           tmp_path / "solver.prototxt", s.param.snapshot_prefix)):
+        s.snapshot()
+    p = caffe_pb2.SolverParameter()
+    p.CopyFrom(s.param)
+    p.snapshot = 2    # checked before training, as Caffe's CheckSnapshotWritePermissions
+    with pytest.raises(caffe.ModelFileError, match=r"net_iter_0.caffemodel: .*solver.prototxt is a "
+                       r"regular file, not a folder"):
+        caffe.get_solver(p)
+
+
+def test_snapshot_removes_stale_temp_files_of_its_prefix(tmp_path):
+    s = _noisy_solver(tmp_path)
+    stale = [tmp_path / ".snap_iter_2.caffemodel.k1ll3d.tmp", tmp_path / ".snap_iter_2.solverstate.x.tmp"]
+    other = tmp_path / ".other_iter_2.caffemodel.abc.tmp"
+    for f in stale + [other]:
+        f.write_bytes(b"half")
+    s.step(1)
+    s.snapshot()
+    assert sorted(os.listdir(tmp_path)) == [".other_iter_2.caffemodel.abc.tmp",
+                                           "snap_iter_1.caffemodel", "snap_iter_1.solverstate"]
+
+
+def test_interrupted_pair_keeps_the_newest_complete_one(tmp_path, monkeypatch):
+    s = _noisy_solver(tmp_path)
+    s.step(2)
+    s.snapshot()
+    s.step(1)
+    real = caffe.protoio.write_proto_binary
+
+    def killed(path, msg):
+        if path.endswith(".solverstate"):
+            raise caffe.ModelFileError("Cannot write %s: No space left on device" % path)
+        real(path, msg)
+    monkeypatch.setattr(caffe.protoio, "write_proto_binary", killed)
+    with pytest.raises(caffe.ModelFileError, match="snap_iter_3.solverstate: No space left"):
+        s.snapshot()
+    monkeypatch.undo()
+    states = sorted(f for f in os.listdir(tmp_path) if f.endswith(".solverstate"))
+    assert states == ["snap_iter_2.solverstate"]     # the newest state has its weights
+    fresh = _noisy_solver(tmp_path)
+    fresh.restore(str(tmp_path / "snap_iter_2.solverstate"))
+    assert fresh.iter == 2
+    os.remove(tmp_path / "snap_iter_2.caffemodel")
+    with pytest.raises(caffe.ModelFileError, match=r"the model it names, %s, is missing"
+                       % (tmp_path / "snap_iter_2.caffemodel")):
+        fresh.restore(str(tmp_path / "snap_iter_2.solverstate"))
+
+
+def test_ctrl_c_during_api_step_snapshots_then_raises(tmp_path):
+    import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # Python's own, as in a script
+    s = _noisy_solver(tmp_path)
+    s.add_iteration_callback(lambda sv: sv.iter == 3 and os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt, match=r"stopped at iteration 4 after writing .*snap_iter_4.solverstate"):
+        s.step(8)
+    assert s.iter == 4
+    assert sorted(os.listdir(tmp_path)) == ["snap_iter_4.caffemodel", "snap_iter_4.solverstate"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    s.step(3)   # the next step runs normally
+    assert s.iter == 7
+
+
+def test_ctrl_c_in_the_last_api_iteration_still_snapshots(tmp_path):
+    import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    s = _noisy_solver(tmp_path)
+    s.add_iteration_callback(lambda sv: sv.iter == 2 and os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt, match="stopped at iteration 2 after writing .*snap_iter_2.solverstate"):
+        s.step(2)
+    assert sorted(os.listdir(tmp_path)) == ["snap_iter_2.caffemodel", "snap_iter_2.solverstate"]
+
+
+def test_corrupt_history_blob_names_the_file(tmp_path):
+    s = _noisy_solver(tmp_path)
+    s.step(1)
+    _, state = s.snapshot()
+    st = caffe_pb2.SolverState()
+    st.ParseFromString(open(state, "rb").read())
+    st.history[2].shape.dim[0] = 5     # ip2 weights: 5 × 2 described, 1 × 2 held
+    bad = str(tmp_path / "bad.solverstate")
+    open(bad, "wb").write(st.SerializeToString())
+    before = _solver_state(s)
+    with pytest.raises(caffe.ModelFileError, match=r"^%s: history blob 2: BlobProto of shape \(5, 2\) "
+                       r"holds 2 values, expected 10$" % bad):
+        s.restore(bad)
+    _assert_unchanged(s, before)

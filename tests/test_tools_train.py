@@ -158,6 +158,72 @@ def test_train_weights_that_do_not_fit(tmp_path, monkeypatch, capsys):
     assert "bad.caffemodel" in err and "shape mismatch" in err and "(2, 144)" in err
 
 
+
+
+def test_empty_weights_exit_2_naming_the_file(tmp_path, monkeypatch, capsys):
+    solver = setup_dir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.caffemodel").write_bytes(b"")
+    message = "error: empty.caffemodel: the file is empty (0 bytes), not a NetParameter"
+    assert test_cmd.main(["--model", "net.prototxt", "--weights", "empty.caffemodel"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "test: " + message
+    assert train_cmd.main(["--solver", solver, "--weights", "empty.caffemodel"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "train: " + message and "Traceback" not in "\n".join(err)
+
+def _rewrite_state(path, out, minicaffe_state):
+    from minicaffe.proto import caffe_pb2
+    st = caffe_pb2.SolverState()
+    st.ParseFromString(open(path, "rb").read())
+    st.minicaffe_state = minicaffe_state
+    open(out, "wb").write(st.SerializeToString())
+    return out
+
+
+def test_bad_solverstate_one_line_and_data_position_kept(tmp_path, monkeypatch, capsys):
+    import json
+    import minicaffe as caffe
+    solver = setup_dir(tmp_path, max_iter=20, snapshot=20)
+    monkeypatch.chdir(tmp_path)
+    assert train_cmd.main(["--solver", solver]) == 0
+    capsys.readouterr()
+    state = str(tmp_path / "snap" / "tiny_iter_20.solverstate")
+    bad = _rewrite_state(state, str(tmp_path / "bad.solverstate"), b"{\"rng\": [")
+    assert train_cmd.main(["--solver", solver, "--snapshot", bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err) and not err[-1].startswith("I")
+    assert err[-1].startswith("train: error: %s: field 8001 (minicaffe_state) is not valid JSON" % bad)
+    # a data position the ImageData layer refuses: the generator and the layers are put back
+    from minicaffe.proto import caffe_pb2
+    st = caffe_pb2.SolverState()
+    st.ParseFromString(open(state, "rb").read())
+    extra = json.loads(st.minicaffe_state.decode())
+    assert extra["layers"]["train/data"]["epoch"] >= 0
+    extra["layers"]["train/data"]["line_id"] = "twelve"
+    bad = _rewrite_state(state, str(tmp_path / "bad2.solverstate"), json.dumps(extra).encode())
+    s = caffe.get_solver(solver)
+    s.step(3)
+    data = s.net.layer_dict["data"]
+    before = (repr(data.get_state()), repr(caffe.backend.rng_state()),
+              [b.data.copy() for b in s.net.learnable_params], s.iter)
+    with pytest.raises(caffe.ModelFileError, match=r"the state for train/data does not fit "
+                       r"\(ValueError: .*twelve.*\); nothing was restored"):
+        s.restore(bad)
+    assert repr(data.get_state()) == before[0] and repr(caffe.backend.rng_state()) == before[1]
+    assert all(np.array_equal(a, b.data) for a, b in zip(before[2], s.net.learnable_params))
+    assert s.iter == before[3] == 3
+    for key, value, message in [("line_id", 999, r"position epoch \d+ line 999 does not fit the 24 lines of list.txt"),
+                                ("order", list(range(23)) + [0], "the saved order is not a permutation of the 24 lines")]:
+        extra["layers"]["train/data"] = dict(json.loads(st.minicaffe_state.decode())["layers"]["train/data"],
+                                             **{key: value})
+        bad = _rewrite_state(state, str(tmp_path / "bad3.solverstate"), json.dumps(extra).encode())
+        with pytest.raises(caffe.ModelFileError, match=r"the state for train/data does not fit \(CaffeError: "
+                           r"ImageData layer data: %s" % message):
+            s.restore(bad)
+        assert repr(data.get_state()) == before[0] and s.iter == 3
+    s.step(1)    # the layer still reads from where it was
+    assert s.iter == 4
+
 def test_tools_train_script_and_sigint_snapshot(tmp_path):
     solver = setup_dir(tmp_path, max_iter=100000, snapshot=0)
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -15,6 +15,7 @@ local rank k takes the k-th GPU. A failing rank ends the job (MPI_Abort) naming 
 import argparse
 import contextlib
 import logging
+import signal
 
 from minicaffe import backend
 from minicaffe.errors import CaffeError
@@ -106,11 +107,17 @@ def train(args):
         weights = [w for w in args.weights.split(",") if w]
         solver = Solver(args.solver, weights=weights or None, level=args.level,
                         stages=stages or None, parallel=dp)
+        signums = [s for s in (signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None]
+        previous = {s: signal.getsignal(s) for s in signums}
         solver.install_signal_handlers(args.sigint_effect, args.sighup_effect)
-        if args.snapshot:
-            log.info("Resuming from %s", args.snapshot)
-        log.info("Starting Optimization")
-        solver.solve(args.snapshot or None)
+        try:
+            if args.snapshot:
+                log.info("Resuming from %s", args.snapshot)
+            log.info("Starting Optimization")
+            solver.solve(args.snapshot or None)
+        finally:   # train() called in-process (tests, notebooks) leaves Python's handlers
+            for s, handler in previous.items():
+                signal.signal(s, handler)
     return 0
 
 
