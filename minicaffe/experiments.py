@@ -190,12 +190,14 @@ def trunk_weights(model, family, out_path):
     return out_path
 
 
-def _data_layer(train_net_param):
+def data_layer(train_net_param, what="the training net"):
+    """The DomainData or ImageData layer whose transformation ``extract`` copies; ``what``
+    names the net in the error."""
     for lp in train_net_param.layer:
         if lp.type in ("DomainData", "ImageData"):
             return lp
-    raise CaffeError("the training net has no DomainData or ImageData layer to copy the "
-                     "transformation from")
+    raise CaffeError("%s has no DomainData or ImageData layer to copy the transformation from"
+                     % what)
 
 
 def extract(deploy, weights, list_file, root, blobs, transform_from, batch_size=100):
@@ -204,7 +206,7 @@ def extract(deploy, weights, list_file, root, blobs, transform_from, batch_size=
     centre crop, mean, scale; no mirror) is the training net's ``transform_from``."""
     from .transformer import read_image_list
     net_param = protoio.read_net_param(deploy)
-    dl = _data_layer(transform_from)
+    dl = data_layer(transform_from)
     entries = read_image_list(list_file)
     n = len(entries)
     if n == 0:

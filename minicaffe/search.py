@@ -583,7 +583,7 @@ def transform_param_from(deploy, transform_from=None, raw=False):
     without the training transformation (mean, scale, crop) are silently wrong."""
     if transform_from is not None and transform_from != "":
         src = protoio.read_net_param(transform_from)
-        _data_layer(src)
+        _transform_layer(src)
         return src
     dep = protoio.read_net_param(deploy)
     inputs = [lp for lp in dep.layer if lp.type == "Input"]
@@ -607,13 +607,9 @@ def transform_param_from(deploy, transform_from=None, raw=False):
     return fake
 
 
-def _data_layer(train_param):
-    """The layer ``experiments.extract`` copies the transformation from."""
-    for lp in train_param.layer:
-        if lp.type in ("DomainData", "ImageData"):
-            return lp
-    raise CaffeError("the net given for the transformation (--transform_from) has no "
-                     "DomainData or ImageData layer")
+def _transform_layer(train_param):
+    return experiments.data_layer(
+        train_param, "the net given for the transformation (--transform_from)")
 
 
 def _name(source):
@@ -622,7 +618,7 @@ def _name(source):
 
 def _transform_text(train_param):
     """The part of a training net that fixes the images' transformation, as prototxt text."""
-    dl = _data_layer(train_param)
+    dl = _transform_layer(train_param)
     fake = caffe_pb2.NetParameter()
     lp = fake.layer.add()
     lp.name, lp.type = "data", "ImageData"
