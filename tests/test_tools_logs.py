@@ -12,10 +12,48 @@ import pytest
 from minicaffe.commands import _cli, draw_net, parse_log, plot_log
 from minicaffe.errors import CaffeError
 
-from conftest import ZOO, write
+from conftest import write
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
-LENET = os.path.join(ZOO, "bvlc", "mnist__lenet_train_test.prototxt")
+# BVLC's examples/mnist/lenet_train_test.prototxt, inline so the tests need no file outside the
+# repository (draw_net only parses it: the LMDB sources are never opened)
+LENET_TEXT = """name: "LeNet"
+layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TRAIN }
+  transform_param { scale: 0.00390625 }
+  data_param { source: "examples/mnist/mnist_train_lmdb" batch_size: 64 backend: LMDB } }
+layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TEST }
+  transform_param { scale: 0.00390625 }
+  data_param { source: "examples/mnist/mnist_test_lmdb" batch_size: 100 backend: LMDB } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  param { lr_mult: 1 } param { lr_mult: 2 }
+  convolution_param { num_output: 20 kernel_size: 5 stride: 1
+    weight_filler { type: "xavier" } bias_filler { type: "constant" } } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+  param { lr_mult: 1 } param { lr_mult: 2 }
+  convolution_param { num_output: 50 kernel_size: 5 stride: 1
+    weight_filler { type: "xavier" } bias_filler { type: "constant" } } }
+layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1"
+  param { lr_mult: 1 } param { lr_mult: 2 }
+  inner_product_param { num_output: 500
+    weight_filler { type: "xavier" } bias_filler { type: "constant" } } }
+layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
+  param { lr_mult: 1 } param { lr_mult: 2 }
+  inner_product_param { num_output: 10
+    weight_filler { type: "xavier" } bias_filler { type: "constant" } } }
+layer { name: "accuracy" type: "Accuracy" bottom: "ip2" bottom: "label" top: "accuracy"
+  include { phase: TEST } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
+"""
+
+
+@pytest.fixture
+def lenet(tmp_path):
+    return write(tmp_path, "lenet_train_test.prototxt", LENET_TEXT)
 GLOG_LINE = re.compile(r"^([IWEF])(\d{4}) (\d\d:\d\d:\d\d\.\d{6}) +(\d+) ([\w.]+):(\d+)\] (.*)$")
 
 
@@ -244,9 +282,9 @@ def _nodes(dot):
     return dict(re.findall(r'^  "([^"]+)" \[(.*)\];$', dot, re.M))
 
 
-def test_draw_net_dot_labels_and_colours(tmp_path, capsys):
+def test_draw_net_dot_labels_and_colours(tmp_path, capsys, lenet):
     out = tmp_path / "lenet.dot"
-    assert draw_net.main([LENET, str(out)]) == 0
+    assert draw_net.main([lenet, str(out)]) == 0
     dot = out.read_text()
     assert dot.startswith('digraph "LeNet" {') and "rankdir=LR;" in dot
     nodes = _nodes(dot)
@@ -268,27 +306,27 @@ def test_draw_net_dot_labels_and_colours(tmp_path, capsys):
     assert "accuracy_Accuracy" in nodes
 
 
-def test_draw_net_phase_filtering_and_rankdir(tmp_path):
+def test_draw_net_phase_filtering_and_rankdir(tmp_path, lenet):
     train, test = tmp_path / "train.dot", tmp_path / "test.dot"
-    assert draw_net.main([LENET, str(train), "--phase", "TRAIN"]) == 0
-    assert draw_net.main(["-phase=TEST", LENET, str(test), "-rankdir", "TB"]) == 0
+    assert draw_net.main([lenet, str(train), "--phase", "TRAIN"]) == 0
+    assert draw_net.main(["-phase=TEST", lenet, str(test), "-rankdir", "TB"]) == 0
     t, s = train.read_text(), test.read_text()
     assert "accuracy" not in t and "Batch 100" not in t and "Batch 64" in t
     assert "accuracy_Accuracy" in s and "Batch 100" in s and "Batch 64" not in s
     assert "rankdir=TB;" in s and 'label="conv1 (Convolution) kernel size: 5' in s
 
 
-def test_draw_net_image_needs_dot(tmp_path, monkeypatch, capsys):
+def test_draw_net_image_needs_dot(tmp_path, monkeypatch, capsys, lenet):
     monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` here
     out = tmp_path / "lenet.png"
-    assert draw_net.main([LENET, str(out)]) == 2
+    assert draw_net.main([lenet, str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("draw_net: error: ")
     assert "apt-get install graphviz" in err and ".dot" in err
     assert not out.exists()
 
 
-def test_draw_net_calls_dot(tmp_path, monkeypatch):
+def test_draw_net_calls_dot(tmp_path, monkeypatch, lenet):
     fake = tmp_path / "bin" / "dot"
     fake.parent.mkdir()
     fake.write_text('#!/bin/sh\n'
@@ -297,14 +335,14 @@ def test_draw_net_calls_dot(tmp_path, monkeypatch):
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", "%s%s%s" % (fake.parent, os.pathsep, os.environ["PATH"]))
     out = tmp_path / "lenet.svg"
-    assert draw_net.main([LENET, str(out), "--display_lrm"]) == 0
+    assert draw_net.main([lenet, str(out), "--display_lrm"]) == 0
     assert "lr mult: 1.0, 2.0" in out.read_text()
 
 
-def test_draw_net_errors(tmp_path, capsys):
+def test_draw_net_errors(tmp_path, capsys, lenet):
     assert draw_net.main([str(tmp_path / "none.prototxt"), str(tmp_path / "x.dot")]) == 2
     assert "No such file" in capsys.readouterr().err
-    assert draw_net.main([LENET, str(tmp_path / "x.bmp")]) == 2
+    assert draw_net.main([lenet, str(tmp_path / "x.bmp")]) == 2
     assert "unknown output format" in capsys.readouterr().err
     bad = write(tmp_path, "bad.prototxt", 'layer { name: "a" type: "ReLU" include { phase: TRAIN }'
                                           ' exclude { phase: TEST } }\n')
