@@ -71,10 +71,8 @@ def make_trunk(out, iters=DEFAULT_ITERS, seed=1, per_class=DEFAULT_PER_CLASS, pr
     log.info("Trained the generic trunk: %d iterations in %.0f s, train accuracy %.3f "
              "(last 100 iterations, 64 classes)", iters, time.time() - t0,
              sum(accs[-100:]) / max(1, len(accs[-100:])))
-    out = os.path.abspath(out)
-    tmp = out + ".tmp"
-    experiments.trunk_weights(solver.snapshot_filename(".caffemodel"), "toyhome", tmp)
-    os.replace(tmp, out)
+    out = os.path.abspath(out)   # written atomically (protoio.write_proto_binary)
+    experiments.trunk_weights(solver.snapshot_filename(".caffemodel"), "toyhome", out)
     return out, sum(accs[-100:]) / max(1, len(accs[-100:]))
 
 

@@ -863,10 +863,8 @@ def reproduce(args):
     pre_records = results.setdefault("pretrain", {}) if pre_keys else {}
 
     def save():
-        tmp = results_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=1, sort_keys=True)
-        os.replace(tmp, results_path)
+        text = json.dumps(results, indent=1, sort_keys=True)
+        protoio.atomic_write(results_path, lambda f: f.write(text.encode()), CaffeError)
 
     def final(key):
         sp = solvers[key][1]

@@ -146,17 +146,9 @@ def draw_results(rows, classes, max_results=10, thumb=96):
 
 
 def _write_atomic(path, data):
-    import tempfile
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    from minicaffe import protoio
+    from minicaffe.errors import CaffeError
+    protoio.atomic_write(path, lambda f: f.write(data), CaffeError)
 
 
 def search_cmd(args):

@@ -27,10 +27,10 @@ The numbers printed on an embedding are computed in the ORIGINAL feature space, 
 import importlib
 import os
 import re
-import tempfile
 
 import numpy as np
 
+from .. import protoio
 from ..errors import CaffeError
 from ..hashing import metrics
 
@@ -63,23 +63,9 @@ def _figure(**kw):
 
 def _save(fig, path):
     """Write ``fig`` as PNG to ``path`` atomically (a reader never sees half a file)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=_DPI)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
+    return protoio.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=_DPI),
+                                CaffeError)
 
 
 def _class_colors(n):
