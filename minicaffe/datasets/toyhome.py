@@ -42,6 +42,7 @@ parameters. The default root is ``$MINICAFFE_DATA/toyhome-v1`` (``~/.cache/minic
 the variable is unset); non-default parameters get their own folder beside it.
 """
 import colorsys
+import functools
 import hashlib
 import json
 import logging
@@ -421,8 +422,10 @@ def _outline(kind, cx, cy, w, h, shape):
     return np.stack([cx + w * np.cos(a), cy + h * np.sin(a)], 1)
 
 
+@functools.lru_cache(maxsize=None)
 def _thing_spec(k):
-    """The fixed description of class ``Thing_k`` (the same for every dataset seed)."""
+    """The fixed description of class ``Thing_k`` (the same for every dataset seed), drawn
+    once per class, not once per image; callers copy what they change."""
     rng = np.random.default_rng([7919, int(k)])
     body = {"kind": _OUTLINES[int(rng.integers(len(_OUTLINES)))], "w": _u(rng, 0.3, 0.7),
             "h": _u(rng, 0.3, 0.7), "cy": _u(rng, -0.15, 0.15), "shape": rng.random()}
