@@ -249,6 +249,8 @@ def test_parse_log_executable(tmp_path):
 # ----------------------------------------------------------------------------- plot_log
 
 def test_plot_log_writes_png(tmp_path, glog, capsys):
+    pytest.importorskip("matplotlib", reason="plot_log needs matplotlib "
+                                             "(pip install 'minicaffe[plot]')")
     from PIL import Image
     path, _ = _training_log(tmp_path, glog, capsys)
     out = str(tmp_path / "curves.png")

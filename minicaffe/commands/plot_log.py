@@ -1,4 +1,4 @@
-"""``tools/plot_log``: learning curves from a training log, drawn with ``minicaffe.plot``.
+"""``tools/plot_log``: learning curves from a training log, drawn with matplotlib.
 
     tools/plot_log LOGFILE OUT.png [--x iters|seconds] [--y loss|accuracy|lr|NAME ...]
                    [--ylog] [--title T] [--size 800x560]
@@ -12,6 +12,7 @@ picks the outputs of that name, or failing that the outputs whose name contains 
 import argparse
 import os
 
+from minicaffe import figures
 from minicaffe.errors import CaffeError
 
 from ._cli import run
@@ -53,7 +54,7 @@ def select_columns(train_rows, test_rows, wanted=None):
 
 
 def log_series(train_rows, test_rows, columns, x="iters"):
-    """``minicaffe.plot`` series for ``columns`` (from ``select_columns``)."""
+    """``minicaffe.figures.line_plot`` series for ``columns`` (from ``select_columns``)."""
     xkey = "Seconds" if x == "seconds" else "NumIters"
     nan = float("nan")
     series = []
@@ -93,7 +94,6 @@ def build_parser():
 
 
 def _plot_log_cmd(args):
-    from minicaffe.plot import line_plot
     train, test = parse_log(args.logfile)
     if not train and not test:
         raise CaffeError("%s has no \"Train net output\" or \"Test net output\" lines after "
@@ -107,11 +107,13 @@ def _plot_log_cmd(args):
     ylabel = ("learning rate" if cols == {"LearningRate"} else
               next(iter(cols)) if len(cols) == 1 else "")
     try:
-        line_plot(series, args.output,
-                  title=os.path.basename(args.logfile) if args.title is None else args.title,
-                  xlabel="Seconds" if args.x == "seconds" else "Iterations", ylabel=ylabel,
-                  size=args.size, ylog=args.ylog, markers=max(len(s["y"]) for s in series) < 30)
-    except ValueError as exc:
+        figures.line_plot(series, args.output,
+                          title=os.path.basename(args.logfile) if args.title is None
+                          else args.title,
+                          xlabel="Seconds" if args.x == "seconds" else "Iterations",
+                          ylabel=ylabel, size=args.size, ylog=args.ylog,
+                          markers=max(len(s["y"]) for s in series) < 30)
+    except ValueError as exc:  # an extension matplotlib does not write
         raise CaffeError(str(exc)) from None
     return 0
 
