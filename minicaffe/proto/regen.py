@@ -1,7 +1,9 @@
 """Regenerate ``caffe_pb2.py`` from ``caffe.proto`` after an edit (development only)::
 
-    pip install grpcio-tools==1.62.3      # its protoc 25.1; in a separate venv: it pins protobuf<5
-    python minicaffe/proto/regen.py       # a script: it imports nothing of minicaffe
+    pip install --no-deps grpcio-tools==1.62.3   # protoc 25.1 (its own pin, protobuf<5, is
+    python minicaffe/proto/regen.py              # not needed to generate); imports no minicaffe
+
+tests/test_proto.py regenerates into a temporary folder and compares with the committed file.
 
 protoc 25's code runs on every protobuf from 3.20 on (the ``builder`` module, no runtime version
 check); a newer protoc's code refuses a runtime older than itself. protoc runs from the folder
