@@ -3,11 +3,12 @@ trunk as the default start, DAH_authors; the shipped net families are consistent
 import importlib.util
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
 
-from minicaffe import experiments, protoio
+from minicaffe import experiments, figures, protoio
 from minicaffe.commands import make_trunk, reproduce
 from minicaffe.datasets import toyhome
 from minicaffe.io import blobproto_to_array
@@ -25,7 +26,7 @@ def _conv1(path):
     return [blobproto_to_array(lp.blobs[0]) for lp in net.layer if lp.name == "conv1"][0]
 
 
-def test_reproduce_tiny(tiny_root, tmp_path, capsys):
+def test_reproduce_tiny(tiny_root, tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "res")
     args = ["--root", tiny_root, "--family", "toyhome", "--pairs", "Ar:Cl", "--bits", "8",
             "--methods", "DAH,NoDA,SuH,DAN,ITQ", "--iters", "2", "--out", out, "--per_class", "2",
@@ -41,8 +42,10 @@ def test_reproduce_tiny(tiny_root, tmp_path, capsys):
         assert 0 <= res["DAH_Ar-Cl_8bits"][key] <= 1
     assert 0 <= res["DAN_Ar-Cl"]["accuracy"] <= 1
     for f in ("accuracy.md", "accuracy.csv", "map_8bits.md", "map_8bits_a.csv", "map_8bits_b.csv",
-              "pr_8bits_Clipart.csv", "pr_8bits_Clipart.png"):
+              "pr_8bits_Clipart.csv"):
         assert os.path.exists(os.path.join(out, f)), f
+    # the PR figure needs matplotlib, --no-figures or not (without it: the CSV, one warning)
+    assert os.path.exists(os.path.join(out, "pr_8bits_Clipart.png")) == figures.available()
     for name in ("DAH_Ar-Cl_8bits", "DAN_Ar-Cl"):   # Office-Home short names, logs kept
         assert "Iteration 0" in open(os.path.join(out, "logs", name + ".log")).read(), name
     # the embedded protocol: every method from the generic trunk's conv1-fc7, no pretraining
@@ -80,8 +83,17 @@ def test_reproduce_tiny(tiny_root, tmp_path, capsys):
     assert "mAP protocol A" in text
     map_a = float(text.split("source database): ")[1].split()[0])
     assert abs(map_a - res["DAH_Ar-Cl_8bits"]["map_a"]) < 1e-4
-    assert os.path.exists(str(tmp_path / "ev_pr.png"))
+    assert os.path.exists(str(tmp_path / "ev_pr.png")) == figures.available()
     assert len(open(str(tmp_path / "ev_pr.csv")).read().splitlines()) == 1 + 2 * 9
+    with monkeypatch.context() as m:   # without matplotlib: the numbers, the CSV, one warning
+        m.setitem(sys.modules, "matplotlib", None)
+        assert evaluate.main(["--model", deploy, "--weights", model, "--root", tiny_root + "/",
+                              "--source", os.path.join(lists, "Art.txt"),
+                              "--target", os.path.join(lists, "Clipart.txt"),
+                              "--transform_from", train_net, "--out", str(tmp_path / "ev2")]) == 0
+    assert "ev2_pr.png skipped: pip install 'minicaffe[plot]'" in capsys.readouterr().err
+    assert os.path.exists(str(tmp_path / "ev2_pr.csv"))
+    assert not os.path.exists(str(tmp_path / "ev2_pr.png"))
     assert extract_features.main(["--model", deploy, "--weights", model, "--root", tiny_root + "/",
                                   "--list", os.path.join(lists, "Clipart.txt"), "--blob", "fc7",
                                   "--blob", "code", "--transform_from", train_net,

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from minicaffe import experiments, protoio
+from minicaffe import experiments, figures, protoio
 from minicaffe.commands import make_trunk, parse_log, reproduce
 from minicaffe.datasets import toyhome
 from minicaffe.errors import CaffeError
@@ -280,7 +280,8 @@ def test_any_dataset_all_pairs(gen_root, tmp_path, capsys):
     assert sorted(n for n in res if n.startswith("NoDA")) == sorted(
         "NoDA_%s-%s_8bits" % p for p in itertools.permutations(["Photos", "paintings", "sketches"], 2))
     assert 0 <= res["ITQ_paintings-sketches_8bits"]["map_a"] <= 1
-    assert os.path.exists(os.path.join(out, "pr_8bits_sketches_from_Photos.png"))
+    assert os.path.exists(os.path.join(out, "pr_8bits_sketches_from_Photos.png")) == \
+        figures.available()
 
 
 def test_seeds_comparison_logs_and_overrides(gen_root, tmp_path, capsys, monkeypatch):
@@ -293,6 +294,7 @@ def test_seeds_comparison_logs_and_overrides(gen_root, tmp_path, capsys, monkeyp
     assert rc == 0, cap.err
     assert cap.err.count("figures skipped: pip install 'minicaffe[plot]'") == 1
     assert not os.path.exists(os.path.join(out, "figures"))
+    assert not [f for f in os.listdir(out) if f.endswith(".png")]   # PR curves as CSV only
     h = reproduce.overrides_hash(["DAH:mmd_*.loss_weight=7"])
     res = json.load(open(os.path.join(out, "results.json")))
     runs = res["runs"]

@@ -248,31 +248,92 @@ def test_parse_log_executable(tmp_path):
 
 # ----------------------------------------------------------------------------- plot_log
 
-def test_plot_log_writes_png(tmp_path, glog, capsys):
+def test_parse_log_total_loss(tmp_path, glog, capsys):
+    path, _ = _training_log(tmp_path, glog, capsys)
+    train, test, total = parse_log.parse_log(path, total_loss=True)
+    assert (train, test) == parse_log.parse_log(path)
+    # every "Iteration N (...), loss = X" and the final "Iteration 300, loss = 0.21"
+    assert [(r["NumIters"], r["Seconds"], r["loss"]) for r in total] == \
+        [(0, 0.55, 2.3), (100, 2.55, 0.5), (200, 4.55, 0.2), (300, 5.6, 0.21)]
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The Figures plot_log draws (needs matplotlib)."""
+    pytest.importorskip("matplotlib", reason="plot_log needs matplotlib "
+                                             "(pip install 'minicaffe[plot]')")
+    from minicaffe import figures
+    real, got = figures.line_plot, []
+    monkeypatch.setattr(figures, "line_plot", lambda *a, **k: got.append(real(*a, **k)))
+    return got
+
+
+def test_plot_log_writes_png(tmp_path, glog, capsys, drawn):
     from PIL import Image
     path, _ = _training_log(tmp_path, glog, capsys)
     out = str(tmp_path / "curves.png")
     assert plot_log.main([path, out]) == 0
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == (800, 560)
+    ax, = drawn[0].axes
+    # the default: the solver's total loss beside every net output, both axes named
+    assert [ln.get_label() for ln in ax.get_lines()] == \
+        ["total loss", "train loss", "test accuracy", "test loss"]
+    assert list(ax.get_lines()[0].get_ydata()) == [2.3, 0.5, 0.2, 0.21]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("Iterations", "loss, accuracy")
+    assert ax.get_title() == "lenet_train.log"
     out2 = str(tmp_path / "acc.png")
     assert plot_log.main([path, out2, "--x", "seconds", "--y", "accuracy", "lr",
                           "--size", "400x300", "--ylog"]) == 0
     with Image.open(out2) as im:
         assert im.size == (400, 300)
+    ax, = drawn[1].axes
+    assert [ln.get_label() for ln in ax.get_lines()] == ["test accuracy", "learning rate"]
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_yscale()) == \
+        ("Seconds", "accuracy, learning rate", "log")
+    assert plot_log.main([path, str(tmp_path / "t.png"), "--y", "total", "--x", "seconds"]) == 0
+    ax, = drawn[2].axes
+    assert [tuple(p) for p in ax.get_lines()[0].get_xydata()] == \
+        [(0.55, 2.3), (2.55, 0.5), (4.55, 0.2), (5.6, 0.21)]
+    assert ax.get_ylabel() == "loss"
 
 
 def test_plot_log_selects_columns(tmp_path, glog, capsys):
     path, _ = _training_log(tmp_path, glog, capsys)
-    train, test = parse_log.parse_log(path)
+    train, test, total = parse_log.parse_log(path, total_loss=True)
     assert plot_log.select_columns(train, test) == \
         [("train", "loss"), ("test", "accuracy"), ("test", "loss")]
+    assert plot_log.select_columns(train, test, total_rows=total) == \
+        [("total", "loss"), ("train", "loss"), ("test", "accuracy"), ("test", "loss")]
     assert plot_log.select_columns(train, test, ["accuracy", "lr"]) == \
         [("test", "accuracy"), ("train", "LearningRate")]
+    assert plot_log.select_columns(train, test, ["total", "loss"], total) == \
+        [("total", "loss"), ("train", "loss"), ("test", "loss")]
     series = plot_log.log_series(train, test, [("test", "loss")], x="seconds")
     assert series[0]["x"] == [0.5, 4.5, 6.0] and series[0]["label"] == "test loss"
     assert plot_log.main([path, str(tmp_path / "x.png"), "--y", "mmd"]) == 2
-    assert "matches no net output" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "matches no net output" in err and "(and lr, total)" in err
+    with pytest.raises(CaffeError, match="--y total matches no net output"):
+        plot_log.select_columns(train, test, ["total"])     # a log without loss = lines
+    assert plot_log.main([path, str(tmp_path / "x.png"), "--size", "20x20"]) == 2
+    assert "too small" in capsys.readouterr().err
+
+
+def test_plot_log_without_matplotlib_is_one_line(tmp_path, glog, capsys, monkeypatch):
+    path, _ = _training_log(tmp_path, glog, capsys)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # as if it were not installed
+    assert plot_log.main([path, str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err == \
+        "plot_log: error: plotting needs matplotlib: pip install 'minicaffe[plot]'\n"
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_log_help_explains_the_choices(capsys):
+    assert plot_log.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for word in ("total", "lr", "NAME", "plot_training_log.py", "--y accuracy", "matplotlib"):
+        assert word in text, word
 
 
 # ----------------------------------------------------------------------------- draw_net

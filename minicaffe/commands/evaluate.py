@@ -40,7 +40,7 @@ def build_parser():
 
 def evaluate_cmd(args):
     from minicaffe import experiments, protoio
-    from minicaffe.plot import line_plot
+    from minicaffe import figures
     from .extract_features import default_transform
     from .train import select_device
     setup_logging()
@@ -66,8 +66,13 @@ def evaluate_cmd(args):
                                                     "" if np.isnan(p_) else "%.6f" % p_, q_))
         series = [{"label": "%s (protocol %s)" % (args.name, p.upper()), "x": ev["pr_" + p][2],
                    "y": ev["pr_" + p][1]} for p in ("a", "b")]
-        line_plot(series, args.out + "_pr.png", title="Precision-recall, %d bits" % d,
-                  xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1), markers=True)
+        if not figures.available():
+            log.warning("Wrote %s_pr.csv; %s_pr.png skipped: pip install 'minicaffe[plot]'",
+                        args.out, args.out)
+            return 0
+        figures.line_plot(series, args.out + "_pr.png", title="Precision-recall, %d bits" % d,
+                          xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1),
+                          markers=True)
         log.info("Wrote %s_pr.csv and %s_pr.png", args.out, args.out)
     return 0
 

@@ -37,6 +37,10 @@ REGEX_ITERATION = re.compile(r"Iteration (\d+)")
 REGEX_TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = ([\.\deE+-]+)")
 REGEX_TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = ([\.\deE+-]+)")
 REGEX_LEARNING_RATE = re.compile(r"lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)")
+# the solver's total loss: "Iteration 20 (9.1 iter/s, 0.55s/20 iters), loss = 2.9, ETA 0:03",
+# Caffe's "Iteration 20, loss = 2.9" (BVLC's plot_training_log.py "Train loss")
+REGEX_TOTAL_LOSS = re.compile(r"Iteration (\d+)(?: \([^)]*\))?, loss = "
+                              r"([-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf))")
 # glog: "I0210 13:39:22.381027 25210 solver.cpp:204] ..."
 _GLOG_TIME = re.compile(r"[A-Za-z](\d\d)(\d\d)\s+(\d\d?):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?:\s|$)")
 
@@ -76,9 +80,11 @@ def _row_done(row, rows, regex, line, iteration, seconds, lr):
     return row
 
 
-def parse_log(path):
+def parse_log(path, total_loss=False):
     """Parse a training log: ``(train_rows, test_rows)``, lists of dicts whose keys are
-    NumIters (int), Seconds, LearningRate and the output names, in column order.
+    NumIters (int), Seconds, LearningRate and the output names, in column order. With
+    ``total_loss`` a third list, the solver's total loss (smoothed over ``average_loss``
+    iterations, Caffe's rule): ``{"NumIters", "Seconds", "loss"}`` per ``loss =`` line.
 
     Raises LogFormatError when the log has no "Solving" line (or it has no time stamp),
     OSError when it cannot be read."""
@@ -106,7 +112,7 @@ def parse_log(path):
             start = start.replace(year=year)
         last = start
         iteration, lr = -1, float("nan")
-        train, test = [], []
+        train, test, total = [], [], []
         train_row = test_row = None
         for line in lines:
             m = REGEX_ITERATION.search(line)
@@ -126,6 +132,9 @@ def parse_log(path):
             m = REGEX_LEARNING_RATE.search(line)
             if m:
                 lr = float(m.group(1))
+            m = REGEX_TOTAL_LOSS.search(line)
+            if m:
+                total.append({"NumIters": iteration, "Seconds": seconds, "loss": float(m.group(2))})
             train_row = _row_done(train_row, train, REGEX_TRAIN_OUTPUT, line, iteration,
                                   seconds, lr)
             test_row = _row_done(test_row, test, REGEX_TEST_OUTPUT, line, iteration,
@@ -135,7 +144,7 @@ def parse_log(path):
             rows.append(row)
         if len(rows) > 1:
             rows[0]["LearningRate"] = rows[1]["LearningRate"]
-    return train, test
+    return (train, test, total) if total_loss else (train, test)
 
 
 def write_csv(path, rows, delimiter=",", verbose=False):

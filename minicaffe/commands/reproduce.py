@@ -1036,13 +1036,11 @@ def reproduce(args):
 
 def figures_wanted(args, methods):
     """Whether to draw each pair's figures: DAH and NoDA planned, no --no-figures, and
-    matplotlib there (else one warning line)."""
-    if args.no_figures or not {"DAH", "NoDA"} <= set(methods):
-        return False
+    matplotlib there (else one warning line: the precision-recall PNGs need it too)."""
     if importlib.util.find_spec("matplotlib") is None:
         log.warning("figures skipped: pip install 'minicaffe[plot]'")
         return False
-    return True
+    return not args.no_figures and {"DAH", "NoDA"} <= set(methods)
 
 
 def hash_features(family, bits, weights, transform_from, lists, root, num_classes, keep=None,
@@ -1282,7 +1280,7 @@ class Tables:
 
     def _pr_figure(self, out, s, t, b):
         """Precision-recall by Hamming radius within the target, the mean over the seeds."""
-        from minicaffe.plot import line_plot
+        from minicaffe import figures
         series, lines = [], []
         for m in MAP_COLUMNS:
             names = (self.name(m, s, t, b, seed) for seed in self.seeds)
@@ -1304,9 +1302,10 @@ class Tables:
             f.write("method,radius,precision,recall\n")
             for m, r_, p_, q_ in lines:
                 f.write("%s,%d,%s,%.6f\n" % (m, r_, "" if np.isnan(p_) else "%.6f" % p_, q_))
-        line_plot(series, base + ".png", title="%s, %d bits (source %s) — within-target PR"
-                  % (t, b, s), xlabel="Recall", ylabel="Precision",
-                  xlim=(0, 1), ylim=(0, 1), markers=True)
+        if figures.available():  # else figures_wanted said "figures skipped"
+            figures.line_plot(series, base + ".png", title="%s, %d bits (source %s) — "
+                              "within-target PR" % (t, b, s), xlabel="Recall",
+                              ylabel="Precision", xlim=(0, 1), ylim=(0, 1), markers=True)
 
     def headline(self):
         """DAH beside NoDA per bit length: the average over pairs, mean ± std over seeds."""

@@ -8,10 +8,9 @@ source, which loss terms drive training, and what does a target query retrieve?
     figures.retrieval(queries, database, figures.hamming_ranking(qc, dbc, 10), "retrieval.png")
     figures.pair_figures("figs/", features, trunk=..., lists=..., root=..., logs=...)
 
-Every figure is a ``matplotlib.figure.Figure`` on its own Agg canvas (no pyplot), so drawing
-never changes the backend a user picked; matplotlib is imported only here, inside the
-functions, because it is an optional extra (``pip install 'minicaffe[plot]'``). t-SNE needs
-scikit-learn (``'minicaffe[tsne]'``). PNG files are written atomically.
+Each is a matplotlib figure drawn and written as ``minicaffe.figures`` draws every figure
+(headless Agg canvas, optional extra ``pip install 'minicaffe[plot]'``, atomic PNG). t-SNE
+needs scikit-learn (``'minicaffe[tsne]'``).
 
 The numbers printed on an embedding are computed in the ORIGINAL feature space, not in the
 2-D picture (which a projection can make look aligned or not at will):
@@ -24,20 +23,18 @@ The numbers printed on an embedding are computed in the ORIGINAL feature space, 
   classes sit next to their own source classes, 1 means the class structure does not carry
   over. It reads the target labels, which is fine for a picture and never used in training.
 """
-import importlib
 import os
 import re
 
 import numpy as np
 
-from .. import protoio
 from ..errors import CaffeError
+from ..figures import figure as _figure, require as _require, save
 from ..hashing import metrics
 
 __all__ = ["embedding", "embedding_data", "mmd2", "centroid_ratio", "loss_curves",
            "read_loss_terms", "retrieval", "hamming_ranking", "pair_figures"]
 
-_MISSING_MPL = "minicaffe.dah.figures needs matplotlib: pip install 'minicaffe[plot]'"
 _MISSING_SKL = "embedding(method='tsne') needs scikit-learn: pip install 'minicaffe[tsne]'"
 _RIGHT, _WRONG, _QUERY = "#1a9850", "#d73027", "#2166ac"
 _DPI = 120
@@ -45,33 +42,14 @@ _DPI = 120
 
 # ---------------------------------------------------------------------------- plumbing
 
-def _require(module, message):
-    """Import an optional extra's ``module``, or raise the one-line CaffeError ``message``."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise CaffeError(message) from None
-
-
-def _figure(**kw):
-    """A Figure on its own Agg canvas: headless, and pyplot's global backend stays as is."""
-    _require("matplotlib", _MISSING_MPL)  # the package first: its submodules may be cached
-    fig = _require("matplotlib.figure", _MISSING_MPL).Figure(**kw)
-    _require("matplotlib.backends.backend_agg", _MISSING_MPL).FigureCanvasAgg(fig)
-    return fig
-
-
 def _save(fig, path):
-    """Write ``fig`` as PNG to ``path`` atomically (a reader never sees half a file)."""
-    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
-    return protoio.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=_DPI),
-                                CaffeError)
+    return save(fig, path, dpi=_DPI)
 
 
 def _class_colors(n):
     """``n`` qualitative colours: tab10, tab20, or tab20 + tab20b + tab20c (60) cycled; the
     tab20 maps' dark shades first, so that 12 classes get 10 distinct hues before a pale one."""
-    matplotlib = _require("matplotlib", _MISSING_MPL)
+    matplotlib = _require("matplotlib")
     if n <= 10:
         return list(matplotlib.colormaps["tab10"].colors)[:n]
     names = ("tab20",) if n <= 20 else ("tab20", "tab20b", "tab20c")
