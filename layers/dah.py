@@ -19,23 +19,30 @@ from numba import cuda
 
 from minicaffe import gpu
 from minicaffe.errors import CaffeError
+from minicaffe.kernels import elementwise
 from minicaffe.layer import Layer, NeuronLayer, register
 from minicaffe.proto import caffe_pb2
 
 
-def sgn(u):
-    """sgn with sgn(0) = +1, as the quantisation target."""
-    return np.where(u >= 0, 1.0, -1.0).astype(u.dtype, copy=False)
+@elementwise(loop=True)
+def _minus_sgn(u):
+    """u − sgn(u) with sgn(0) = +1 (the quantisation residual; sgn is the constant target)."""
+    return u - (1.0 if u >= 0 else -1.0)
 
 
-def softplus(x):
-    """log(1 + e^x), stable for any x."""
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+@elementwise
+def _pair_term(theta, s, similar_weight):
+    """Eq 5's term of one pair: w·(log(1 + e^θ) − s·θ), w = similar_weight if s else 1;
+    softplus stably as max(θ, 0) + log1p(e^−|θ|), max(θ, 0) = (θ + |θ|)/2."""
+    w = 1.0 + (similar_weight - 1.0) * s
+    return w * ((theta + abs(theta)) * 0.5 + math.log1p(math.exp(-abs(theta))) - s * theta)
 
 
-def sigmoid(x):
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+@elementwise
+def _pair_grad(theta, s, similar_weight):
+    """Eq 15's pair factor dL/dθ = w·(σ(θ) − s), σ as ½·tanh(θ/2) + ½ (no overflow)."""
+    w = 1.0 + (similar_weight - 1.0) * s
+    return w * (0.5 * math.tanh(0.5 * theta) + 0.5 - s)
 
 
 def logsumexp(a, axis):
@@ -330,11 +337,11 @@ def hash_loss(u, labels, scale=1.0, similar_weight=1.0, quantization_weight=1.0)
     Returns (L, dL/du)."""
     s = (labels[:, None] == labels[None, :]).astype(u.dtype)
     theta = scale * (u @ u.T)
-    w = 1.0 + (similar_weight - 1.0) * s
-    b = sgn(u)
-    r = u - b
-    loss = float((w * (softplus(theta) - s * theta)).sum() + quantization_weight * (r * r).sum())
-    grad = (2.0 * scale) * ((w * (sigmoid(theta) - s)) @ u) + (2.0 * quantization_weight) * r
+    r = _minus_sgn(u, out=np.empty_like(u))
+    terms = _pair_term(theta, s, similar_weight, out=np.empty(theta.shape, np.float64))
+    loss = float(terms.sum() + quantization_weight * (r * r).sum())
+    g = _pair_grad(theta, s, similar_weight, out=theta)
+    grad = (2.0 * scale) * (g @ u) + (2.0 * quantization_weight) * r
     return loss, grad.astype(u.dtype, copy=False)
 
 
@@ -390,12 +397,14 @@ class HashLossLayer(Layer):
         dt = u.dtype
         theta = gpu.scratch("hash_theta", n * n, dt)
         gpu.gemm(False, True, n, n, d, p.scale, u, u, 0.0, theta)       # θ = scale·U·Uᵀ
-        terms = gpu.scratch("loss_terms", n * n, np.float64)
+        s = gpu.scratch("hash_s", n * n, dt)
         if n:
-            _hash_pairs[gpu.grid(n * n)](theta, lab, n, p.similar_weight, terms)  # θ → G
+            _same_label[gpu.grid(n * n)](lab, n, s)
+        terms = _pair_term.gpu(theta, s, p.similar_weight,
+                               out=gpu.scratch("loss_terms", n * n, np.float64))
         loss = gpu.total(terms)
-        r = gpu.scratch("hash_r", u.size, dt)
-        _minus_sgn[gpu.grid(u.size)](u, r)
+        _pair_grad.gpu(theta, s, p.similar_weight, out=theta)                # θ → G
+        r = _minus_sgn.gpu(u, out=gpu.scratch("hash_r", u.size, dt))
         loss += p.quantization_weight * gpu.sumsq(r)
         self._grad_dev = gpu.ensure(getattr(self, "_grad_dev", None), u.size, dt)
         # eq 15: 2·scale·G·U + 2·qw·(u − sgn u)
@@ -413,29 +422,13 @@ class HashLossLayer(Layer):
 
 
 @cuda.jit
-def _hash_pairs(theta, lab, n, similar_weight, terms):
-    # per pair (i, j): the eq-5 term w·(softplus θ − s·θ) into terms, w·(σ(θ) − s) over θ
+def _same_label(lab, n, s):
+    # s_ij = [label_i = label_j] over the n × n pairs (the host's labels[:, None] == labels)
     t = cuda.grid(1)
     while t < n * n:
         i = t // n
-        s = 1.0 if lab[i] == lab[t - i * n] else 0.0
-        w = 1.0 + (similar_weight - 1.0) * s
-        th = theta[t]
-        e = math.exp(-abs(th))
-        terms[t] = w * (((th if th > 0 else 0.0) + math.log1p(e)) - s * th)
-        sig = 1.0 / (1.0 + e) if th >= 0 else e / (1.0 + e)
-        theta[t] = w * (sig - s)
+        s[t] = 1.0 if lab[i] == lab[t - i * n] else 0.0
         t += cuda.gridsize(1)
-
-
-@cuda.jit
-def _minus_sgn(u, r):
-    # r = u − sgn(u), sgn(0) = +1
-    i = cuda.grid(1)
-    while i < r.size:
-        v = u[i]
-        r[i] = v - (1.0 if v >= 0 else -1.0)
-        i += cuda.gridsize(1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -654,7 +647,7 @@ class QuantizationLossLayer(Layer):
 
     def forward_cpu(self, bottom, top):
         u = bottom[0].data
-        self._r = u - sgn(u)
+        self._r = _minus_sgn(u, out=np.empty_like(u))
         n = bottom[0].shape[0] if bottom[0].num_axes else 1
         top[0].data[...] = float((self._r * self._r).sum()) / self._norm(n)
 
@@ -666,7 +659,7 @@ class QuantizationLossLayer(Layer):
     def forward_gpu(self, bottom, top):
         u = bottom[0].gpu_data(False)
         self._r_dev = gpu.ensure(getattr(self, "_r_dev", None), u.size, u.dtype)
-        _minus_sgn[gpu.grid(u.size)](u, self._r_dev)
+        _minus_sgn.gpu(u, out=self._r_dev)
         n = bottom[0].shape[0] if bottom[0].num_axes else 1
         _set_scalar(top[0], gpu.sumsq(self._r_dev) / self._norm(n))
 

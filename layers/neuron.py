@@ -18,6 +18,7 @@ from numba import cuda
 from minicaffe import backend, gpu
 from minicaffe.errors import CaffeError, ShapeError
 from minicaffe.fillers import fill
+from minicaffe.kernels import elementwise
 from minicaffe.layer import NeuronLayer, register
 
 
@@ -27,15 +28,6 @@ class NotImplementedCaffeError(CaffeError, NotImplementedError):
 
 def _in_place(bottom, top):
     return top[0] is bottom[0] or top[0].shares_data_with(bottom[0])
-
-
-def _sigmoid(x, out=None):
-    """σ(x) = ½·tanh(x/2) + ½ (Caffe's form: no overflow for any x)."""
-    out = np.multiply(x, 0.5, out=out)
-    np.tanh(out, out=out)
-    out *= 0.5
-    out += 0.5
-    return out
 
 
 class _KeepsInput(NeuronLayer):
@@ -84,225 +76,163 @@ def _grads(top, bottom):
     return top[0].gpu_diff(False), bottom[0].gpu_diff()
 
 
-@cuda.jit
-def _relu_fwd(x, y, nu):
-    i = cuda.grid(1)
-    while i < y.size:
-        v = x[i]
-        y[i] = v if v > 0 else v * nu
-        i += cuda.gridsize(1)
+# --- the per-element math, once for both devices (minicaffe.kernels) --------------------------
+# Arguments: gradients first (dy), then what the formula reads; out= is where it goes.
+
+@elementwise(loop=True)
+def _relu(x, nu):
+    return x if x > 0 else x * nu
 
 
-@cuda.jit
-def _relu_bwd(x, dy, dx, nu):
-    i = cuda.grid(1)
-    while i < dx.size:
-        dx[i] = dy[i] if x[i] > 0 else dy[i] * nu
-        i += cuda.gridsize(1)
+@elementwise(loop=True)
+def _relu_grad(dy, x, nu):
+    return dy if x > 0 else dy * nu
+
+
+@elementwise(loop=True)
+def _prelu_slope_grad(dy, x):
+    """dy·x where x ≤ 0: PReLU's per-element slope-gradient terms (summed per channel)."""
+    return dy * x if x <= 0 else dy * 0
+
+
+@elementwise(loop=True)
+def _elu(x, alpha):
+    return x if x > 0 else alpha * math.expm1(x)
+
+
+@elementwise(loop=True)
+def _elu_grad(dy, x, y, alpha):
+    return dy if x > 0 else dy * (y + alpha)
+
+
+@elementwise
+def _sigmoid(x):
+    """σ(x) = ½·tanh(x/2) + ½ (Caffe's form: no overflow for any x)."""
+    return 0.5 * math.tanh(0.5 * x) + 0.5
+
+
+@elementwise
+def _sigmoid_grad(dy, y):
+    return dy * y * (1 - y)
+
+
+@elementwise
+def _tanh(x):
+    return math.tanh(x)
+
+
+@elementwise
+def _tanh_grad(dy, y):
+    return dy * (1 - y * y)
+
+
+@elementwise
+def _abs(x):
+    return abs(x)
+
+
+@elementwise(loop=True)
+def _abs_grad(dy, x):
+    return dy if x > 0 else (-dy if x < 0 else dy * 0)
+
+
+@elementwise
+def _power(x, power, scale, shift):
+    t = x * scale + shift
+    return t if power == 1 else math.pow(t, power)
+
+
+@elementwise
+def _power_grad(dy, x, power, scale, shift, diff_scale):
+    t = x * scale + shift
+    if power != 2:
+        t = math.pow(t, power - 1)
+    return dy * (t * diff_scale)
+
+
+@elementwise
+def _exp(x, inner_scale, outer_scale):
+    return math.exp(x * inner_scale) * outer_scale
+
+
+@elementwise
+def _exp_grad(dy, y, inner_scale):
+    return y * dy * inner_scale
+
+
+@elementwise
+def _log(x, scale, shift, base_scale):
+    return math.log(x * scale + shift) * base_scale
+
+
+@elementwise
+def _log_grad(dy, x, scale, shift, num_scale):
+    return dy * (num_scale / (x * scale + shift))
+
+
+@elementwise
+def _bnll(x):
+    """softplus, stably: max(x, 0) + log(1 + exp(−|x|)), with max(x, 0) = (x + |x|)/2."""
+    return (x + abs(x)) * 0.5 + math.log1p(math.exp(-abs(x)))
+
+
+@elementwise
+def _bnll_grad(dy, y):
+    return dy * -math.expm1(-y)
+
+
+@elementwise
+def _threshold(x, threshold):
+    return x > threshold
+
+
+@elementwise
+def _scaled_sigmoid(x, beta):
+    return 0.5 * math.tanh(0.5 * (x * beta)) + 0.5
+
+
+@elementwise
+def _mul(a, b):
+    return a * b
+
+
+@elementwise
+def _swish_grad(dy, y, sig, beta):
+    by = y * beta
+    return dy * (by + sig * (1 - by))
+
+
+@elementwise(loop=True)
+def _clip(x, lo, hi):
+    t = hi if x > hi else x
+    return lo if t < lo else t
+
+
+@elementwise(loop=True)
+def _clip_grad(dy, x, lo, hi):
+    return dy if x >= lo and x <= hi else dy * 0
+
+
+_relu_dev, _relu_grad_dev, _prelu_terms_dev = _relu.device, _relu_grad.device, _prelu_slope_grad.device
 
 
 @cuda.jit
 def _prelu_fwd(x, a, channels, inner, y):
+    # the channel of element i is (i // inner) % channels: indexing only; the math is _relu's
     i = cuda.grid(1)
     while i < y.size:
-        v = x[i]
-        y[i] = v if v > 0 else v * a[(i // inner) % channels]
+        y[i] = _relu_dev(x[i], a[(i // inner) % channels])
         i += cuda.gridsize(1)
 
 
 @cuda.jit
 def _prelu_bwd(x, dy, a, channels, inner, want_dx, da_terms, dx):
-    # da_terms = dy·x where x ≤ 0 (summed per channel afterwards); dx = dy·(1 or a_c)
     i = cuda.grid(1)
     while i < x.size:
-        v = x[i]
         g = dy[i]
-        da_terms[i] = 0 if v > 0 else g * v
+        da_terms[i] = _prelu_terms_dev(g, x[i])
         if want_dx:
-            dx[i] = g if v > 0 else g * a[(i // inner) % channels]
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _elu_fwd(x, alpha, y):
-    i = cuda.grid(1)
-    while i < y.size:
-        v = x[i]
-        y[i] = v if v > 0 else alpha * math.expm1(v)
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _elu_bwd(x, y, dy, alpha, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        dx[i] = dy[i] if x[i] > 0 else dy[i] * (y[i] + alpha)
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _sigmoid_fwd(x, y):
-    i = cuda.grid(1)
-    while i < y.size:
-        y[i] = 0.5 * math.tanh(0.5 * x[i]) + 0.5
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _sigmoid_bwd(y, dy, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        v = y[i]
-        dx[i] = dy[i] * v * (1 - v)
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _tanh_fwd(x, y):
-    i = cuda.grid(1)
-    while i < y.size:
-        y[i] = math.tanh(x[i])
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _tanh_bwd(y, dy, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        v = y[i]
-        dx[i] = dy[i] * (1 - v * v)
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _abs_fwd(x, y):
-    i = cuda.grid(1)
-    while i < y.size:
-        y[i] = abs(x[i])
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _abs_bwd(x, dy, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        v = x[i]
-        dx[i] = dy[i] if v > 0 else (-dy[i] if v < 0 else 0)
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _power_fwd(x, power, scale, shift, y):
-    i = cuda.grid(1)
-    while i < y.size:
-        t = x[i] * scale + shift
-        y[i] = t if power == 1 else math.pow(t, power)
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _power_bwd(x, dy, power, scale, shift, diff_scale, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        t = x[i] * scale + shift
-        if power != 2:
-            t = math.pow(t, power - 1)
-        dx[i] = dy[i] * (t * diff_scale)
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _exp_fwd(x, inner_scale, outer_scale, y):
-    i = cuda.grid(1)
-    while i < y.size:
-        y[i] = math.exp(x[i] * inner_scale) * outer_scale
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _exp_bwd(y, dy, inner_scale, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        dx[i] = y[i] * dy[i] * inner_scale
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _log_fwd(x, scale, shift, base_scale, y):
-    i = cuda.grid(1)
-    while i < y.size:
-        y[i] = math.log(x[i] * scale + shift) * base_scale
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _log_bwd(x, dy, scale, shift, num_scale, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        dx[i] = dy[i] * (num_scale / (x[i] * scale + shift))
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _bnll_fwd(x, y):
-    i = cuda.grid(1)
-    while i < y.size:
-        v = x[i]
-        y[i] = (v if v > 0 else 0.0) + math.log1p(math.exp(-abs(v)))
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _bnll_bwd(y, dy, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        dx[i] = dy[i] * -math.expm1(-y[i])
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _threshold_fwd(x, threshold, y):
-    i = cuda.grid(1)
-    while i < y.size:
-        y[i] = 1 if x[i] > threshold else 0
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _swish_fwd(x, beta, sig, y):
-    i = cuda.grid(1)
-    while i < y.size:
-        v = x[i]
-        s = 0.5 * math.tanh(0.5 * (v * beta)) + 0.5
-        sig[i] = s
-        y[i] = v * s
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _swish_bwd(y, sig, dy, beta, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        by = y[i] * beta
-        dx[i] = dy[i] * (by + sig[i] * (1 - by))
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _clip_fwd(x, lo, hi, y):
-    i = cuda.grid(1)
-    while i < y.size:
-        t = hi if x[i] > hi else x[i]
-        y[i] = lo if t < lo else t
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _clip_bwd(x, dy, lo, hi, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        v = x[i]
-        dx[i] = dy[i] if v >= lo and v <= hi else 0
+            dx[i] = _relu_grad_dev(g, x[i], a[(i // inner) % channels])
         i += cuda.gridsize(1)
 
 
@@ -314,32 +244,22 @@ class ReLULayer(NeuronLayer):
     gradcheck_kink = (0.0, 0.01)  # not differentiable at 0: checks skip |x| <= 0.01
 
     def forward_cpu(self, bottom, top):
-        x, y = bottom[0].data, top[0].data
-        nu = self.layer_param.relu_param.negative_slope
-        if nu == 0:
-            np.maximum(x, 0, out=y)
-        else:
-            np.copyto(y, np.where(x > 0, x, x * nu))
+        _relu(bottom[0].data, self.layer_param.relu_param.negative_slope, out=top[0].data)
 
     def backward_cpu(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
-            return
-        x, dy, dx = bottom[0].data, top[0].diff, bottom[0].diff
-        nu = self.layer_param.relu_param.negative_slope
-        if nu == 0:
-            np.multiply(dy, x > 0, out=dx)
-        else:
-            np.multiply(dy, np.where(x > 0, 1.0, nu).astype(dx.dtype, copy=False), out=dx)
+        if propagate_down[0]:
+            _relu_grad(top[0].diff, bottom[0].data, self.layer_param.relu_param.negative_slope,
+                       out=bottom[0].diff)
 
     def forward_gpu(self, bottom, top):
         x, y = _io(bottom, top)
-        _relu_fwd[gpu.grid(y.size)](x, y, self.layer_param.relu_param.negative_slope)
+        _relu.gpu(x, self.layer_param.relu_param.negative_slope, out=y)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             dy, dx = _grads(top, bottom)
-            _relu_bwd[gpu.grid(dx.size)](bottom[0].gpu_data(False), dy, dx,
-                                         self.layer_param.relu_param.negative_slope)
+            _relu_grad.gpu(dy, bottom[0].gpu_data(False), self.layer_param.relu_param.negative_slope,
+                           out=dx)
 
 
 @register("PReLU")
@@ -390,12 +310,12 @@ class PReLULayer(_KeepsInput):
 
     def forward_cpu(self, bottom, top):
         x = self._keep_input(bottom, top)
-        np.copyto(top[0].data, np.where(x > 0, x, x * self._slope(x)))
+        _relu(x, self._slope(x), out=top[0].data)
 
     def backward_cpu(self, top, propagate_down, bottom):
         x, dy = self._input(bottom), top[0].diff
         if self.param_propagate_down and self.param_propagate_down[0]:
-            g = dy * np.where(x > 0, 0, x)
+            g = _prelu_slope_grad(dy, x, out=np.empty_like(dy))
             da = self.blobs[0].diff
             if self.channel_shared:
                 da += g.sum()
@@ -403,7 +323,7 @@ class PReLULayer(_KeepsInput):
                 axes = (0,) + tuple(range(2, x.ndim))
                 da += g.sum(axis=axes)
         if propagate_down[0]:
-            np.multiply(dy, np.where(x > 0, 1, self._slope(x)), out=bottom[0].diff)
+            _relu_grad(dy, x, self._slope(x), out=bottom[0].diff)
 
     def _channels_inner(self, bottom):
         if self.channel_shared:
@@ -444,25 +364,25 @@ class ELULayer(_KeepsInput):
     def forward_cpu(self, bottom, top):
         x = self._keep_input(bottom, top)
         alpha = self.layer_param.elu_param.alpha
-        np.copyto(top[0].data, np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))))
+        _elu(x, alpha, out=top[0].data)
 
     def backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         x, y, dy = self._input(bottom), top[0].data, top[0].diff
         alpha = self.layer_param.elu_param.alpha
-        np.multiply(dy, np.where(x > 0, 1, y + alpha), out=bottom[0].diff)
+        _elu_grad(dy, x, y, alpha, out=bottom[0].diff)
 
     def forward_gpu(self, bottom, top):
         x = self._keep_input_gpu(bottom, top)
         y = top[0].gpu_data()
-        _elu_fwd[gpu.grid(y.size)](x, self.layer_param.elu_param.alpha, y)
+        _elu.gpu(x, self.layer_param.elu_param.alpha, out=y)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             x, y = self._input_gpu(bottom), top[0].gpu_data(False)
             dy, dx = _grads(top, bottom)
-            _elu_bwd[gpu.grid(dx.size)](x, y, dy, self.layer_param.elu_param.alpha, dx)
+            _elu_grad.gpu(dy, x, y, self.layer_param.elu_param.alpha, out=dx)
 
 
 @register("Sigmoid", "SIGMOID")
@@ -474,17 +394,16 @@ class SigmoidLayer(NeuronLayer):
 
     def backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            y = top[0].data
-            np.multiply(top[0].diff, y * (1 - y), out=bottom[0].diff)
+            _sigmoid_grad(top[0].diff, top[0].data, out=bottom[0].diff)
 
     def forward_gpu(self, bottom, top):
         x, y = _io(bottom, top)
-        _sigmoid_fwd[gpu.grid(y.size)](x, y)
+        _sigmoid.gpu(x, out=y)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             dy, dx = _grads(top, bottom)
-            _sigmoid_bwd[gpu.grid(dx.size)](top[0].gpu_data(False), dy, dx)
+            _sigmoid_grad.gpu(dy, top[0].gpu_data(False), out=dx)
 
 
 @register("TanH", "TANH")
@@ -492,21 +411,20 @@ class TanHLayer(NeuronLayer):
     """TanH: y = tanh(x). dx = dy·(1 − y²)."""
 
     def forward_cpu(self, bottom, top):
-        np.tanh(bottom[0].data, out=top[0].data)
+        _tanh(bottom[0].data, out=top[0].data)
 
     def backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            y = top[0].data
-            np.multiply(top[0].diff, 1 - y * y, out=bottom[0].diff)
+            _tanh_grad(top[0].diff, top[0].data, out=bottom[0].diff)
 
     def forward_gpu(self, bottom, top):
         x, y = _io(bottom, top)
-        _tanh_fwd[gpu.grid(y.size)](x, y)
+        _tanh.gpu(x, out=y)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             dy, dx = _grads(top, bottom)
-            _tanh_bwd[gpu.grid(dx.size)](top[0].gpu_data(False), dy, dx)
+            _tanh_grad.gpu(dy, top[0].gpu_data(False), out=dx)
 
 
 @register("AbsVal", "ABSVAL")
@@ -520,20 +438,20 @@ class AbsValLayer(NeuronLayer):
         top[0].reshape(bottom[0].shape)
 
     def forward_cpu(self, bottom, top):
-        np.abs(bottom[0].data, out=top[0].data)
+        _abs(bottom[0].data, out=top[0].data)
 
     def backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            np.multiply(top[0].diff, np.sign(bottom[0].data), out=bottom[0].diff)
+            _abs_grad(top[0].diff, bottom[0].data, out=bottom[0].diff)
 
     def forward_gpu(self, bottom, top):
         x, y = _io(bottom, top)
-        _abs_fwd[gpu.grid(y.size)](x, y)
+        _abs.gpu(x, out=y)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             dy, dx = _grads(top, bottom)
-            _abs_bwd[gpu.grid(dx.size)](bottom[0].gpu_data(False), dy, dx)
+            _abs_grad.gpu(dy, bottom[0].gpu_data(False), out=dx)
 
 
 @register("Power", "POWER")
@@ -557,11 +475,7 @@ class PowerLayer(_KeepsInput):
             y[...] = 1.0 if self.power == 0 else np.power(np.float64(self.shift), self.power)
             return
         x = self._keep_input(bottom, top) if self.power != 1 else bottom[0].data
-        np.multiply(x, self.scale, out=y)
-        if self.shift != 0:
-            y += self.shift
-        if self.power != 1:
-            np.power(y, self.power, out=y)
+        _power(x, self.power, self.scale, self.shift, out=y)
 
     def backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -572,15 +486,8 @@ class PowerLayer(_KeepsInput):
         elif self.power == 1:
             np.multiply(dy, self.diff_scale, out=dx)
         else:
-            t = self._input(bottom) * self.scale
-            if self.shift != 0:
-                t += self.shift
-            if self.power == 2:
-                t *= self.diff_scale
-            else:
-                np.power(t, self.power - 1, out=t)
-                t *= self.diff_scale
-            np.multiply(dy, t, out=dx)
+            _power_grad(dy, self._input(bottom), self.power, self.scale, self.shift,
+                        self.diff_scale, out=dx)
 
     def forward_gpu(self, bottom, top):
         y = top[0].gpu_data()
@@ -588,7 +495,7 @@ class PowerLayer(_KeepsInput):
             gpu.fill(y, 1.0 if self.power == 0 else np.power(np.float64(self.shift), self.power))
             return
         x = self._keep_input_gpu(bottom, top) if self.power != 1 else bottom[0].gpu_data(False)
-        _power_fwd[gpu.grid(y.size)](x, self.power, self.scale, self.shift, y)
+        _power.gpu(x, self.power, self.scale, self.shift, out=y)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -599,8 +506,8 @@ class PowerLayer(_KeepsInput):
         elif self.power == 1:
             gpu.axpby(self.diff_scale, dy, 0.0, dx)
         else:
-            _power_bwd[gpu.grid(dx.size)](self._input_gpu(bottom), dy, self.power, self.scale,
-                                          self.shift, self.diff_scale, dx)
+            _power_grad.gpu(dy, self._input_gpu(bottom), self.power, self.scale, self.shift,
+                            self.diff_scale, out=dx)
 
 
 def _log_base(layer, base):
@@ -629,27 +536,20 @@ class ExpLayer(NeuronLayer):
             self.outer_scale = float(np.exp(p.shift)) if p.base == -1 else float(p.base) ** p.shift
 
     def forward_cpu(self, bottom, top):
-        y = top[0].data
-        np.multiply(bottom[0].data, self.inner_scale, out=y)
-        np.exp(y, out=y)
-        if self.outer_scale != 1:
-            y *= self.outer_scale
+        _exp(bottom[0].data, self.inner_scale, self.outer_scale, out=top[0].data)
 
     def backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            dx = bottom[0].diff
-            np.multiply(top[0].data, top[0].diff, out=dx)
-            if self.inner_scale != 1:
-                dx *= self.inner_scale
+            _exp_grad(top[0].diff, top[0].data, self.inner_scale, out=bottom[0].diff)
 
     def forward_gpu(self, bottom, top):
         x, y = _io(bottom, top)
-        _exp_fwd[gpu.grid(y.size)](x, self.inner_scale, self.outer_scale, y)
+        _exp.gpu(x, self.inner_scale, self.outer_scale, out=y)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             dy, dx = _grads(top, bottom)
-            _exp_bwd[gpu.grid(dx.size)](top[0].gpu_data(False), dy, self.inner_scale, dx)
+            _exp_grad.gpu(dy, top[0].gpu_data(False), self.inner_scale, out=dx)
 
 
 @register("Log")
@@ -668,36 +568,23 @@ class LogLayer(_KeepsInput):
         self.backward_num_scale = p.scale / log_base
 
     def forward_cpu(self, bottom, top):
-        x, y = self._keep_input(bottom, top), top[0].data
-        if self.scale == 1 and self.shift == 0:
-            np.log(x, out=y)
-        else:
-            np.multiply(x, self.scale, out=y)
-            if self.shift != 0:
-                y += self.shift
-            np.log(y, out=y)
-        if self.base_scale != 1:
-            y *= self.base_scale
+        x = self._keep_input(bottom, top)
+        _log(x, self.scale, self.shift, self.base_scale, out=top[0].data)
 
     def backward_cpu(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
-            return
-        t = self._input(bottom) * self.scale
-        if self.shift != 0:
-            t += self.shift
-        np.divide(self.backward_num_scale, t, out=t)
-        np.multiply(top[0].diff, t, out=bottom[0].diff)
+        if propagate_down[0]:
+            _log_grad(top[0].diff, self._input(bottom), self.scale, self.shift,
+                      self.backward_num_scale, out=bottom[0].diff)
 
     def forward_gpu(self, bottom, top):
         x = self._keep_input_gpu(bottom, top)
-        y = top[0].gpu_data()
-        _log_fwd[gpu.grid(y.size)](x, self.scale, self.shift, self.base_scale, y)
+        _log.gpu(x, self.scale, self.shift, self.base_scale, out=top[0].gpu_data())
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             dy, dx = _grads(top, bottom)
-            _log_bwd[gpu.grid(dx.size)](self._input_gpu(bottom), dy, self.scale, self.shift,
-                                        self.backward_num_scale, dx)
+            _log_grad.gpu(dy, self._input_gpu(bottom), self.scale, self.shift,
+                          self.backward_num_scale, out=dx)
 
 
 @register("BNLL")
@@ -707,23 +594,20 @@ class BNLLLayer(NeuronLayer):
     and safe in place."""
 
     def forward_cpu(self, bottom, top):
-        np.logaddexp(0, bottom[0].data, out=top[0].data)
+        _bnll(bottom[0].data, out=top[0].data)
 
     def backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            s = np.negative(top[0].data)
-            np.expm1(s, out=s)
-            np.negative(s, out=s)
-            np.multiply(top[0].diff, s, out=bottom[0].diff)
+            _bnll_grad(top[0].diff, top[0].data, out=bottom[0].diff)
 
     def forward_gpu(self, bottom, top):
         x, y = _io(bottom, top)
-        _bnll_fwd[gpu.grid(y.size)](x, y)
+        _bnll.gpu(x, out=y)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             dy, dx = _grads(top, bottom)
-            _bnll_bwd[gpu.grid(dx.size)](top[0].gpu_data(False), dy, dx)
+            _bnll_grad.gpu(dy, top[0].gpu_data(False), out=dx)
 
 
 @register("Threshold", "THRESHOLD")
@@ -732,12 +616,11 @@ class ThresholdLayer(NeuronLayer):
     It has no gradient: backward with propagate_down raises (Caffe's NOT_IMPLEMENTED)."""
 
     def forward_cpu(self, bottom, top):
-        np.greater(bottom[0].data, self.layer_param.threshold_param.threshold, out=top[0].data,
-                   casting="unsafe")
+        _threshold(bottom[0].data, self.layer_param.threshold_param.threshold, out=top[0].data)
 
     def forward_gpu(self, bottom, top):
         x, y = _io(bottom, top)
-        _threshold_fwd[gpu.grid(y.size)](x, self.layer_param.threshold_param.threshold, y)
+        _threshold.gpu(x, self.layer_param.threshold_param.threshold, out=y)
 
     def backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
@@ -809,25 +692,25 @@ class SwishLayer(NeuronLayer):
 
     def forward_cpu(self, bottom, top):
         x = bottom[0].data
-        beta = self.layer_param.swish_param.beta
-        self.sig = _sigmoid(x * beta)
-        np.multiply(x, self.sig, out=top[0].data)
+        self.sig = _scaled_sigmoid(x, self.layer_param.swish_param.beta, out=np.empty_like(x))
+        _mul(x, self.sig, out=top[0].data)
 
     def backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            by = top[0].data * self.layer_param.swish_param.beta
-            np.multiply(top[0].diff, by + self.sig * (1 - by), out=bottom[0].diff)
+            _swish_grad(top[0].diff, top[0].data, self.sig, self.layer_param.swish_param.beta,
+                        out=bottom[0].diff)
 
     def forward_gpu(self, bottom, top):
         x, y = _io(bottom, top)
         self._sig_dev = gpu.ensure(getattr(self, "_sig_dev", None), y.size, x.dtype)
-        _swish_fwd[gpu.grid(y.size)](x, self.layer_param.swish_param.beta, self._sig_dev, y)
+        _scaled_sigmoid.gpu(x, self.layer_param.swish_param.beta, out=self._sig_dev)
+        _mul.gpu(x, self._sig_dev, out=y)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             dy, dx = _grads(top, bottom)
-            _swish_bwd[gpu.grid(dx.size)](top[0].gpu_data(False), self._sig_dev, dy,
-                                          self.layer_param.swish_param.beta, dx)
+            _swish_grad.gpu(dy, top[0].gpu_data(False), self._sig_dev,
+                            self.layer_param.swish_param.beta, out=dx)
 
 
 @register("Clip")
@@ -843,21 +726,17 @@ class ClipLayer(_KeepsInput):
         self.lo, self.hi = p.min, p.max
 
     def forward_cpu(self, bottom, top):
-        x, y = self._keep_input(bottom, top), top[0].data
-        np.minimum(x, self.hi, out=y)
-        np.maximum(y, self.lo, out=y)
+        _clip(self._keep_input(bottom, top), self.lo, self.hi, out=top[0].data)
 
     def backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            x = self._input(bottom)
-            np.multiply(top[0].diff, (x >= self.lo) & (x <= self.hi), out=bottom[0].diff)
+            _clip_grad(top[0].diff, self._input(bottom), self.lo, self.hi, out=bottom[0].diff)
 
     def forward_gpu(self, bottom, top):
         x = self._keep_input_gpu(bottom, top)
-        y = top[0].gpu_data()
-        _clip_fwd[gpu.grid(y.size)](x, self.lo, self.hi, y)
+        _clip.gpu(x, self.lo, self.hi, out=top[0].gpu_data())
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             dy, dx = _grads(top, bottom)
-            _clip_bwd[gpu.grid(dx.size)](self._input_gpu(bottom), dy, self.lo, self.hi, dx)
+            _clip_grad.gpu(dy, self._input_gpu(bottom), self.lo, self.hi, out=dx)

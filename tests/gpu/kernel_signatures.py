@@ -79,6 +79,8 @@ def _resolve(module, where):
     for k, v in getattr(mod, name).items():
         if str(k) == key:
             return v
+    if hasattr(mod, "rebuild"):  # minicaffe.kernels builds its kernels on first use
+        return mod.rebuild(key)
     raise LookupError(where)
 
 
