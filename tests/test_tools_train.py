@@ -118,6 +118,18 @@ def test_resume_from_snapshot(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "snap" / "tiny_iter_40.caffemodel").read_bytes() == full
 
 
+def test_train_logs_the_default_snapshot_prefix_once(tmp_path, monkeypatch, capsys):
+    solver = setup_dir(tmp_path, max_iter=2, snapshot=0)
+    text = open(solver).read()
+    open(solver, "w").write(re.sub(r"snapshot_prefix: .*\n", "", text))
+    monkeypatch.chdir(tmp_path)
+    assert train_cmd.main(["--solver", solver]) == 0
+    err = capsys.readouterr().err
+    assert err.count("snapshot_prefix was not specified") == 1
+    assert "snapshot_prefix was not specified and is set to %s\n" % solver[:-len(".prototxt")] in err
+    assert os.path.exists(tmp_path / "solver_iter_2.caffemodel")   # the prefix was used
+
+
 @pytest.mark.parametrize("args,message", [
     (["--solver", "/nope/solver.prototxt"], "No such file: /nope/solver.prototxt"),
     (["--solver", "S", "--weights", "w.caffemodel", "--snapshot", "s.solverstate"], "not both"),

@@ -105,7 +105,7 @@ def train(args):
         select_device(args.gpu, sp, dp.local_rank if dp else None)
         stages = [s for s in args.stage.split(",") if s]
         weights = [w for w in args.weights.split(",") if w]
-        solver = Solver(args.solver, weights=weights or None, level=args.level,
+        solver = Solver(sp, source=args.solver, weights=weights or None, level=args.level,
                         stages=stages or None, parallel=dp)
         signums = [s for s in (signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None]
         previous = {s: signal.getsignal(s) for s in signums}
