@@ -22,7 +22,7 @@ from minicaffe.hashing.stats import paired_comparison, sign_flip_p
 from minicaffe.io import blobproto_to_array
 
 OFFICE_HOME = ["Art", "Clipart", "Product", "Real World"]
-TINY = ["--family", "toyhome", "--bits", "8", "--iters", "1", "--per_class", "2", "--no-figures"]
+TINY = ["--family", "toyhome", "--bits", "8", "--iters", "1", "--per_class", "2", "--no_figures"]
 
 
 def _make_root(path, domains=("Photos", "sketches", "paintings"), classes=("apple", "boat", "cup")):

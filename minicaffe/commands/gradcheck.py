@@ -14,24 +14,28 @@ import argparse
 
 import numpy as np
 
-from ._cli import run
+from ._cli import run, summary
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="gradcheck", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True)
+    p = argparse.ArgumentParser(prog="gradcheck", description=summary(__doc__))
+    p.add_argument("--model", required=True, help="net prototxt")
     p.add_argument("--layer", nargs="+", default=None, help="layer names (default: all)")
-    p.add_argument("--stepsize", type=float, default=1e-2)
-    p.add_argument("--threshold", type=float, default=1e-3)
-    p.add_argument("--phase", default="TRAIN", choices=["TRAIN", "TEST"])
-    p.add_argument("--weights", default="")
+    p.add_argument("--stepsize", type=float, default=1e-2, help="finite-difference step h (default 1e-2)")
+    p.add_argument("--threshold", type=float, default=1e-3,
+                   help="largest relative error allowed (default 1e-3)")
+    p.add_argument("--phase", default="TRAIN", choices=["TRAIN", "TEST"],
+                   help="the net's phase (default TRAIN)")
+    p.add_argument("--weights", default="", help=".caffemodel to check at (default: the fillers)")
     p.add_argument("--samples", type=int, default=None,
                    help="check at most N random elements per blob (default: all)")
-    p.add_argument("--exhaustive", action="store_true")
-    p.add_argument("--kink", type=float, default=0.0)
-    p.add_argument("--kink_range", type=float, default=-1.0)
-    p.add_argument("--seed", type=int, default=1701)
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--exhaustive", action="store_true",
+                   help="check every top element separately, as Caffe's CheckGradientExhaustive")
+    p.add_argument("--kink", type=float, default=0.0,
+                   help="skip elements with |x| within --kink_range of this")
+    p.add_argument("--kink_range", type=float, default=-1.0,
+                   help="(default -1: the layer's own kink, as ReLU's at 0, else none)")
+    p.add_argument("--seed", type=int, default=1701, help="seed of the inputs and fillers (1701)")
     return p
 
 

@@ -19,11 +19,10 @@ def build_parser():
     p = argparse.ArgumentParser(prog="test", description="Score a model in the TEST phase.")
     p.add_argument("--model", required=True, help="net prototxt")
     p.add_argument("--weights", required=True, help="comma-separated .caffemodel files")
-    p.add_argument("--iterations", type=int, default=50)
-    p.add_argument("--gpu", default=None)
-    p.add_argument("--level", type=int, default=0)
-    p.add_argument("--stage", default="")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--iterations", type=int, default=50, help="batches to score (default 50)")
+    p.add_argument("--gpu", default=None, help="GPU id (default: the CPU)")
+    p.add_argument("--level", type=int, default=0, help="net state level")
+    p.add_argument("--stage", default="", help="comma-separated net state stages")
     return p
 
 

@@ -35,10 +35,11 @@ def build_parser():
     p.add_argument("--gpu", default=None, help="GPU id (uses the solver's solver_mode when absent)")
     p.add_argument("--level", type=int, default=None, help="net state level")
     p.add_argument("--stage", default="", help="comma-separated net state stages")
-    p.add_argument("--sigint_effect", default="snapshot", choices=["snapshot", "stop", "none"])
-    p.add_argument("--sighup_effect", default="snapshot", choices=["snapshot", "stop", "none"])
+    p.add_argument("--sigint_effect", default="snapshot", choices=["snapshot", "stop", "none"],
+                   help="what Ctrl-C does: snapshot then stop (default), stop, or nothing")
+    p.add_argument("--sighup_effect", default="snapshot", choices=["snapshot", "stop", "none"],
+                   help="what SIGHUP does: snapshot and go on (default), stop, or nothing")
     p.add_argument("--iterations", type=int, default=None, help=argparse.SUPPRESS)  # ignored, as caffe
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
