@@ -7,8 +7,9 @@
 The net is built in float64, its Input blobs filled with Gaussian data (labels with 0/1),
 and run forward once; each layer is then checked on copies of
 its bottoms with Caffe's GradientChecker (objective ½Σ top², or every top element with
---exhaustive). Prints one line per layer and the worst elements of a failing one; exits 1 when
-any layer fails, 2 on bad input.
+--exhaustive). Prints one line per layer and the worst elements of a failing one, with a hint
+when a kink or a tie is the likely cause (ReLU near 0, MAX pooling); exits 1 when any layer
+fails, 2 on bad input.
 """
 import argparse
 
@@ -41,7 +42,7 @@ def build_parser():
 
 def gradcheck(args):
     from minicaffe import backend
-    from minicaffe.gradcheck import check_net
+    from minicaffe.gradcheck import check_net, kink_hint
     from minicaffe.net import Net
     backend.set_random_seed(args.seed)
     net = Net(args.model, args.phase, weights=args.weights or None, dtype=np.float64)
@@ -63,6 +64,9 @@ def gradcheck(args):
                     print("    %s[%d]: computed %.6g, estimated %.6g (x = %.4g, rel. error %.3g)"
                           % (blob, f["index"], f["computed"], f["estimated"], f["feature"],
                              f["error"]))
+            hint = kink_hint(net.layers[net.layer_names.index(name)], failures, args.stepsize)
+            if hint:
+                print("    " + hint)
     print("%d layer(s) checked, %d failed (stepsize %g, threshold %g)"
           % (sum(1 for r in results if not r[2].startswith("skipped")), failed,
              args.stepsize, args.threshold))
