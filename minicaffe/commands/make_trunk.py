@@ -51,8 +51,10 @@ def make_trunk(out, iters=DEFAULT_ITERS, seed=1, per_class=DEFAULT_PER_CLASS, pr
     train_list = os.path.join(work, "train.txt")  # every domain style mixed in one list
     with open(train_list, "w") as f:
         f.write("\n".join(entries) + "\n")
-    p = net.layer[0].image_data_param
-    p.source, p.root_folder = train_list, root.rstrip("/") + "/"
+    for lp in net.layer:   # the TRAIN data layer and the TEST one
+        if lp.type == "ImageData":
+            p = lp.image_data_param
+            p.source, p.root_folder = train_list, root.rstrip("/") + "/"
     sp.net_param.CopyFrom(net)
     sp.max_iter, sp.random_seed = iters, seed
     sp.snapshot_prefix = os.path.join(work, "trunk")
