@@ -75,7 +75,7 @@ def flag_spelling(argv, parser):
 
 def summary(doc):
     """A module docstring's first paragraph as a ``--help`` description: one sentence without
-    its ````tools/NAME``: `` lead and without RST markup."""
+    its "tools/NAME:" lead (backquoted or not) and without RST markup."""
     text = " ".join(doc.strip().split("\n\n")[0].split())
     text = re.sub(r"^(``)?tools/\w+(``)?:\s*", "", text).replace("``", "")
     return text[:1].upper() + text[1:]
