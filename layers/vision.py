@@ -478,6 +478,18 @@ class PoolingLayer(Layer):
         p = layer_param.pooling_param
         self.max_num_top = 2 if p.pool == p.MAX else 1
 
+    @property
+    def gradcheck_hint(self):
+        """Why a finite-difference check of this layer can fail although its backward is right
+        (``minicaffe.gradcheck.kink_hint``), or None."""
+        p = self.layer_param.pooling_param
+        if p.pool != p.MAX:
+            return None
+        return ("MAX pooling sends a window's gradient to its one maximum; where inputs tie or "
+                "lie within the stepsize of each other (the zeros after a ReLU), x + h and x - h "
+                "pick different maxima, so the finite difference disagrees with a correct backward "
+                "(BVLC's pooling tests feed random inputs, which have no ties)")
+
     def layer_setup(self, bottom, top):
         p = self.layer_param.pooling_param
         self.pool = p.pool

@@ -56,7 +56,8 @@ def configure(family, method, *, source_list, target_list, root, num_classes, bi
               per_class=None, max_iter=None, snapshot_prefix, seed=1, gamma=None, eta=None,
               base_lr=None, display=None):
     """The SolverParameter (with its net embedded) of ``method`` in ``family``, pointed at the
-    given lists: SuH trains on the labelled target (source = target list); ``bits`` sets the
+    given lists (the TEST phase's ImageData layer reads the target list): SuH trains on the
+    labelled target (source = target list); ``bits`` sets the
     hash layer; ``gamma``/``eta`` override the MMD / entropy loss weights; ``max_iter``
     rescales an "exp" schedule so the rate still falls 10x over the run.
 
@@ -83,6 +84,8 @@ def configure(family, method, *, source_list, target_list, root, num_classes, bi
         p.num_classes = num_classes
         if per_class:
             p.per_class = per_class
+    for lp in _layers(net, "ImageData"):   # the TEST phase (tools/test) scores the target
+        lp.image_data_param.source, lp.image_data_param.root_folder = target_list, root
     k = _layers(net, "DomainData")[0].domain_data_param.per_class
     if method in AUTHORS_METHODS:
         _set_authors_weights(net, shipped_n_s, num_classes * k, gamma, eta)

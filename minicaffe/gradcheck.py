@@ -10,7 +10,10 @@
 - ``check_bottom``: −1 all bottoms and params, i ≥ 0 bottom i plus params, ≤ −2 params only.
 
 Run it in float64 (blobs built with ``dtype=np.float64``). A mismatch raises
-``GradientCheckError`` listing the worst elements; the full list is on ``.failures``.
+``GradientCheckError`` listing the worst elements; the full list is on ``.failures``. When the
+layer has a point where it is not differentiable (a ``gradcheck_kink``: ReLU at 0) or a known
+reason for finite differences to miss (a ``gradcheck_hint``: MAX pooling's ties), the message
+ends with a ``hint:`` line (``kink_hint``).
 """
 import numpy as np
 
@@ -172,7 +175,35 @@ class GradientChecker:
             lines.append("  %s[%d] (top %d, element %d): computed %.6g, estimated %.6g, x = %.6g"
                          % (f["blob"], f["index"], f["top_id"], f["top_data_id"],
                             f["computed"], f["estimated"], f["feature"]))
+        hint = kink_hint(layer, failures, self.stepsize)
+        if hint:
+            lines.append(hint)
         raise GradientCheckError("\n".join(lines), failures)
+
+
+def kink_hint(layer, failures, stepsize):
+    """A ``hint:`` line when ``failures`` of ``layer`` may come from the finite difference, not
+    from its backward: the layer's own ``gradcheck_hint`` (MAX pooling's ties), or failing
+    bottom elements within ``stepsize`` of its ``gradcheck_kink`` (|x| = 0 for ReLU), where
+    x ± h straddles the kink. None otherwise (the failure is then likely a real one)."""
+    if not failures:
+        return None
+    own = getattr(layer, "gradcheck_hint", None)
+    if own:
+        return "hint: " + own
+    kink = getattr(layer, "gradcheck_kink", None)
+    if not kink:
+        return None
+    k = kink[0]
+    near = sum(1 for f in failures
+               if f["blob"].startswith("bottom") and abs(abs(f["feature"]) - k) < stepsize)
+    if not near:
+        return None
+    return ("hint: %d of the %d failing elements lie within the stepsize %g of |x| = %g, where "
+            "%s is not differentiable: x + h and x - h straddle the kink, so the finite "
+            "difference is not the gradient there; a smaller --stepsize, or --kink %g "
+            "--kink_range %g (Caffe's GradientChecker kink and kink_range) skips them"
+            % (near, len(failures), stepsize, k, getattr(layer, "type", "the layer"), k, stepsize))
 
 
 def make_layer(layer_param, phase=None):

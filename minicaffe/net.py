@@ -286,8 +286,10 @@ class Net:
                 w = layer.loss_weights[j] if j < len(layer.loss_weights) else 0.0
                 if tid is not None:
                     self.blob_loss_weights[self._blob_names[tid]] = w
-                if w:
-                    log.info("    with loss weight %g", w)
+                if w:   # Caffe's line follows its "Setting up <layer>", which minicaffe omits
+                    top = lp.top[j] if j < len(lp.top) else ""
+                    log.info("    %s%s with loss weight %g", lp.name,
+                             "" if top in ("", lp.name) else " (top %s)" % top, w)
             nparams = len(layer.blobs)
             if len(lp.param) > nparams:
                 raise NetError("Too many params specified for layer %s (%d param specs, the layer "

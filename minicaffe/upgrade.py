@@ -219,9 +219,18 @@ def net_needs_input_upgrade(net):
     return len(net.input) > 0
 
 
+def _old_batchnorm(layer):
+    # Caffe's test is "3 param specs" alone, which every model Caffe (or minicaffe) writes
+    # passes: BatchNorm's set-up appends param { lr_mult: 0 } per blob. Only a spec that would
+    # learn the statistics (lr_mult != 0, which set-up refuses) is the old definition.
+    return (layer.type == "BatchNorm" and len(layer.param) == 3
+            and any(p.lr_mult != 0 for p in layer.param))
+
+
 def net_needs_batchnorm_upgrade(net):
-    """True if a BatchNorm layer declares 3 ``param`` specs (the old definition)."""
-    return any(l.type == "BatchNorm" and len(l.param) == 3 for l in net.layer)
+    """True if a BatchNorm layer declares 3 ``param`` specs with a non-zero ``lr_mult`` (the
+    old definition, where the user froze the statistics by hand)."""
+    return any(_old_batchnorm(l) for l in net.layer)
 
 
 def net_needs_upgrade(net):
@@ -487,11 +496,12 @@ def upgrade_net_input(net):
 
 
 def upgrade_batchnorm(net):
-    """BatchNorm layers declaring 3 ``param`` specs get lr_mult 0 and decay_mult 0 on each
-    (UpgradeNetBatchNorm): its blobs are statistics, never learned. Returns True if any."""
+    """BatchNorm layers of the old definition (``net_needs_batchnorm_upgrade``) get lr_mult 0
+    and decay_mult 0 on each param spec (UpgradeNetBatchNorm): its blobs are statistics, never
+    learned. Returns True if any."""
     changed = False
     for l in net.layer:
-        if l.type == "BatchNorm" and len(l.param) == 3:
+        if _old_batchnorm(l):
             for p in l.param:
                 p.lr_mult = 0.0
                 p.decay_mult = 0.0

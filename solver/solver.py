@@ -77,14 +77,16 @@ class Solver:
     ``test_nets``, ``iter``, ``step(n)``, ``solve()``, ``restore()``, ``snapshot()``,
     ``add_callback(on_start, on_gradients_ready)``. ``parallel``: a
     ``minicaffe.parallel.DataParallel`` for data-parallel training (test nets are built on
-    rank 0 only)."""
+    rank 0 only). ``source``: the file a SolverParameter was read from (its errors name it and
+    its relative net paths resolve beside it), so a caller that has read the file need not
+    read it again."""
 
     def __init__(self, solver, *, weights=None, level=None, stages=None, dtype=np.float32,
-                 type_override=None, parallel=None):
+                 type_override=None, parallel=None, source=None):
         if isinstance(solver, caffe_pb2.SolverParameter):
             p = caffe_pb2.SolverParameter()
             p.CopyFrom(solver)
-            self.solver_path = ""
+            self.solver_path = os.fspath(source) if source else ""
         else:
             self.solver_path = os.fspath(solver)
             p = protoio.read_solver_param(self.solver_path)

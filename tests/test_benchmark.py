@@ -75,10 +75,10 @@ def _check_minicaffe_rows(text, result, nets=("lenet", "toy")):
 
 
 def test_quick_run_without_torch(tmp_path):
-    text, result = _run(["--no-torch", "--nets", "lenet", "--threads", "1"], tmp_path)
+    text, result = _run(["--no_torch", "--nets", "lenet", "--threads", "1"], tmp_path)
     rows = _check_minicaffe_rows(text, result, nets=("lenet",))
-    assert rows["lenet"]["pytorch"] == {"skipped": "--no-torch"}
-    assert "| — | — |" in text and "PyTorch: not measured (--no-torch)" in text
+    assert rows["lenet"]["pytorch"] == {"skipped": "--no_torch"}
+    assert "| — | — |" in text and "PyTorch: not measured (--no_torch)" in text
 
 
 def test_quick_run(tmp_path):

@@ -209,10 +209,19 @@ def test_lists_toyhome_and_command(tmp_path, capsys):
     entries = read_image_list(os.path.join(out, "Real_World.txt"))
     assert len(entries) == 9
     assert [lab for _, lab, _ in entries] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    assert entries[3][0] == "Real World/Bike/00001.png"
+    # absolute paths: a data layer with the shipped root_folder: "" opens them from anywhere
+    assert entries[3][0] == os.path.abspath(root) + "/Real World/Bike/00001.png"
+    assert all(os.path.isfile(p) for p, _, _ in entries)
     classes = open(os.path.join(out, "classes.txt")).read().split()
     assert classes == sorted(SMALL["classes"])
-    assert all(p.split("/")[1] == classes[lab] for p, lab, _ in entries)
+    assert all(p.split("/")[-2] == classes[lab] for p, lab, _ in entries)
+    # --relative: paths below ROOT, for root_folder: "ROOT/" or convert_imageset ROOT/ LIST
+    assert make_lists.main([root, out, "--domains", "Real World", "--relative"]) == 0
+    rel = read_image_list(os.path.join(out, "Real_World.txt"))
+    assert [(p, lab) for p, lab, _ in rel] == [
+        (p[len(os.path.abspath(root)) + 1:], lab) for p, lab, _ in entries]
+    assert rel[3][0] == "Real World/Bike/00001.png"
+    assert make_lists.main([root, out, "--relative", "--absolute"]) == 2
 
 
 @pytest.mark.parametrize("setup, message", [

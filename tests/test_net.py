@@ -151,6 +151,18 @@ def test_loss_weight_on_any_layer_and_default_on_loss_layers():
     assert np.allclose(net.params["aux"][0].diff, 0.5 * net.blobs["data"].data.sum(0), atol=1e-5)
 
 
+def test_loss_weight_log_lines_name_the_layer(caplog):
+    import logging
+    text = MLP + """
+    layer { name: "aux" type: "InnerProduct" bottom: "data" top: "aux_out" loss_weight: 0.5
+            inner_product_param { num_output: 1 weight_filler { type: "gaussian" } } }
+    """
+    with caplog.at_level(logging.INFO, logger="minicaffe"):
+        caffe.Net(text, caffe.TRAIN)
+    lines = [r.getMessage() for r in caplog.records if "with loss weight" in r.getMessage()]
+    assert lines == ["    loss with loss weight 1", "    aux (top aux_out) with loss weight 0.5"]
+
+
 def test_softmax_with_loss_second_top_prob():
     text = """
     layer { name: "in" type: "Input" top: "x" top: "label" input_param { shape { dim: 3 dim: 4 } shape { dim: 3 } } }

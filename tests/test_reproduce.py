@@ -30,7 +30,7 @@ def test_reproduce_tiny(tiny_root, tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "res")
     args = ["--root", tiny_root, "--family", "toyhome", "--pairs", "Ar:Cl", "--bits", "8",
             "--methods", "DAH,NoDA,SuH,DAN,ITQ", "--iters", "2", "--out", out, "--per_class", "2",
-            "--no-figures"]
+            "--no_figures"]
     assert reproduce.main(args) == 0
     printed = capsys.readouterr()
     assert not os.path.exists(os.path.join(out, "figures"))
@@ -165,7 +165,7 @@ def test_reproduce_pretrain_stage(tiny_root, tmp_path):
     out = str(tmp_path / "res")
     args = ["--root", tiny_root, "--family", "toyhome", "--pairs", "Ar:Cl,Ar:Pr", "--bits", "8",
             "--methods", "DAH,DAN", "--iters", "1", "--pretrain", "3", "--out", out,
-            "--per_class", "2", "--no-figures"]
+            "--per_class", "2", "--no_figures"]
     assert reproduce.main(args) == 0
     models = os.path.join(out, "models")
     assert os.path.exists(os.path.join(models, "pretrain_Ar_iter_3.caffemodel"))

@@ -41,7 +41,7 @@ def test_workers_train_the_same_models(tiny_root, tmp_path, capsys):
     out = str(tmp_path / "res")
     args = ["--root", tiny_root, "--family", "toyhome", "--pairs", "Ar:Cl", "--bits", "8",
             "--methods", "DAH,NoDA,DAN", "--iters", "2", "--pretrain", "2", "--per_class", "2",
-            "--no-figures", "--out", out]
+            "--no_figures", "--out", out]
     assert reproduce.main(args + ["--jobs", "1"]) == 0
     one = capsys.readouterr().err
     assert "worker processes" not in one
@@ -102,7 +102,7 @@ def test_ctrl_c_ends_the_workers(tiny_root, tmp_path):
     terminal sends it) ends the command and both workers at once."""
     cmd = [sys.executable, os.path.join(REPO, "tools", "reproduce"), "--root", tiny_root,
            "--family", "toyhome", "--pairs", "Ar:Cl", "--bits", "8", "--methods", "DAH,NoDA",
-           "--iters", "5000", "--per_class", "2", "--no-figures", "--jobs", "2",
+           "--iters", "5000", "--per_class", "2", "--no_figures", "--jobs", "2",
            "--out", str(tmp_path / "res")]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
     lines = []

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 
@@ -22,7 +23,7 @@ from minicaffe.hashing.stats import paired_comparison, sign_flip_p
 from minicaffe.io import blobproto_to_array
 
 OFFICE_HOME = ["Art", "Clipart", "Product", "Real World"]
-TINY = ["--family", "toyhome", "--bits", "8", "--iters", "1", "--per_class", "2", "--no-figures"]
+TINY = ["--family", "toyhome", "--bits", "8", "--iters", "1", "--per_class", "2", "--no_figures"]
 
 
 def _make_root(path, domains=("Photos", "sketches", "paintings"), classes=("apple", "boat", "cup")):
@@ -178,6 +179,25 @@ def test_first_eta_leaves_out_the_warm_up(monkeypatch):
     q = reproduce.Progress(105)
     q.tick("x", 4, 105, 1.0)
     assert q.eta(4, clock[0]) is None                        # no rate during the warm-up
+
+
+def test_first_eta_lines_of_a_five_minute_job(monkeypatch, caplog):
+    """The report: 1200 iterations of 0.25 s (5 minutes) whose first iteration compiles the
+    kernels for 16 s; the first ETA line read 5:19:53 (1199 x 16 s). Now the lines before the
+    rate is measured say so, and the first ETA is the job's real remaining time."""
+    clock = [0.0]
+    monkeypatch.setattr(reproduce.time, "time", lambda: clock[0])
+    p = reproduce.Progress(1200)
+    with caplog.at_level(logging.INFO, logger="minicaffe"):
+        for it in range(1, 301):
+            clock[0] += 16.0 if it == 1 else 0.25
+            p.tick("DAN_Ar-Cl", it, 300, 1.0)
+    lines = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
+    assert lines[0].endswith("all runs 1/1200 iterations, ETA after warm-up")
+    first = [line for line in lines if not line.endswith("after warm-up")][0]
+    m = re.search(r"all runs (\d+)/1200 iterations, ETA (\d+):(\d\d):(\d\d)$", first)
+    done, (h, mi, sec) = int(m.group(1)), map(int, m.group(2, 3, 4))
+    assert h * 3600 + mi * 60 + sec == pytest.approx((1200 - done) * 0.25, abs=2)   # not 5:19:53
 
 
 # --- overrides -------------------------------------------------------------------------------

@@ -363,3 +363,43 @@ def test_bad_inputs_one_line_nothing_written(toy, tmp_path, capsys):
     assert "cannot write" in _error_line(capsys, "search")
     assert open(db, "rb").read() == before and not os.path.exists(out_csv)
     assert sorted(os.listdir(str(tmp_path))) == ["bad.png", "garbled.hdb", "toy.hdb", "trunc.hdb"]
+
+
+def test_evaluate_and_extract_features_transform_and_out_checked_first(toy, tmp_path, capsys):
+    from minicaffe.commands import evaluate as evaluate_cmd, extract_features as extract_cmd
+    deploy, weights = toy["nets"][16, 1]
+    net = ["--model", deploy, "--weights", weights, "--root", toy["root"]]
+    art, clip = toy["lists"]["Art"], toy["lists"]["Clipart"]
+    # no transformation given: one line naming both ways, nothing written
+    assert extract_cmd.main(net + ["--list", art, "--blob", "fc7", "--out", str(tmp_path / "f")]) == 2
+    assert "no image transformation for %s: pass --transform_from" % deploy in _error_line(capsys, "extract_features")
+    assert evaluate_cmd.main(net + ["--source", art, "--target", clip]) == 2
+    assert "--raw to feed unnormalised pixels resized to 32x32" in _error_line(capsys, "evaluate")
+    # --out into a missing folder fails before anything is read (the list does not exist either)
+    nodir = str(tmp_path / "nodir" / "f")
+    assert extract_cmd.main(net + ["--list", "missing.txt", "--blob", "fc7", "--out", nodir,
+                                   "--transform_from", toy["train"]]) == 2
+    assert "cannot write %s_<blob>.npy: the folder %s does not exist" % (nodir, os.path.dirname(nodir)) \
+        in _error_line(capsys, "extract_features")
+    assert evaluate_cmd.main(net + ["--source", "missing.txt", "--target", clip, "--out", nodir,
+                                    "--transform_from", toy["train"]]) == 2
+    assert "cannot write %s_pr.csv" % nodir in _error_line(capsys, "evaluate")
+    assert os.listdir(str(tmp_path)) == []
+    # the training net's transformation gives what tools/index encodes; --raw other numbers
+    out = str(tmp_path / "f")
+    assert extract_cmd.main(net + ["--list", art, "--blob", "code", "--out", out,
+                                   "--transform_from", toy["train"]]) == 0
+    enc = encode_images(deploy, weights, art, toy["train"], root=toy["root"], progress=False)
+    np.testing.assert_allclose(np.load(out + "_code.npy"), enc.codes, atol=1e-5)
+    assert np.load(out + "_labels.npy").tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert extract_cmd.main(net + ["--list", art, "--blob", "code", "--out", out, "--raw"]) == 0
+    raw = encode_images(deploy, weights, art, root=toy["root"], raw=True, progress=False)
+    np.testing.assert_allclose(np.load(out + "_code.npy"), raw.codes, atol=1e-5)
+    assert np.abs(raw.codes - enc.codes).max() > 0.1
+    capsys.readouterr()
+    assert evaluate_cmd.main(net + ["--source", art, "--target", clip, "--transform_from",
+                                    toy["train"]]) == 0
+    tgt = encode_images(deploy, weights, clip, toy["train"], root=toy["root"], progress=False)
+    want = metrics.mean_average_precision(metrics.binarize(tgt.codes), tgt.labels,
+                                          metrics.binarize(enc.codes), enc.labels)
+    assert "mAP protocol A (target queries, source database): %.4f" % want in capsys.readouterr().out

@@ -383,7 +383,7 @@ def test_draw_net_image_needs_dot(tmp_path, monkeypatch, capsys, lenet):
     assert draw_net.main([lenet, str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("draw_net: error: ")
-    assert "apt-get install graphviz" in err and ".dot" in err
+    assert "apt-get install graphviz" in err and "brew install graphviz" in err and ".dot" in err
     assert not out.exists()
 
 

@@ -118,6 +118,18 @@ def test_resume_from_snapshot(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "snap" / "tiny_iter_40.caffemodel").read_bytes() == full
 
 
+def test_train_logs_the_default_snapshot_prefix_once(tmp_path, monkeypatch, capsys):
+    solver = setup_dir(tmp_path, max_iter=2, snapshot=0)
+    text = open(solver).read()
+    open(solver, "w").write(re.sub(r"snapshot_prefix: .*\n", "", text))
+    monkeypatch.chdir(tmp_path)
+    assert train_cmd.main(["--solver", solver]) == 0
+    err = capsys.readouterr().err
+    assert err.count("snapshot_prefix was not specified") == 1
+    assert "snapshot_prefix was not specified and is set to %s\n" % solver[:-len(".prototxt")] in err
+    assert os.path.exists(tmp_path / "solver_iter_2.caffemodel")   # the prefix was used
+
+
 @pytest.mark.parametrize("args,message", [
     (["--solver", "/nope/solver.prototxt"], "No such file: /nope/solver.prototxt"),
     (["--solver", "S", "--weights", "w.caffemodel", "--snapshot", "s.solverstate"], "not both"),
@@ -281,3 +293,44 @@ def test_gradcheck_tool_passes_good_and_fails_broken(tmp_path, monkeypatch, caps
     out = capsys.readouterr().out
     assert "FAIL" in out and "bottom 0[" in out and "1 failed" in out
     sys.modules.pop("mc_square", None)
+    assert "hint:" not in out      # a real bug: no kink or tie to blame
+
+
+KINKNET = """
+layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 2 dim: 6 dim: 6 } } }
+layer { name: "relu" type: "ReLU" bottom: "x" top: "r" }
+layer { name: "pool" type: "Pooling" bottom: "r" top: "p" pooling_param { pool: %s kernel_size: 3 stride: 2 } }
+"""
+
+
+def test_gradcheck_tool_blames_ties_and_kinks(tmp_path, capsys):
+    for pool in ("MAX", "AVE"):
+        (tmp_path / (pool + ".prototxt")).write_text(KINKNET % pool)
+    # MAX pooling over a ReLU's zeros: windows of tied maxima fail; the hint says why
+    assert gradcheck_cmd.main(["--model", str(tmp_path / "MAX.prototxt")]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^pool +Pooling +\d+ +FAIL", out, re.M)
+    assert re.search(r"^relu +ReLU +\d+ +ok$", out, re.M)
+    hints = [line.strip() for line in out.splitlines() if "hint:" in line]
+    assert len(hints) == 1 and hints[0].startswith("hint: MAX pooling sends a window's gradient")
+    assert "tie" in hints[0]
+    assert gradcheck_cmd.main(["--model", str(tmp_path / "AVE.prototxt")]) == 0
+    assert "hint:" not in capsys.readouterr().out
+    # a step larger than ReLU's own kink range straddles 0: the failing elements are named
+    assert gradcheck_cmd.main(["--model", str(tmp_path / "AVE.prototxt"), "--layer", "relu",
+                               "--stepsize", "0.5", "--threshold", "1e-3"]) == 1
+    out = capsys.readouterr().out
+    hint = re.search(r"hint: (\d+) of the (\d+) failing elements lie within the stepsize 0.5 of "
+                     r"\|x\| = 0, where ReLU is not differentiable", out)
+    assert hint and 0 < int(hint.group(1)) <= int(hint.group(2))
+    assert "--kink 0 --kink_range 0.5" in out
+
+
+def test_gradient_check_error_carries_the_hint():
+    from minicaffe.gradcheck import (GradientChecker, GradientCheckError, empty_tops,
+                                     gaussian_blobs, make_layer)
+    pool = make_layer('type: "Pooling" pooling_param { pool: MAX kernel_size: 2 stride: 2 }')
+    bottom = gaussian_blobs([(1, 1, 4, 4)])
+    bottom[0].data[...] = 0.0                  # every window ties
+    with pytest.raises(GradientCheckError, match=r"(?s)Pooling Layer pooling.*\nhint: MAX pooling"):
+        GradientChecker(1e-2, 1e-3).check_gradient_exhaustive(pool, bottom, empty_tops(1))

@@ -385,11 +385,13 @@ def test_input_dim_count_mismatch_is_an_error():
 
 def test_batchnorm_upgrade():
     net = _net("""
-      layer { name: "bn3" type: "BatchNorm" param { lr_mult: 0 } param { lr_mult: 0 }
-              param { lr_mult: 0 } }
+      layer { name: "bn3" type: "BatchNorm" param { lr_mult: 1 } param { lr_mult: 0 }
+              param { lr_mult: 1 decay_mult: 2 } }
       layer { name: "bn2" type: "BatchNorm" param { lr_mult: 1 } param { lr_mult: 1 } }
       layer { name: "conv" type: "Convolution" param { lr_mult: 1 } param { lr_mult: 2 }
               param { lr_mult: 3 } }
+      layer { name: "bn0" type: "BatchNorm" param { lr_mult: 0 } param { lr_mult: 0 }
+              param { lr_mult: 0 } }
     """)
     assert upgrade.net_needs_batchnorm_upgrade(net)
     assert upgrade.upgrade_batchnorm(net)
@@ -398,7 +400,36 @@ def test_batchnorm_upgrade():
     assert [p.lr_mult for p in net.layer[1].param] == [1, 1]
     assert not net.layer[1].param[0].HasField("decay_mult")
     assert [p.lr_mult for p in net.layer[2].param] == [1, 2, 3]
+    # already frozen (what BatchNorm's set-up writes): nothing to upgrade
+    assert not any(p.HasField("decay_mult") for p in net.layer[3].param)
     assert not upgrade.net_needs_batchnorm_upgrade(caffe_pb2.NetParameter())
+    assert not upgrade.net_needs_batchnorm_upgrade(_net(
+        'layer { name: "bn" type: "BatchNorm" param { lr_mult: 0 } param { lr_mult: 0 } '
+        'param { lr_mult: 0 } }'))
+
+
+def test_freshly_written_batchnorm_model_logs_no_upgrade(tmp_path, caplog):
+    import minicaffe as caffe
+    from minicaffe import protoio
+    net = caffe.Net('name: "n" layer { name: "data" type: "Input" top: "data" '
+                    'input_param { shape { dim: 2 dim: 3 } } } '
+                    'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" }', caffe.TEST)
+    path = str(tmp_path / "bn.caffemodel")
+    net.save(path)
+    with caplog.at_level(logging.INFO, logger="minicaffe"):
+        written = protoio.read_net_param(path, binary=True)
+        caffe.Net('name: "n" layer { name: "data" type: "Input" top: "data" '
+                  'input_param { shape { dim: 2 dim: 3 } } } '
+                  'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" }',
+                  caffe.TEST, weights=path)
+    assert [p.lr_mult for p in written.layer[1].param] == [0, 0, 0]   # set-up's frozen specs
+    assert "batch norm" not in caplog.text
+    caplog.clear()
+    old = 'layer { name: "bn" type: "BatchNorm" %s }' % ("param { lr_mult: 1 } " * 3)
+    with caplog.at_level(logging.INFO, logger="minicaffe"):
+        upgraded = protoio.read_net_param(old)
+    assert [p.lr_mult for p in upgraded.layer[0].param] == [0, 0, 0]
+    assert caplog.text.count("Attempting to upgrade batch norm layers") == 1
 
 
 def test_current_net_is_left_alone(caplog):

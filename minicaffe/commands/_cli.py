@@ -3,6 +3,11 @@
 Every ``minicaffe.commands.<name>.main(argv=None)`` is ``run(fn, argv, parser=build_parser())``:
 
 - ``caffe_argv`` lets Caffe's gflags spellings through (``-solver S``, ``-solver=S``);
+- ``flag_spelling`` takes a multi-word flag with dashes or underscores alike (``--per-class``
+  for ``--per_class``): the tools spell them with underscores, as Caffe's do;
+- ``summary`` turns a module docstring into a ``--help`` description;
+- ``check_output`` refuses an output path whose folder is missing, before any work;
+- ``add_transform_arguments`` gives a deploy-net tool ``--transform_from`` and ``--raw``;
 - ``run`` parses, calls ``fn(args)`` and turns the errors a user can fix (``CaffeError``, a
   missing file, a bad flag, Ctrl-C) into one line ``prog: error: <message>`` and exit status 2
   (130 for Ctrl-C), with the traceback only under ``--debug``;
@@ -18,7 +23,8 @@ import threading
 
 from minicaffe.errors import CaffeError
 
-__all__ = ["UsageError", "caffe_argv", "run", "setup_logging", "GlogFormatter"]
+__all__ = ["UsageError", "caffe_argv", "flag_spelling", "summary", "check_output",
+           "add_transform_arguments", "run", "setup_logging", "GlogFormatter"]
 
 # "-solver", "-solver=x", "-display_lrm": a dash and 2+ identifier characters. "-1", "-1e-3",
 # "-.5", "-x" (one letter) and "--solver" do not match.
@@ -44,6 +50,57 @@ def caffe_argv(argv):
             break
         out.append("-" + a if isinstance(a, str) and _GFLAG.fullmatch(a) else a)
     return out
+
+
+def flag_spelling(argv, parser):
+    """``argv`` with each ``--multi-word`` flag that ``parser`` knows as ``--multi_word`` (or the
+    other way round) rewritten to the parser's spelling, so both are accepted and ``--help``
+    shows one. Nothing after a bare ``--`` is touched."""
+    known = parser._option_string_actions
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a == "--":
+            break
+        if not (isinstance(a, str) and a.startswith("--")) or len(a) < 3:
+            continue
+        name, eq, value = a.partition("=")
+        if name in known:
+            continue
+        for alt in ("--" + name[2:].replace("-", "_"), "--" + name[2:].replace("_", "-")):
+            if alt in known:
+                out[i] = alt + eq + value
+                break
+    return out
+
+
+def summary(doc):
+    """A module docstring's first paragraph as a ``--help`` description: one sentence without
+    its "tools/NAME:" lead (backquoted or not) and without RST markup."""
+    text = " ".join(doc.strip().split("\n\n")[0].split())
+    text = re.sub(r"^(``)?tools/\w+(``)?:\s*", "", text).replace("``", "")
+    return text[:1].upper() + text[1:]
+
+
+def check_output(path, what=None):
+    """Raise a one-line CaffeError when ``path`` (a file, or a prefix such as ``out/dah`` for
+    ``out/dah_pr.csv``: ``what`` names the files) cannot be written because its folder does
+    not exist or is not writable: checked before a command does its work, not after."""
+    folder = os.path.dirname(os.path.abspath(path))
+    name = what or path
+    if not os.path.isdir(folder):
+        raise CaffeError("cannot write %s: the folder %s does not exist" % (name, folder))
+    if not os.access(folder, os.W_OK):
+        raise CaffeError("cannot write %s: the folder %s is not writable" % (name, folder))
+
+
+def add_transform_arguments(parser):
+    """``--transform_from TRAIN_NET`` and ``--raw``: the two ways a tool that feeds images to a
+    deploy net is told their transformation (``minicaffe.search.transform_param_from``; the
+    deploy net's own Input ``transform_param`` otherwise, never nothing silently)."""
+    parser.add_argument("--transform_from", default="", help="training net whose data layer's "
+                        "transform_param (and resize) to use")
+    parser.add_argument("--raw", action="store_true", help="no transformation beyond a resize "
+                        "to the Input size (only when the net was trained on raw pixels)")
 
 
 def _is_number(text):
@@ -115,7 +172,7 @@ def run(main_fn, argv=None, prog=None, parser=None):
                 raise UsageError("%s (see %s --help)" % (message, parser.prog))
 
             parser.error = _error
-            args = parser.parse_args(_attach_negative_values(argv, parser))
+            args = parser.parse_args(_attach_negative_values(flag_spelling(argv, parser), parser))
         else:
             args = argv
         status = main_fn(args)

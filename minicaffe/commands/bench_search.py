@@ -30,30 +30,30 @@ import time
 
 import numpy as np
 
-from ._cli import run, setup_logging
+from ._cli import run, setup_logging, summary
 
 log = logging.getLogger("minicaffe")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="bench_search", description=__doc__.split("\n\n")[0])
-    p.add_argument("--exact_n", type=int, default=1000000)
-    p.add_argument("--approx_n", type=int, default=10000000)
-    p.add_argument("--hnsw_n", type=int, default=1000000)
-    p.add_argument("--float_n", type=int, default=100000)
-    p.add_argument("--float_dim", type=int, default=4096)
-    p.add_argument("--threads", default="1,2")
+    p = argparse.ArgumentParser(prog="bench_search", description=summary(__doc__))
+    p.add_argument("--exact_n", type=int, default=1000000, help="codes for the exact search rows")
+    p.add_argument("--approx_n", type=int, default=10000000, help="codes for the MIH rows")
+    p.add_argument("--hnsw_n", type=int, default=1000000, help="codes for the HNSW rows")
+    p.add_argument("--float_n", type=int, default=100000, help="items for the float cosine row")
+    p.add_argument("--float_dim", type=int, default=4096, help="dimension of the float features")
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts to measure")
     p.add_argument("--queries", type=int, default=200, help="queries per measurement")
     p.add_argument("--mih", default="4:1,3:1,3:2", help="MIH settings nhash:nflip (substrings, "
                    "bit flips probed per substring)")
-    p.add_argument("--hnsw_m", type=int, default=16)
-    p.add_argument("--ef_search", default="16,32,64")
+    p.add_argument("--hnsw_m", type=int, default=16, help="HNSW links per node (M)")
+    p.add_argument("--ef_search", default="16,32,64", help="comma-separated HNSW efSearch values")
     p.add_argument("--model", default="", help="ToyHome hash deploy net (section 4)")
-    p.add_argument("--weights", default="")
-    p.add_argument("--transform_from", default="")
+    p.add_argument("--weights", default="", help="its .caffemodel")
+    p.add_argument("--transform_from", default="", help="training net for the image transformation")
     p.add_argument("--root", default="", help="ToyHome root (default: the cached one)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--markdown", default="")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic codes")
+    p.add_argument("--markdown", default="", help="also write the tables to this markdown file")
     return p
 
 

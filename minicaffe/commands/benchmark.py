@@ -1,8 +1,8 @@
 """``tools/benchmark``: a CPU training step in minicaffe and in PyTorch, measured side by side.
 
     tools/benchmark [--nets vgg,lenet,toy] [--batches 8,16,32] [--steps 10] [--warmup 2]
-                    [--threads N[,M]] [--rounds 1] [--quick] [--json OUT] [--no-torch]
-                    [--save-nets DIR]
+                    [--threads N[,M]] [--rounds 1] [--quick] [--json OUT] [--no_torch]
+                    [--save_nets DIR]
 
 A step is forward + backward + SGD update (momentum 0.9, weight decay 5e-4, each net's
 ``lr_mult`` / ``decay_mult``), fp32, on inputs that stay in memory (no data loading):
@@ -31,7 +31,7 @@ batch over the median step. The minicaffe and PyTorch subprocesses of a row run 
 MKL_NUM_THREADS and NUMBA_NUM_THREADS in the subprocesses (and ``torch.set_num_threads``);
 without it they inherit this environment. ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` are
 reported as set, never changed. PyTorch is optional: without it the PyTorch columns say why.
-``--save-nets DIR`` writes the minicaffe nets as prototxt files, for ``tools/time --model``.
+``--save_nets DIR`` writes the minicaffe nets as prototxt files, for ``tools/time --model``.
 """
 import argparse
 import json
@@ -541,9 +541,9 @@ def build_parser():
                    help="alternate minicaffe / PyTorch measurements this many times per row")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: lenet,toy, 1 warm-up and 3 timed steps")
-    p.add_argument("--no-torch", action="store_true", help="minicaffe only")
+    p.add_argument("--no_torch", action="store_true", help="minicaffe only")
     p.add_argument("--json", default="", help="also write the numbers to this file")
-    p.add_argument("--save-nets", default="",
+    p.add_argument("--save_nets", default="",
                    help="write the minicaffe nets as prototxt files to this folder")
     p.add_argument("--timeout", type=float, default=1800.0,
                    help="seconds allowed for one measurement")
@@ -674,7 +674,7 @@ def benchmark_cmd(args):
         if importlib.util.find_spec("torch") is None:
             with_torch, torch_note = False, "torch is not importable: pip install torch"
     else:
-        torch_note = "--no-torch"
+        torch_note = "--no_torch"
 
     if args.save_nets:
         from minicaffe import protoio

@@ -1,4 +1,4 @@
-"""convert_imageset: images listed in a file → an LMDB of Datum records (Caffe's tool).
+"""Convert the images listed in a file to an LMDB of Datum records, as Caffe's convert_imageset.
 
 Usage: convert_imageset [FLAGS] ROOTFOLDER/ LISTFILE DB_NAME
 
@@ -52,6 +52,7 @@ def parse_args(argv):
             positional.append(arg)
             continue
         name, eq, value = arg.lstrip("-").partition("=")
+        name = name.replace("-", "_")   # --resize-height as --resize_height, like every tool
         if name in ("help", "h", "helpfull"):
             flags["help"] = True
             continue

@@ -198,8 +198,9 @@ def draw_net_to_file(net, path, rankdir="LR", phase=None, display_lrm=False):
     dot = shutil.which("dot")
     if dot is None:
         raise CaffeError("writing %s needs Graphviz's `dot` program, which is not on PATH: "
-                         "install graphviz (apt-get install graphviz) or write a .dot file "
-                         "instead" % path)
+                         "install Graphviz (apt-get install graphviz, brew install graphviz or "
+                         "conda install graphviz; pip's graphviz package does not include dot) "
+                         "or write a .dot file instead" % path)
 
     def render(tmp):
         proc = subprocess.run([dot, "-T" + ext[1:], "-o", tmp], input=dot_text.encode(),

@@ -1,52 +1,54 @@
 """``tools/evaluate``: a trained hashing model's accuracy, mAP and precision–recall curves.
 
     tools/evaluate --model DEPLOY --weights W --source SOURCE_LIST --target TARGET_LIST
-                   [--root DIR] [--transform_from TRAIN_NET] [--blob code] [--name DAH]
-                   [--out PREFIX] [--gpu N]
+                   [--root DIR] [--transform_from TRAIN_NET | --raw] [--blob code]
+                   [--name DAH] [--out PREFIX] [--gpu N]
 
-Codes are extracted in the TEST phase (see tools/extract_features). Prints the target
+Codes are extracted in the TEST phase with the training net's image transformation, as
+tools/extract_features (without --transform_from the deploy net's Input layer must carry a
+``transform_param``, or --raw must say raw pixels are meant). Prints the target
 recognition accuracy (argmax of eq. 6 against all source images, continuous codes), mAP over
 the full Hamming ranking for protocol A (target queries, source database — the authors' code)
 and protocol B (within the target, leave-self-out), and with ``--out`` writes
 ``PREFIX_pr.csv`` (precision and recall by Hamming radius 0..d, both protocols) and
-``PREFIX_pr.png``.
+``PREFIX_pr.png`` (the folder of PREFIX must exist: checked before the extraction).
 """
 import argparse
 import logging
 
 import numpy as np
 
-from ._cli import run, setup_logging
+from ._cli import add_transform_arguments, check_output, run, setup_logging, summary
 
 log = logging.getLogger("minicaffe")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--weights", required=True)
+    p = argparse.ArgumentParser(prog="evaluate", description=summary(__doc__))
+    p.add_argument("--model", required=True, help="deploy prototxt (an Input layer feeds it)")
+    p.add_argument("--weights", required=True, help="trained .caffemodel")
     p.add_argument("--source", required=True, help="source list (the retrieval database)")
     p.add_argument("--target", required=True, help="target list (the queries)")
-    p.add_argument("--root", default="")
-    p.add_argument("--transform_from", default="")
-    p.add_argument("--blob", default="code")
+    p.add_argument("--root", default="", help="prefix of the lists' paths (root_folder)")
+    add_transform_arguments(p)
+    p.add_argument("--blob", default="code", help="the blob holding the codes (default: code)")
     p.add_argument("--name", default="model", help="the method's name in the outputs")
     p.add_argument("--num_classes", type=int, default=None, help="default: 1 + the largest label")
-    p.add_argument("--out", default="")
-    p.add_argument("--batch", type=int, default=100)
-    p.add_argument("--gpu", default=None)
+    p.add_argument("--out", default="", help="write PREFIX_pr.csv and PREFIX_pr.png")
+    p.add_argument("--batch", type=int, default=100, help="images per forward (default 100)")
+    p.add_argument("--gpu", default=None, help="GPU id (default: the CPU)")
     return p
 
 
 def evaluate_cmd(args):
-    from minicaffe import experiments, protoio
-    from minicaffe import figures
-    from .extract_features import default_transform
+    from minicaffe import experiments, figures
+    from minicaffe.search import transform_param_from
     from .train import select_device
     setup_logging()
+    if args.out:
+        check_output(args.out, args.out + "_pr.csv")
+    src = transform_param_from(args.model, args.transform_from, args.raw)
     select_device(args.gpu)
-    src = protoio.read_net_param(args.transform_from) if args.transform_from \
-        else default_transform(args.model)
     fs, ls = experiments.extract(args.model, args.weights, args.source, args.root, [args.blob], src, args.batch)
     ft, lt = experiments.extract(args.model, args.weights, args.target, args.root, [args.blob], src, args.batch)
     c = args.num_classes or int(max(ls.max(), lt.max())) + 1

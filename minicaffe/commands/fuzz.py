@@ -25,12 +25,12 @@ log = logging.getLogger("minicaffe")
 def build_parser():
     p = argparse.ArgumentParser(prog="fuzz", description="Fuzz minicaffe's input paths: prototxt "
                                 "text (net construction) or binary .caffemodel (copy_from).")
-    p.add_argument("--target", required=True, choices=sorted(fuzzing.TARGETS))
+    p.add_argument("--target", required=True, choices=sorted(fuzzing.TARGETS),
+                   help="what to fuzz: prototxt text or a binary .caffemodel")
     p.add_argument("--seconds", type=float, default=600.0, help="how long to run (600)")
     p.add_argument("--runs", type=int, default=0, help="stop after this many inputs (0: no limit)")
     p.add_argument("--seed", type=int, default=0, help="random generator seed (--random)")
     p.add_argument("--random", action="store_true", help="random mutants even with atheris")
-    p.add_argument("--debug", action="store_true")
     return p
 
 

@@ -7,37 +7,42 @@
 The net is built in float64, its Input blobs filled with Gaussian data (labels with 0/1),
 and run forward once; each layer is then checked on copies of
 its bottoms with Caffe's GradientChecker (objective ½Σ top², or every top element with
---exhaustive). Prints one line per layer and the worst elements of a failing one; exits 1 when
-any layer fails, 2 on bad input.
+--exhaustive). Prints one line per layer and the worst elements of a failing one, with a hint
+when a kink or a tie is the likely cause (ReLU near 0, MAX pooling); exits 1 when any layer
+fails, 2 on bad input.
 """
 import argparse
 
 import numpy as np
 
-from ._cli import run
+from ._cli import run, summary
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="gradcheck", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True)
+    p = argparse.ArgumentParser(prog="gradcheck", description=summary(__doc__))
+    p.add_argument("--model", required=True, help="net prototxt")
     p.add_argument("--layer", nargs="+", default=None, help="layer names (default: all)")
-    p.add_argument("--stepsize", type=float, default=1e-2)
-    p.add_argument("--threshold", type=float, default=1e-3)
-    p.add_argument("--phase", default="TRAIN", choices=["TRAIN", "TEST"])
-    p.add_argument("--weights", default="")
+    p.add_argument("--stepsize", type=float, default=1e-2, help="finite-difference step h (default 1e-2)")
+    p.add_argument("--threshold", type=float, default=1e-3,
+                   help="largest relative error allowed (default 1e-3)")
+    p.add_argument("--phase", default="TRAIN", choices=["TRAIN", "TEST"],
+                   help="the net's phase (default TRAIN)")
+    p.add_argument("--weights", default="", help=".caffemodel to check at (default: the fillers)")
     p.add_argument("--samples", type=int, default=None,
                    help="check at most N random elements per blob (default: all)")
-    p.add_argument("--exhaustive", action="store_true")
-    p.add_argument("--kink", type=float, default=0.0)
-    p.add_argument("--kink_range", type=float, default=-1.0)
-    p.add_argument("--seed", type=int, default=1701)
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--exhaustive", action="store_true",
+                   help="check every top element separately, as Caffe's CheckGradientExhaustive")
+    p.add_argument("--kink", type=float, default=0.0,
+                   help="skip elements with |x| within --kink_range of this")
+    p.add_argument("--kink_range", type=float, default=-1.0,
+                   help="(default -1: the layer's own kink, as ReLU's at 0, else none)")
+    p.add_argument("--seed", type=int, default=1701, help="seed of the inputs and fillers (1701)")
     return p
 
 
 def gradcheck(args):
     from minicaffe import backend
-    from minicaffe.gradcheck import check_net
+    from minicaffe.gradcheck import check_net, kink_hint
     from minicaffe.net import Net
     backend.set_random_seed(args.seed)
     net = Net(args.model, args.phase, weights=args.weights or None, dtype=np.float64)
@@ -59,6 +64,9 @@ def gradcheck(args):
                     print("    %s[%d]: computed %.6g, estimated %.6g (x = %.4g, rel. error %.3g)"
                           % (blob, f["index"], f["computed"], f["estimated"], f["feature"],
                              f["error"]))
+            hint = kink_hint(net.layers[net.layer_names.index(name)], failures, args.stepsize)
+            if hint:
+                print("    " + hint)
     print("%d layer(s) checked, %d failed (stepsize %g, threshold %g)"
           % (sum(1 for r in results if not r[2].startswith("skipped")), failed,
              args.stepsize, args.threshold))

@@ -27,15 +27,15 @@ import shlex
 import sys
 
 from ..datasets.lists import image_files, subdirs
-from ._cli import run, setup_logging
+from ._cli import add_transform_arguments, check_output, run, setup_logging, summary
 
 log = logging.getLogger("minicaffe")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="index", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="index", description=summary(__doc__))
     p.add_argument("--model", required=True, help="deploy prototxt (an Input layer feeds it)")
-    p.add_argument("--weights", required=True)
+    p.add_argument("--weights", required=True, help="trained .caffemodel")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--list", help="image list file (path label per line)")
     src.add_argument("--folder", help="image tree DIR/<Class>/<image> or "
@@ -43,13 +43,10 @@ def build_parser():
     p.add_argument("--root", default="", help="prefix of the list's paths (root_folder)")
     p.add_argument("--out", required=True, help="the database file to write")
     p.add_argument("--add", action="store_true", help="append to an existing --out")
-    p.add_argument("--transform_from", default="", help="training net whose data layer's "
-                   "transform_param (and resize) to use")
-    p.add_argument("--raw", action="store_true", help="no transformation beyond a resize to "
-                   "the Input size (only when the net was trained on raw pixels)")
+    add_transform_arguments(p)
     p.add_argument("--blob", default="code", help="the blob holding the codes (default: code)")
-    p.add_argument("--batch", type=int, default=100)
-    p.add_argument("--gpu", default=None)
+    p.add_argument("--batch", type=int, default=100, help="images per forward (default 100)")
+    p.add_argument("--gpu", default=None, help="GPU id (default: the CPU)")
     return p
 
 
@@ -90,10 +87,7 @@ def index_cmd(args):
     from .train import select_device
     setup_logging()
     select_device(args.gpu)
-    out = os.path.abspath(args.out)
-    if not os.path.isdir(os.path.dirname(out)):
-        raise CaffeError("cannot write %s: the folder %s does not exist"
-                         % (args.out, os.path.dirname(out)))
+    check_output(args.out)
     old = None
     if args.add:
         old = HashIndex.load(args.out, engine="numpy")

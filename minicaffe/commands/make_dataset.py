@@ -1,6 +1,6 @@
 """``tools/make_dataset``: generate ToyHome (or find it cached) and print its root.
 
-    tools/make_dataset [--root DIR] [--force] [--seed N] [--per-class N] [--size N]
+    tools/make_dataset [--root DIR] [--force] [--seed N] [--per_class N] [--size N]
 
 ToyHome is minicaffe's embedded stand-in for Office-Home (see minicaffe.datasets.toyhome): the
 same folder layout, domains Art, Clipart, Product and "Real World", twelve classes. Without
@@ -19,8 +19,9 @@ def build_parser():
     p.add_argument("--root", default=None,
                    help="where to put it (default: %s)" % toyhome.default_root())
     p.add_argument("--force", action="store_true", help="regenerate even if cached")
-    p.add_argument("--seed", type=int, default=toyhome.DEFAULT_SEED)
-    p.add_argument("--per-class", type=int, default=toyhome.DEFAULT_PER_CLASS,
+    p.add_argument("--seed", type=int, default=toyhome.DEFAULT_SEED,
+                   help="drawing seed (default %(default)s)")
+    p.add_argument("--per_class", type=int, default=toyhome.DEFAULT_PER_CLASS,
                    help="images per class and domain (default %(default)s)")
     p.add_argument("--size", type=int, default=toyhome.DEFAULT_SIZE,
                    help="image side in pixels (default %(default)s)")

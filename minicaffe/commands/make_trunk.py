@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 
-from ._cli import run, setup_logging
+from ._cli import run, setup_logging, summary
 
 log = logging.getLogger("minicaffe")
 
@@ -51,8 +51,10 @@ def make_trunk(out, iters=DEFAULT_ITERS, seed=1, per_class=DEFAULT_PER_CLASS, pr
     train_list = os.path.join(work, "train.txt")  # every domain style mixed in one list
     with open(train_list, "w") as f:
         f.write("\n".join(entries) + "\n")
-    p = net.layer[0].image_data_param
-    p.source, p.root_folder = train_list, root.rstrip("/") + "/"
+    for lp in net.layer:   # the TRAIN data layer and the TEST one
+        if lp.type == "ImageData":
+            p = lp.image_data_param
+            p.source, p.root_folder = train_list, root.rstrip("/") + "/"
     sp.net_param.CopyFrom(net)
     sp.max_iter, sp.random_seed = iters, seed
     sp.snapshot_prefix = os.path.join(work, "trunk")
@@ -77,11 +79,12 @@ def make_trunk(out, iters=DEFAULT_ITERS, seed=1, per_class=DEFAULT_PER_CLASS, pr
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="make_trunk", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="make_trunk", description=summary(__doc__))
     p.add_argument("--out", default=None, help="the trunk .caffemodel (default: the shipped "
                                                 "prototxt/toyhome/things_trunk.caffemodel)")
-    p.add_argument("--iters", type=int, default=DEFAULT_ITERS)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--iters", type=int, default=DEFAULT_ITERS,
+                   help="training iterations (default %(default)s)")
+    p.add_argument("--seed", type=int, default=1, help="random_seed of the training (default 1)")
     p.add_argument("--per_class", type=int, default=DEFAULT_PER_CLASS,
                    help="images per thing and domain (default %(default)s)")
     return p

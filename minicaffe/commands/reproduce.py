@@ -5,7 +5,7 @@
                     [--methods DAH,NoDA,SuH,DAN,DANN,ITQ,KMeans,BA,BDNN[,DAH_authors]]
                     [--seeds 1,2,3] [--set [METHOD:]LAYER.FIELD=VALUE ...]
                     [--trunk FILE | none | --weights FILE] [--pretrain N] [--jobs N | auto]
-                    [--out results] [--iters N] [--no-figures] [--gpu N]
+                    [--out results] [--iters N] [--no_figures] [--gpu N]
 
 With no data option it uses the embedded ToyHome data (generated and cached on first use);
 ``--root`` takes any ``<root>/<Domain>/<Class>/<image>`` folder (Office-Home as distributed,
@@ -45,7 +45,7 @@ interrupted run resumes), extracts codes in the TEST phase and writes to --out:
 - ``figures/<S>-<T>_<d>bits/``: when DAH and NoDA ran, the first seed's ``pair_figures``
   (``minicaffe.dah.figures``): fc7 of the start trunk (before adaptation), of NoDA and of DAH
   embedded in 2-D, their codes, every loss term of their logs, and DAH's retrieval
-  (``--no-figures`` to skip; they need matplotlib, ``pip install 'minicaffe[plot]'``);
+  (``--no_figures`` to skip; they need matplotlib, ``pip install 'minicaffe[plot]'``);
 - ``logs/<run>.log``: each training's solver log (``tools/parse_log``, ``tools/plot_log``);
 - ``results.json``: every run of every seed with its command, seed, overrides, start weights
   (``start``: ``trunk:<sha1 of the file>``, ``scratch``, ``pretrain<N>``...) and numbers.
@@ -86,7 +86,7 @@ import numpy as np
 from minicaffe.datasets import lists as lists_mod
 from minicaffe.errors import CaffeError
 
-from ._cli import GlogFormatter, run, setup_logging
+from ._cli import GlogFormatter, run, setup_logging, summary
 
 log = logging.getLogger("minicaffe")
 
@@ -1035,7 +1035,7 @@ def reproduce(args):
 
 
 def figures_wanted(args, methods):
-    """Whether to draw each pair's figures: DAH and NoDA planned, no --no-figures, and
+    """Whether to draw each pair's figures: DAH and NoDA planned, no --no_figures, and
     matplotlib there (else one warning line: the precision-recall PNGs need it too)."""
     if importlib.util.find_spec("matplotlib") is None:
         log.warning("figures skipped: pip install 'minicaffe[plot]'")
@@ -1345,7 +1345,7 @@ class Tables:
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="reproduce", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="reproduce", description=summary(__doc__))
     g = p.add_mutually_exclusive_group()
     g.add_argument("--toy", action="store_true", help="the embedded ToyHome data (default)")
     g.add_argument("--root", default="",
@@ -1358,11 +1358,11 @@ def build_parser():
     p.add_argument("--pairs", default="all",
                    help="SOURCE:TARGET,... by folder name (case, spaces, _ ignored), short name "
                         "(Ar Cl Pr Rw, A D W) or prefix; or all (default)")
-    p.add_argument("--bits", default="16,64,128")
+    p.add_argument("--bits", default="16,64,128", help="comma-separated code lengths (default 16,64,128)")
     p.add_argument("--methods", default=",".join(ALL_METHODS),
                    help="comma-separated, of %s (default: all but DAH_authors, DAH with the "
                         "objective of the authors' code)" % ", ".join(KNOWN_METHODS))
-    p.add_argument("--out", default="results")
+    p.add_argument("--out", default="results", help="folder for models, logs, tables and figures")
     p.add_argument("--iters", type=int, default=None, help="iterations per training (default: the solver's)")
     w = p.add_mutually_exclusive_group()
     w.add_argument("--weights", default="", metavar="FILE",
@@ -1383,8 +1383,8 @@ def build_parser():
                         "field path, e.g. mmd_*.loss_weight=10, conv1.param[0].lr_mult=0.1, "
                         "mmd_fc6.mmd_param.bandwidth=MEDIAN, or solver.base_lr=1e-4; DAH: etc. for "
                         "one method, pretrain: for the source-only stage (repeatable)")
-    p.add_argument("--gpu", default=None)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--gpu", default=None, help="GPU id (default: the CPU)")
+    p.add_argument("--seed", type=int, default=1, help="random_seed of every training (default 1)")
     p.add_argument("--seeds", default="", metavar="1,2,3",
                    help="train every run once per seed (default: --seed); tables show mean ± std")
     p.add_argument("--per_class", type=int, default=None,
@@ -1392,11 +1392,11 @@ def build_parser():
     p.add_argument("--jobs", default="1", metavar="N",
                    help="trainings run at once, each in a worker process with one thread; 0 or "
                         "auto: the cores this process may use (default 1: in this process)")
-    p.add_argument("--no-figures", dest="no_figures", action="store_true",
+    p.add_argument("--no_figures", action="store_true",
                    help="no per-pair figures (embeddings, codes, loss curves, retrieval)")
     p.add_argument("--reevaluate", action="store_true", help="recompute the numbers of existing models")
     p.add_argument("--verbose", action="store_true", help="show the solvers' logs")
-    p.add_argument("--log_level", default="INFO")
+    p.add_argument("--log_level", default="INFO", help="console log level (default INFO)")
     p.set_defaults(record_argv=True)
     return p
 

@@ -28,13 +28,13 @@ import io
 import logging
 import os
 
-from ._cli import run, setup_logging
+from ._cli import check_output, run, setup_logging, summary
 
 log = logging.getLogger("minicaffe")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="search", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="search", description=summary(__doc__))
     p.add_argument("--db", required=True, help="database file written by tools/index")
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--image", nargs="+", help="query image file(s)")
@@ -48,8 +48,9 @@ def build_parser():
     p.add_argument("--png_max", type=int, default=10, help="results per query in the figure")
     p.add_argument("--png_rows", type=int, default=20, help="queries in the figure (the first)")
     p.add_argument("--engine", default="auto", choices=["auto", "numpy", "faiss", "faiss-hnsw",
-                                                        "faiss-mih"])
-    p.add_argument("--threads", type=int, default=None)
+                                                        "faiss-mih"],
+                   help="search engine (default auto: faiss when installed, else numpy)")
+    p.add_argument("--threads", type=int, default=None, help="search threads (faiss engines)")
     p.add_argument("--mih_nhash", type=int, default=4, help="faiss-mih: substrings (default 4)")
     p.add_argument("--mih_nflip", type=int, default=1, help="faiss-mih: bit flips probed (1)")
     p.add_argument("--ef_search", type=int, default=64, help="faiss-hnsw: efSearch (64)")
@@ -57,8 +58,8 @@ def build_parser():
     p.add_argument("--weights", default="", help="weights (default: the database's)")
     p.add_argument("--transform_from", default="", help="training net for the image "
                    "transformation (default: the one recorded in the database)")
-    p.add_argument("--batch", type=int, default=100)
-    p.add_argument("--gpu", default=None)
+    p.add_argument("--batch", type=int, default=100, help="images per forward (default 100)")
+    p.add_argument("--gpu", default=None, help="GPU id (default: the CPU)")
     return p
 
 
@@ -159,9 +160,8 @@ def search_cmd(args):
     setup_logging()
     select_device(args.gpu)
     for out in (args.csv, args.png):
-        if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-            raise CaffeError("cannot write %s: the folder %s does not exist"
-                             % (out, os.path.dirname(os.path.abspath(out))))
+        if out:
+            check_output(out)
     if args.radius is None and args.k < 1:
         raise CaffeError("-k must be at least 1 (got %d)" % args.k)
     idx = HashIndex.load(args.db, engine=args.engine, threads=args.threads,

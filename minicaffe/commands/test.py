@@ -3,7 +3,9 @@
     tools/test --model M --weights W [--iterations 50] [--gpu N] [--level N] [--stage a,b]
 
 Logs ``Batch i, name = v`` for every output element of every iteration, then ``Loss: L`` and
-``name = mean`` (with ``(* w = x loss)`` for loss outputs).
+``name = mean`` (with ``(* w = x loss)`` for loss outputs). The net's TEST phase must read its
+own data (a data layer with ``include { phase: TEST }``); a net with an Input layer (a deploy
+net) is refused in one line naming tools/evaluate and tools/extract_features.
 """
 import argparse
 import logging
@@ -19,11 +21,10 @@ def build_parser():
     p = argparse.ArgumentParser(prog="test", description="Score a model in the TEST phase.")
     p.add_argument("--model", required=True, help="net prototxt")
     p.add_argument("--weights", required=True, help="comma-separated .caffemodel files")
-    p.add_argument("--iterations", type=int, default=50)
-    p.add_argument("--gpu", default=None)
-    p.add_argument("--level", type=int, default=0)
-    p.add_argument("--stage", default="")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--iterations", type=int, default=50, help="batches to score (default 50)")
+    p.add_argument("--gpu", default=None, help="GPU id (default: the CPU)")
+    p.add_argument("--level", type=int, default=0, help="net state level")
+    p.add_argument("--stage", default="", help="comma-separated net state stages")
     return p
 
 
@@ -44,14 +45,28 @@ def score(net, iterations):
 
 
 def test(args):
+    from minicaffe.errors import CaffeError
     from minicaffe.net import Net, TEST
     from .train import select_device
     setup_logging()
     select_device(args.gpu)
     stages = [s for s in args.stage.split(",") if s]
-    net = Net(args.model, TEST, weights=args.weights, level=args.level, stages=stages)
-    log.info("Running for %d iterations.", args.iterations)
-    loss, means = score(net, args.iterations)
+    net = Net(args.model, TEST, level=args.level, stages=stages)
+    try:
+        # tools/test feeds nothing: an Input blob would be scored as it was allocated (zeros),
+        # and every element of every output printed (a deploy net's thousands of lines)
+        inputs = [name for name, layer in zip(net.layer_names, net.layers) if layer.type == "Input"]
+        if inputs:
+            raise CaffeError("%s: layer '%s' is an Input layer, which tools/test never fills: it "
+                             "scores a net whose TEST phase reads data (a data layer with include "
+                             "{ phase: TEST }, as BVLC's lenet_train_test.prototxt); for a deploy "
+                             "net use tools/evaluate or tools/extract_features"
+                             % (args.model, inputs[0]))
+        net.copy_from(args.weights)
+        log.info("Running for %d iterations.", args.iterations)
+        loss, means = score(net, args.iterations)
+    finally:
+        net.close()
     log.info("Loss: %g", loss)
     for name in net.outputs:
         w = net.blob_loss_weights.get(name, 0.0)

@@ -13,14 +13,14 @@ log = logging.getLogger("minicaffe")
 
 def build_parser():
     p = argparse.ArgumentParser(prog="time", description="Time forward/backward per layer.")
-    p.add_argument("--model", required=True)
-    p.add_argument("--iterations", type=int, default=50)
-    p.add_argument("--phase", default="TRAIN", choices=["TRAIN", "TEST"])
-    p.add_argument("--weights", default="")
-    p.add_argument("--gpu", default=None)
-    p.add_argument("--level", type=int, default=0)
-    p.add_argument("--stage", default="")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--model", required=True, help="net prototxt")
+    p.add_argument("--iterations", type=int, default=50, help="forward-backward passes (default 50)")
+    p.add_argument("--phase", default="TRAIN", choices=["TRAIN", "TEST"],
+                   help="the net's phase (default TRAIN)")
+    p.add_argument("--weights", default="", help=".caffemodel to time with (default: the fillers)")
+    p.add_argument("--gpu", default=None, help="GPU id (default: the CPU)")
+    p.add_argument("--level", type=int, default=0, help="net state level")
+    p.add_argument("--stage", default="", help="comma-separated net state stages")
     return p
 
 

@@ -35,10 +35,11 @@ def build_parser():
     p.add_argument("--gpu", default=None, help="GPU id (uses the solver's solver_mode when absent)")
     p.add_argument("--level", type=int, default=None, help="net state level")
     p.add_argument("--stage", default="", help="comma-separated net state stages")
-    p.add_argument("--sigint_effect", default="snapshot", choices=["snapshot", "stop", "none"])
-    p.add_argument("--sighup_effect", default="snapshot", choices=["snapshot", "stop", "none"])
+    p.add_argument("--sigint_effect", default="snapshot", choices=["snapshot", "stop", "none"],
+                   help="what Ctrl-C does: snapshot then stop (default), stop, or nothing")
+    p.add_argument("--sighup_effect", default="snapshot", choices=["snapshot", "stop", "none"],
+                   help="what SIGHUP does: snapshot and go on (default), stop, or nothing")
     p.add_argument("--iterations", type=int, default=None, help=argparse.SUPPRESS)  # ignored, as caffe
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
@@ -105,7 +106,7 @@ def train(args):
         select_device(args.gpu, sp, dp.local_rank if dp else None)
         stages = [s for s in args.stage.split(",") if s]
         weights = [w for w in args.weights.split(",") if w]
-        solver = Solver(args.solver, weights=weights or None, level=args.level,
+        solver = Solver(sp, source=args.solver, weights=weights or None, level=args.level,
                         stages=stages or None, parallel=dp)
         signums = [s for s in (signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None]
         previous = {s: signal.getsignal(s) for s in signums}

@@ -12,9 +12,10 @@ ignored) and on ToyHome.
 
 ``write_lists`` writes one list per domain, ``<outdir>/<domain, spaces as _>.txt`` (``Art.txt``,
 ``Real_World.txt``), lines ``<Domain>/<Class>/<file> <label>`` in label then file order, paths
-relative to ``root`` (so ``image_data_param { root_folder: "<root>/" }`` finds them; Caffe splits
-a line at its last space, so the space in "Real World" is fine), and ``<outdir>/classes.txt``,
-the class names one per line in label order.
+relative to ``root`` (so ``image_data_param { root_folder: "<root>/" }`` finds them), or with
+``absolute`` (what ``tools/make_lists`` writes unless ``--relative``) the absolute paths that
+``root_folder: ""`` opens; Caffe splits a line at its last space, so the space in "Real World"
+is fine. And ``<outdir>/classes.txt``, the class names one per line in label order.
 
 ``match_domain`` finds a domain by the name a user types (case, spaces and underscores ignored;
 Office-Home's and Office-31's short names; an unambiguous prefix); ``check_layout`` says in one
