@@ -132,6 +132,75 @@ class Elementwise:
         return out
 
 
+def _update_source(nargs, pattern, k, device):
+    """A loop (njit) or grid-stride kernel writing f's k results back into its first k
+    arguments."""
+    args = ", ".join("a%d" % j for j in range(nargs))
+    call = ", ".join("a%d[i]" % j if p == "A" else "a%d" % j for j, p in enumerate(pattern))
+    dest = ", ".join("a%d[i]" % j for j in range(k))
+    if device:
+        return ("def kernel(%s):\n"
+                "    i = cuda.grid(1)\n"
+                "    while i < a0.size:\n"
+                "        %s = f(%s)\n"
+                "        i += cuda.gridsize(1)\n" % (args, dest, call))
+    return ("def loop(%s):\n"
+            "    for i in range(a0.size):\n"
+            "        %s = f(%s)\n" % (args, dest, call))
+
+
+class InPlace:
+    """A scalar formula ``fn(*args) -> (v_0, …, v_{k−1})`` whose results are written back into
+    its first k arguments, flat arrays of one size (the others: same-size arrays or scalars) —
+    a solver's update rule (weights, step, histories) in one pass over memory, on the host as a
+    compiled loop and on the device as a kernel."""
+
+    def __init__(self, fn, k):
+        self.fn, self.k = fn, k
+        self.key = "%s.%s" % (fn.__module__, fn.__qualname__)
+        self.__doc__ = fn.__doc__
+        self._loops, self._device = {}, None
+        _FORMULAS[self.key] = self
+
+    @staticmethod
+    def _pattern(args):
+        return "".join("S" if isinstance(a, (int, float, bool, np.generic)) else "A" for a in args)
+
+    def __call__(self, *args):
+        pattern = self._pattern(args)
+        loop = self._loops.get(pattern)
+        if loop is None:
+            scope = {"f": numba.njit(self.fn), "__name__": __name__}
+            exec(_update_source(len(args), pattern, self.k, False), scope)
+            loop = self._loops[pattern] = numba.njit(scope["loop"])
+        loop(*_cast_scalars(args, args[0].dtype))
+
+    @property
+    def device(self):
+        if self._device is None:
+            self._device = cuda.jit(device=True)(self.fn)
+        return self._device
+
+    def kernel(self, pattern):
+        name = "%s:%s" % (self.key, pattern)
+        k = KERNELS.get(name)
+        if k is None:
+            scope = {"cuda": cuda, "f": self.device, "__name__": __name__}
+            exec(_update_source(len(pattern), pattern, self.k, True), scope)
+            k = KERNELS[name] = cuda.jit(scope["kernel"])
+        return k
+
+    def gpu(self, *args):
+        if args[0].size:
+            self.kernel(self._pattern(args))[grid(args[0].size)](
+                *_cast_scalars(args, args[0].dtype))
+
+
+def in_place(k):
+    """Decorator: ``fn`` returns k values written back into its first k (array) arguments."""
+    return lambda fn: InPlace(fn, k)
+
+
 def elementwise(fn=None, *, loop=False, ufunc=None):
     """Decorator: ``fn`` becomes an :class:`Elementwise` map for both devices
     (``@elementwise``, ``@elementwise(loop=True)``, or ``@elementwise(ufunc=np.add)`` where
