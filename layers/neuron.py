@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from minicaffe import backend, gpu
+from minicaffe import backend, gpu, kernels
 from minicaffe.errors import CaffeError, ShapeError
 from minicaffe.fillers import fill
 from minicaffe.kernels import elementwise
@@ -189,11 +189,6 @@ def _threshold(x, threshold):
 @elementwise
 def _scaled_sigmoid(x, beta):
     return 0.5 * math.tanh(0.5 * (x * beta)) + 0.5
-
-
-@elementwise
-def _mul(a, b):
-    return a * b
 
 
 @elementwise
@@ -693,7 +688,7 @@ class SwishLayer(NeuronLayer):
     def forward_cpu(self, bottom, top):
         x = bottom[0].data
         self.sig = _scaled_sigmoid(x, self.layer_param.swish_param.beta, out=np.empty_like(x))
-        _mul(x, self.sig, out=top[0].data)
+        kernels.mul(x, self.sig, out=top[0].data)
 
     def backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
@@ -704,7 +699,7 @@ class SwishLayer(NeuronLayer):
         x, y = _io(bottom, top)
         self._sig_dev = gpu.ensure(getattr(self, "_sig_dev", None), y.size, x.dtype)
         _scaled_sigmoid.gpu(x, self.layer_param.swish_param.beta, out=self._sig_dev)
-        _mul.gpu(x, self._sig_dev, out=y)
+        kernels.mul.gpu(x, self._sig_dev, out=y)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0]:

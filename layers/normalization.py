@@ -14,20 +14,12 @@ from numba import cuda
 from minicaffe import gpu
 from minicaffe.errors import CaffeError, ShapeError
 from minicaffe.fillers import fill
+from minicaffe.kernels import add, div, elementwise, mul, sub
 from minicaffe.layer import Layer, register
 
 
 def _in_place(bottom, top):
     return top[0] is bottom[0] or top[0].shares_data_with(bottom[0])
-
-
-@cuda.jit
-def _center(x, mean, dim, inner, out):
-    # out[o, d, i] = x[o, d, i] − mean[d]
-    i = cuda.grid(1)
-    while i < out.size:
-        out[i] = x[i] - mean[(i // inner) % dim]
-        i += cuda.gridsize(1)
 
 
 @cuda.jit
@@ -52,49 +44,11 @@ def _bn_global(run_mean, run_var, f, eps, mean, std):
         c += cuda.gridsize(1)
 
 
-@cuda.jit
-def _bn_normalize(xc, std, dim, inner, xnorm, y):
-    i = cuda.grid(1)
-    while i < y.size:
-        v = xc[i] / std[(i // inner) % dim]
-        xnorm[i] = v
-        y[i] = v
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _bn_bwd(dy, y, mdy, mdyy, std, dim, inner, dx):
-    # dx = (dy − mean(dy) − y·mean(dy·y)) / std, per channel
-    i = cuda.grid(1)
-    while i < dx.size:
-        c = (i // inner) % dim
-        dx[i] = (dy[i] - mdy[c] - y[i] * mdyy[c]) / std[c]
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _div_channel(dy, std, dim, inner, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        dx[i] = dy[i] / std[(i // inner) % dim]
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _scale_channel(x, s, dim, inner, y):
-    # y[o, d, i] = x[o, d, i]·s[d]
-    i = cuda.grid(1)
-    while i < y.size:
-        y[i] = x[i] * s[(i // inner) % dim]
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _bias_channel(x, b, dim, inner, y):
-    i = cuda.grid(1)
-    while i < y.size:
-        y[i] = x[i] + b[(i // inner) % dim]
-        i += cuda.gridsize(1)
+@elementwise
+def _bn_grad(dy, y, mdy, mdyy, std):
+    """BatchNorm's batch-stats backward: (dy − mean(dy) − y·mean(dy·y)) / std, the two means and
+    std per channel (broadcast)."""
+    return (dy - mdy - y * mdyy) / std
 
 
 @cuda.jit
@@ -108,18 +62,12 @@ def _mvn_scale(sigma_sq, eps, sigma, s):
         r += cuda.gridsize(1)
 
 
-@cuda.jit
-def _mvn_bwd(dy, mdy, y, mdyy, sigma, s, dim, normalize, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        r = i // dim
-        g = dy[i] - mdy[r]
-        if normalize:
-            ratio = s[r] / (sigma[r] if sigma[r] > 0 else s[r])
-            g -= y[i] * (ratio * mdyy[r])
-            g /= s[r]
-        dx[i] = g
-        i += cuda.gridsize(1)
+@elementwise(loop=True)
+def _mvn_grad(dy, mdy, y, mdyy, sigma, s):
+    """MVN's backward with variance normalisation: (dy − mean(dy) − y·(s/σ)·mean(dy·y)) / s per
+    row (s = σ + eps; s/σ taken as 1 where σ = 0, a constant row)."""
+    ratio = s / (sigma if sigma > 0 else s)
+    return (dy - mdy - y * (ratio * mdyy)) / s
 
 
 @register("BatchNorm")
@@ -185,10 +133,10 @@ class BatchNormLayer(Layer):
             f = 0.0 if s == 0 else 1.0 / s
             mean = self.blobs[0].data * f
             var = self.blobs[1].data * f
-            xc = x - mean[None, :, None]
+            xc = sub(x, mean[None, :, None], out=np.empty_like(x))
         else:
             mean = x.mean(axis=(0, 2))
-            xc = x - mean[None, :, None]
+            xc = sub(x, mean[None, :, None], out=np.empty_like(x))
             var = np.mean(xc * xc, axis=(0, 2))
             m = x.size // self.channels
             self.blobs[2].data[...] *= self.maf
@@ -199,8 +147,7 @@ class BatchNormLayer(Layer):
             rv *= self.maf
             rv += var * (m / (m - 1.0) if m > 1 else 1.0)
         self.std = np.sqrt(var + self.eps)
-        xc /= self.std[None, :, None]
-        self.x_norm = xc
+        self.x_norm = div(xc, self.std[None, :, None], out=xc)
         np.copyto(self._view(top[0].data), xc)
 
     def backward_cpu(self, top, propagate_down, bottom):
@@ -210,12 +157,11 @@ class BatchNormLayer(Layer):
         std = self.std[None, :, None]
         dx = self._view(bottom[0].diff)
         if self.use_global_stats:
-            np.divide(dy, std, out=dx)
+            div(dy, std, out=dx)
             return
         y = self.x_norm
-        g = dy - dy.mean(axis=(0, 2), keepdims=True) \
-            - y * np.mean(dy * y, axis=(0, 2), keepdims=True)
-        np.divide(g, std, out=dx)
+        _bn_grad(dy, y, dy.mean(axis=(0, 2), keepdims=True),
+                 np.mean(dy * y, axis=(0, 2), keepdims=True), std, out=dx)
 
     def _dims(self, blob):
         n = blob.shape[0]
@@ -237,8 +183,7 @@ class BatchNormLayer(Layer):
         else:
             m = x.size // c
             gpu.sum_odi(x, n, c, inner, mean, 1.0 / max(m, 1))
-        xc = gpu.scratch("bn_xc", x.size, dt)
-        _center[gpu.grid(x.size)](x, mean, c, inner, xc)
+        xc = sub.gpu(x, mean, out=gpu.scratch("bn_xc", x.size, dt), inner=inner)
         if not self.use_global_stats:
             var = gpu.scratch("bn_var", c, dt)
             sq = gpu.scratch("bn_sq", x.size, dt)
@@ -248,7 +193,8 @@ class BatchNormLayer(Layer):
                                    self.blobs[2].gpu_data(), self.maf,
                                    m / (m - 1.0) if m > 1 else 1.0, self.eps, self._std_dev)
         self._xnorm_dev = gpu.ensure(getattr(self, "_xnorm_dev", None), x.size, dt)
-        _bn_normalize[gpu.grid(x.size)](xc, self._std_dev, c, inner, self._xnorm_dev, y)
+        div.gpu(xc, self._std_dev, out=self._xnorm_dev, inner=inner)
+        gpu.copy(self._xnorm_dev, y)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -256,7 +202,7 @@ class BatchNormLayer(Layer):
         dy, dx = top[0].gpu_diff(False), bottom[0].gpu_diff()
         n, c, inner = self._dims(bottom[0])
         if self.use_global_stats:
-            _div_channel[gpu.grid(dx.size)](dy, self._std_dev, c, inner, dx)
+            div.gpu(dy, self._std_dev, out=dx, inner=inner)
             return
         m = dy.size // c
         y = self._xnorm_dev
@@ -266,7 +212,7 @@ class BatchNormLayer(Layer):
         gpu.sum_odi(dy, n, c, inner, mdy, 1.0 / max(m, 1))
         gpu.mul(dy, y, prod)
         gpu.sum_odi(prod, n, c, inner, mdyy, 1.0 / max(m, 1))
-        _bn_bwd[gpu.grid(dx.size)](dy, y, mdy, mdyy, self._std_dev, c, inner, dx)
+        _bn_grad.gpu(dy, y, mdy, mdyy, self._std_dev, out=dx, inner=inner)
 
 
 # --- Scale and Bias: a blob broadcast over bottom[0] from ``axis`` -------------------------------
@@ -355,7 +301,7 @@ class ScaleLayer(Layer):
         o, d, i = self.dims
         x = bottom[0].data.reshape(o, d, i)
         self._saved = x.copy() if _in_place(bottom, top) else None
-        np.multiply(x, self._scale(bottom).data.reshape(1, d, 1), out=top[0].data.reshape(o, d, i))
+        mul(x, self._scale(bottom).data.reshape(1, d, 1), out=top[0].data.reshape(o, d, i))
         if self.bias_id is not None:
             bo, bd, bi = self.bias_dims
             y = top[0].data.reshape(bo, bd, bi)
@@ -377,8 +323,7 @@ class ScaleLayer(Layer):
             else:
                 s.diff[...] += g.reshape(s.shape)
         if propagate_down[0]:
-            np.multiply(dy.reshape(o, d, i), s.data.reshape(1, d, 1),
-                        out=bottom[0].diff.reshape(o, d, i))
+            mul(dy.reshape(o, d, i), s.data.reshape(1, d, 1), out=bottom[0].diff.reshape(o, d, i))
 
     def forward_gpu(self, bottom, top):
         o, d, i = self.dims
@@ -389,7 +334,7 @@ class ScaleLayer(Layer):
         else:
             self._saved_dev = None
         y = top[0].gpu_data()
-        _scale_channel[gpu.grid(y.size)](x, self._scale(bottom).gpu_data(False), d, i, y)
+        mul.gpu(x, self._scale(bottom).gpu_data(False), out=y, inner=i)
         if self.bias_id is not None:
             bo, bd, bi = self.bias_dims
             gpu.add_bias(y, self.blobs[self.bias_id].gpu_data(False), bd, bi)
@@ -409,7 +354,7 @@ class ScaleLayer(Layer):
             gpu.sum_odi(prod, o, d, i, s.gpu_diff(), 1.0, 0.0 if two else 1.0)
         if propagate_down[0]:
             dx = bottom[0].gpu_diff()
-            _scale_channel[gpu.grid(dx.size)](dy, s.gpu_data(False), d, i, dx)
+            mul.gpu(dy, s.gpu_data(False), out=dx, inner=i)
 
 
 @register("Bias")
@@ -445,8 +390,8 @@ class BiasLayer(Layer):
 
     def forward_cpu(self, bottom, top):
         o, d, i = self.dims
-        np.add(bottom[0].data.reshape(o, d, i), self._bias(bottom).data.reshape(1, d, 1),
-               out=top[0].data.reshape(o, d, i))
+        add(bottom[0].data.reshape(o, d, i), self._bias(bottom).data.reshape(1, d, 1),
+            out=top[0].data.reshape(o, d, i))
 
     def backward_cpu(self, top, propagate_down, bottom):
         dy = top[0].diff
@@ -464,8 +409,7 @@ class BiasLayer(Layer):
     def forward_gpu(self, bottom, top):
         o, d, i = self.dims
         y = top[0].gpu_data()
-        _bias_channel[gpu.grid(y.size)](bottom[0].gpu_data(False),
-                                        self._bias(bottom).gpu_data(False), d, i, y)
+        add.gpu(bottom[0].gpu_data(False), self._bias(bottom).gpu_data(False), out=y, inner=i)
 
     def backward_gpu(self, top, propagate_down, bottom):
         dy = top[0].gpu_diff(False)
@@ -518,12 +462,13 @@ class MVNLayer(Layer):
         if not propagate_down[0]:
             return
         dy = top[0].diff.reshape(self.num, self.dim)
-        g = dy - dy.mean(axis=1, keepdims=True)
+        dx = bottom[0].diff.reshape(self.num, self.dim)
+        mdy = dy.mean(axis=1, keepdims=True)
         if self.layer_param.mvn_param.normalize_variance:
-            r = self.s / np.where(self.sigma > 0, self.sigma, self.s)
-            g -= self.y * (r * np.mean(dy * self.y, axis=1, keepdims=True))
-            g /= self.s
-        np.copyto(bottom[0].diff.reshape(self.num, self.dim), g)
+            _mvn_grad(dy, mdy, self.y, np.mean(dy * self.y, axis=1, keepdims=True), self.sigma,
+                      self.s, out=dx)
+        else:
+            sub(dy, mdy, out=dx)
 
     def forward_gpu(self, bottom, top):
         p = self.layer_param.mvn_param
@@ -531,8 +476,7 @@ class MVNLayer(Layer):
         num, dim, dt = self.num, self.dim, x.dtype
         mean = gpu.scratch("mvn_mean", num, dt)
         gpu.sum_odi(x, 1, num, dim, mean, 1.0 / max(dim, 1))  # row means
-        xc = gpu.scratch("mvn_xc", x.size, dt)
-        _center[gpu.grid(x.size)](x, mean, num, dim, xc)
+        xc = sub.gpu(x, mean, out=gpu.scratch("mvn_xc", x.size, dt), inner=dim)
         if p.normalize_variance:
             sq = gpu.scratch("mvn_sq", x.size, dt)
             gpu.mul(xc, xc, sq)
@@ -542,7 +486,7 @@ class MVNLayer(Layer):
             self._s_dev = gpu.ensure(getattr(self, "_s_dev", None), num, dt)
             _mvn_scale[gpu.grid(num)](var, p.eps, self._sigma_dev, self._s_dev)
             self._y_dev = gpu.ensure(getattr(self, "_y_dev", None), x.size, dt)
-            _div_channel[gpu.grid(x.size)](xc, self._s_dev, num, dim, self._y_dev)
+            div.gpu(xc, self._s_dev, out=self._y_dev, inner=dim)
             gpu.copy(self._y_dev, y)
         else:
             gpu.copy(xc, y)
@@ -555,11 +499,12 @@ class MVNLayer(Layer):
         num, dim, dt = self.num, self.dim, dy.dtype
         mdy = gpu.scratch("mvn_mdy", num, dt)
         gpu.sum_odi(dy, 1, num, dim, mdy, 1.0 / max(dim, 1))
-        mdyy, y, sigma, s = mdy, dy, mdy, mdy  # unused without variance normalisation
-        if nv:
-            y, sigma, s = self._y_dev, self._sigma_dev, self._s_dev
-            prod = gpu.scratch("mvn_sq", dy.size, dt)
-            gpu.mul(dy, y, prod)
-            mdyy = gpu.scratch("mvn_mdyy", num, dt)
-            gpu.sum_odi(prod, 1, num, dim, mdyy, 1.0 / max(dim, 1))
-        _mvn_bwd[gpu.grid(dx.size)](dy, mdy, y, mdyy, sigma, s, dim, bool(nv), dx)
+        if not nv:
+            sub.gpu(dy, mdy, out=dx, inner=dim)
+            return
+        y = self._y_dev
+        prod = gpu.scratch("mvn_sq", dy.size, dt)
+        gpu.mul(dy, y, prod)
+        mdyy = gpu.scratch("mvn_mdyy", num, dt)
+        gpu.sum_odi(prod, 1, num, dim, mdyy, 1.0 / max(dim, 1))
+        _mvn_grad.gpu(dy, mdy, y, mdyy, self._sigma_dev, self._s_dev, out=dx, inner=dim)

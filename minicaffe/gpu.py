@@ -16,16 +16,8 @@ import os
 import numpy as np
 from numba import cuda, float32, float64
 
-from . import backend
-
-SIM = backend.simulator_enabled()
-THREADS = 4 if SIM else 256          # threads per block of the 1-D kernels (a power of two)
-MAX_BLOCKS = 2 if SIM else 8192      # grid-stride loops cover the rest
-
-
-def grid(n):
-    """(blocks, threads) for a grid-stride loop over ``n`` items."""
-    return max(1, min(MAX_BLOCKS, -(-int(n) // THREADS))), THREADS
+from . import backend, kernels
+from .kernels import MAX_BLOCKS, SIM, THREADS, grid  # noqa: F401  (the launch configuration)
 
 
 def blocks_for(n):
@@ -111,22 +103,6 @@ def _scale(x, a):
 
 
 @cuda.jit
-def _add(a, b, out):
-    i = cuda.grid(1)
-    while i < out.size:
-        out[i] = a[i] + b[i]
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _mul(a, b, out):
-    i = cuda.grid(1)
-    while i < out.size:
-        out[i] = a[i] * b[i]
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
 def _sign_axpy(a, x, y):
     # y += a·sign(x)  (L1 weight decay)
     i = cuda.grid(1)
@@ -136,15 +112,6 @@ def _sign_axpy(a, x, y):
             y[i] += a
         elif v < 0:
             y[i] -= a
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _bcast_add(x, b, dim, inner):
-    # x[o, d, i] += b[d]
-    i = cuda.grid(1)
-    while i < x.size:
-        x[i] += b[(i // inner) % dim]
         i += cuda.gridsize(1)
 
 
@@ -175,13 +142,11 @@ def scale(x, a):
 
 
 def add(a, b, out):
-    if out.size:
-        _add[grid(out.size)](a, b, out)
+    kernels.add.gpu(a, b, out=out)
 
 
 def mul(a, b, out):
-    if out.size:
-        _mul[grid(out.size)](a, b, out)
+    kernels.mul.gpu(a, b, out=out)
 
 
 def sign_axpy(a, x, y):
@@ -191,8 +156,7 @@ def sign_axpy(a, x, y):
 
 def add_bias(x, b, dim, inner):
     """x viewed as (outer, dim, inner) += b[None, :, None]."""
-    if x.size:
-        _bcast_add[grid(x.size)](x, b, dim, inner)
+    kernels.add.gpu(x, b, out=x, inner=inner)
 
 
 # --- reductions ------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from minicaffe.net import Net
 from minicaffe.proto import caffe_pb2
 
 from .lr_policy import check_policy, learning_rate
-from .updates import RULES, check_solver_param, sgd_l2_fused
+from .updates import RULES, GPUUpdater, apply_rule, check_solver_param
 
 log = logging.getLogger("minicaffe")
 
@@ -395,16 +395,7 @@ class Solver:
             log.info("Iteration %d, lr = %.6g", self.iter, rate)
         params = self.net.learnable_params
         n_passes = max(1, p.iter_size) * (self.parallel.size if self.parallel else 1)
-        if backend.mode() == backend.GPU:
-            # the whole update on the device: clip, ÷ passes, decay, rule, w -= diff
-            if getattr(self, "_gpu_updater", None) is None:
-                from .updates import GPUUpdater
-                self._gpu_updater = GPUUpdater(self.history, self.history2)
-            self._gpu_updater.apply(p, params, rate, self.net.params_lr,
-                                    self.net.params_weight_decay, self.iter + 1, passes=n_passes)
-            self.iter += 1
-            return
-        if p.clip_gradients >= 0:
+        if p.clip_gradients >= 0:  # where the diffs are: the blobs' own sumsq / scale
             norm = math.sqrt(sum(b.sumsq_diff() for b in params))
             if norm > p.clip_gradients:
                 factor = p.clip_gradients / norm
@@ -412,27 +403,20 @@ class Solver:
                          "factor %g", norm, p.clip_gradients, factor)
                 for b in params:
                     b.scale_diff(factor)
-        t = self.iter + 1
-        l1 = p.regularization_type == "L1"
-        fused = p.type == "SGD" and not l1
+        device = backend.mode() == backend.GPU
+        if device and getattr(self, "_gpu_updater", None) is None:
+            self._gpu_updater = GPUUpdater(self.history, self.history2)
         for i, b in enumerate(params):
-            if fused:  # one pass over w, diff and history instead of seven
-                sgd_l2_fused(b.data.reshape(-1), b.diff.reshape(-1), self.history[i].reshape(-1),
-                             1.0 / n_passes, p.weight_decay * self.net.params_weight_decay[i],
-                             p.momentum, rate * self.net.params_lr[i])
-                continue
-            g = b.diff
-            if n_passes > 1:
-                g *= 1.0 / n_passes
-            decay = p.weight_decay * self.net.params_weight_decay[i]
-            if decay:
-                if l1:
-                    g += decay * np.sign(b.cpu_data())
-                else:
-                    g += decay * b.cpu_data()
-            lr = rate * self.net.params_lr[i]
-            self.rule(g, self.history[i], self.history2[i] if self.history2 else None, lr, p, t)
-            b.update()
+            if device:
+                w, g = b.gpu_data(), b.gpu_diff()
+                h, h2 = self._gpu_updater.arrays(i)
+            else:
+                w, g = b.data.reshape(-1), b.diff.reshape(-1)
+                h = self.history[i].reshape(-1)
+                h2 = self.history2[i].reshape(-1) if self.history2 else None
+            apply_rule(p, self.rule, w, g, h, h2, 1.0 / n_passes,
+                       p.weight_decay * self.net.params_weight_decay[i],
+                       rate * self.net.params_lr[i], self.iter + 1, device)
         self.iter += 1
 
     # --- testing -----------------------------------------------------------------------------

@@ -1,144 +1,98 @@
-"""Update rules (ComputeUpdateValue of sgd_solver.cpp and solvers/*.cpp).
+"""Update rules (ComputeUpdateValue of sgd_solver.cpp and solvers/*.cpp), one formula each for
+both devices.
 
-Each rule turns the regularised gradient ``g`` (the param's diff) into the step written back
-to the diff, so that ``net.update()`` does ``w -= diff``. ``h`` and ``h2`` are the histories in
-SolverState order. All arithmetic is in place on the param's dtype.
-
-GPU: ``_update_gpu`` is every rule as one elementwise kernel, and ``GPUUpdater`` runs the whole
-ApplyUpdate (clip → ÷ iter_size → decay → rule → ``w -= diff``) on the device, with the
-histories mirrored there: the solver's host arrays stay the ones a snapshot writes, synced by
-``to_host()`` before a snapshot and ``from_host()`` after a restore.
+``apply_rule`` runs one param's whole update — Normalize (÷ passes), Regularize (L2/L1 decay ×
+decay_mult), the rule (× lr_mult) and ``w −= step`` — in one pass over memory, leaving the step
+in the diff as Caffe does; the host and the device run the same formula (a compiled loop, a
+kernel). ``h`` and ``h2`` are the histories in SolverState order. ``GPUUpdater`` mirrors the
+solver's host histories on the device: the host arrays stay the ones a snapshot writes, synced
+by ``to_host()`` before a snapshot and ``from_host()`` after a restore.
 """
-import logging
 import math
 
-import numpy as np
-from numba import cuda, njit
-
-from minicaffe import gpu
 from minicaffe.errors import CaffeError
+from minicaffe.kernels import in_place
 
 
-@njit(cache=True)
-def sgd_l2_fused(w, g, h, scale, decay, mu, lr):
-    """The whole CPU update of one param for SGD with L2 decay in one pass over memory:
-    g ← scale·g + decay·w (Normalize, Regularize); h ← μh + lr·g; diff = h; w ← w − h.
-    The numpy sequence makes ~7 passes and two temporaries (213 vs 43 ms on 58 M floats)."""
-    for i in range(w.size):
-        gi = g[i] * scale + decay * w[i]
-        hi = mu * h[i] + lr * gi
-        h[i] = hi
-        g[i] = hi
-        w[i] -= hi
+# Each rule is one formula for both devices (minicaffe.kernels.in_place): per element, from the
+# weight w, the summed gradient g and the histories h, h2, it returns (w − step, step, h[, h2])
+# (the one-history rules get h again as h2, unused, and write back three values):
+# Normalize (g·scale, scale = 1/passes) and Regularize (decay·w, or decay·sign(w) for L1) of
+# sgd_solver.cpp, then the rule's ComputeUpdateValue, then Blob::Update, in one pass. The step
+# is left in the diff, as in Caffe. a, b: momentum / rms_decay / β1, β2 as each rule needs;
+# corr: Adam's bias correction.
+
+@in_place(3)
+def sgd(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
+    """h = μh + lr·g; step = h."""
+    g = g * scale + decay * ((1.0 if w > 0 else (-1.0 if w < 0 else 0.0)) if l1 else w)
+    h = a * h + lr * g
+    return w - h, h, h
 
 
-def sgd(g, h, h2, lr, p, t):
-    # h = momentum·h + lr·g; diff = h
-    h *= p.momentum
-    h += lr * g
-    g[...] = h
+@in_place(3)
+def nesterov(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
+    """h' = μh + lr·g; step = (1 + μ)h' − μh."""
+    g = g * scale + decay * ((1.0 if w > 0 else (-1.0 if w < 0 else 0.0)) if l1 else w)
+    hn = a * h + lr * g
+    step = (1 + a) * hn - a * h
+    return w - step, step, hn
 
 
-def nesterov(g, h, h2, lr, p, t):
-    # h_old = h; h = μh + lr·g; diff = (1+μ)h − μ·h_old
-    mu = p.momentum
-    old = h.copy()
-    h *= mu
-    h += lr * g
-    np.multiply(h, 1 + mu, out=g)
-    g -= mu * old
+@in_place(3)
+def adagrad(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
+    """H += g²; step = lr·g / (√H + δ)."""
+    g = g * scale + decay * ((1.0 if w > 0 else (-1.0 if w < 0 else 0.0)) if l1 else w)
+    h = h + g * g
+    step = g * (lr / (math.sqrt(h) + delta))
+    return w - step, step, h
 
 
-def adagrad(g, h, h2, lr, p, t):
-    # H += g²; diff = lr·g / (sqrt(H) + δ)
-    h += g * g
-    g *= lr / (np.sqrt(h) + p.delta)
+@in_place(3)
+def rmsprop(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
+    """v = ρv + (1 − ρ)g²; step = lr·g / (√v + δ)."""
+    g = g * scale + decay * ((1.0 if w > 0 else (-1.0 if w < 0 else 0.0)) if l1 else w)
+    h = a * h + (1 - a) * g * g
+    step = g * (lr / (math.sqrt(h) + delta))
+    return w - step, step, h
 
 
-def rmsprop(g, h, h2, lr, p, t):
-    # v = ρ·v + (1−ρ)·g²; diff = lr·g / (sqrt(v) + δ)
-    h *= p.rms_decay
-    h += (1 - p.rms_decay) * g * g
-    g *= lr / (np.sqrt(h) + p.delta)
+@in_place(4)
+def adadelta(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
+    """Eg = μEg + (1 − μ)g²; u = g·√((Eu + δ)/(Eg + δ)); Eu = μEu + (1 − μ)u²; step = lr·u."""
+    g = g * scale + decay * ((1.0 if w > 0 else (-1.0 if w < 0 else 0.0)) if l1 else w)
+    h = a * h + (1 - a) * g * g
+    u = g * math.sqrt((h2 + delta) / (h + delta))
+    h2 = a * h2 + (1 - a) * u * u
+    return w - u * lr, u * lr, h, h2
 
 
-def adadelta(g, h, h2, lr, p, t):
-    # Eg = μEg + (1−μ)g²; u = g·sqrt((Eu+δ)/(Eg+δ)); Eu = μEu + (1−μ)u²; diff = lr·u
-    mu, d = p.momentum, p.delta
-    h *= mu
-    h += (1 - mu) * g * g
-    g *= np.sqrt((h2 + d) / (h + d))
-    h2 *= mu
-    h2 += (1 - mu) * g * g
-    g *= lr
+@in_place(4)
+def adam(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
+    """m = β1m + (1 − β1)g; v = β2v + (1 − β2)g²; step = corr·m/(√v + ε) with
+    corr = lr·√(1 − β2^t)/(1 − β1^t) (ε outside the correction, as Caffe)."""
+    g = g * scale + decay * ((1.0 if w > 0 else (-1.0 if w < 0 else 0.0)) if l1 else w)
+    h = a * h + (1 - a) * g
+    h2 = b * h2 + (1 - b) * g * g
+    step = h / (math.sqrt(h2) + delta) * corr
+    return w - step, step, h, h2
 
 
-def adam(g, h, h2, lr, p, t):
-    # m = β1m + (1−β1)g; v = β2v + (1−β2)g²;
-    # diff = lr·sqrt(1−β2^t)/(1−β1^t) · m/(sqrt(v)+ε)  (ε outside the correction, as Caffe)
-    b1, b2 = p.momentum, p.momentum2
-    h *= b1
-    h += (1 - b1) * g
-    h2 *= b2
-    h2 += (1 - b2) * g * g
-    corr = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-    np.divide(h, np.sqrt(h2) + p.delta, out=g)
-    g *= corr
-
-
-_RULE_IDS = {"SGD": 0, "Nesterov": 1, "AdaGrad": 2, "RMSProp": 3, "AdaDelta": 4, "Adam": 5}
-
-
-@cuda.jit
-def _update_gpu(rule, g, h, h2, lr, a, b, delta, corr):
-    # the rules above, elementwise; a, b: momentum / rms_decay / β1, β2 as each rule needs
-    i = cuda.grid(1)
-    while i < g.size:
-        gi = g[i]
-        if rule == 0:      # SGD
-            hi = h[i] * a + lr * gi
-            h[i] = hi
-            g[i] = hi
-        elif rule == 1:    # Nesterov
-            old = h[i]
-            hi = h[i] * a + lr * gi
-            h[i] = hi
-            g[i] = (1 + a) * hi - a * old
-        elif rule == 2:    # AdaGrad
-            hi = h[i] + gi * gi
-            h[i] = hi
-            g[i] = gi * (lr / (math.sqrt(hi) + delta))
-        elif rule == 3:    # RMSProp
-            hi = h[i] * a + (1 - a) * gi * gi
-            h[i] = hi
-            g[i] = gi * (lr / (math.sqrt(hi) + delta))
-        elif rule == 4:    # AdaDelta
-            hi = h[i] * a + (1 - a) * gi * gi
-            h[i] = hi
-            gi = gi * math.sqrt((h2[i] + delta) / (hi + delta))
-            h2[i] = h2[i] * a + (1 - a) * gi * gi
-            g[i] = gi * lr
-        else:              # Adam
-            m = h[i] * a + (1 - a) * gi
-            v = h2[i] * b + (1 - b) * gi * gi
-            h[i] = m
-            h2[i] = v
-            g[i] = m / (math.sqrt(v) + delta) * corr
-        i += cuda.gridsize(1)
-
-
-def update_gpu(rule_name, g, h, h2, lr, p, t):
-    """One rule on flat device arrays (``h2`` unused by the one-history rules)."""
-    rule = _RULE_IDS[rule_name]
+def apply_rule(p, rule, w, g, h, h2, scale, decay, lr, t, device):
+    """One param's update, on flat host arrays or (``device``) flat device arrays; ``h2`` is
+    None for the one-history rules."""
     a, b, corr = p.momentum, 0.0, 0.0
-    if rule_name == "RMSProp":
+    if p.type == "RMSProp":
         a = p.rms_decay
-    elif rule_name == "Adam":
+    elif p.type == "Adam":
         b = p.momentum2
         corr = lr * math.sqrt(1 - p.momentum2 ** t) / (1 - p.momentum ** t)
-    if g.size:
-        _update_gpu[gpu.grid(g.size)](rule, g, h, h if h2 is None else h2, lr, a, b, p.delta,
-                                      corr)
+    args = (w, g, h, h if h2 is None else h2, scale, decay, p.regularization_type == "L1", lr,
+            a, b, p.delta, corr)
+    if device:
+        rule.gpu(*args)
+    else:
+        rule(*args)
 
 
 class GPUUpdater:
@@ -154,35 +108,10 @@ class GPUUpdater:
             self._mems.append(m)
         self._n = len(history)
 
-    def apply(self, p, params, rate, lrs, decays, t, passes=None,
-              log=logging.getLogger("minicaffe")):
-        """clip → ÷ passes → L1/L2 decay × decay_mult → rule × lr_mult → w −= diff, as
-        Solver.apply_update; ``passes``: the forward/backward passes summed into the diffs
-        (iter_size, times the ranks of a data-parallel job)."""
-        passes = max(1, p.iter_size) if passes is None else passes
-        if p.clip_gradients >= 0:
-            norm = math.sqrt(sum(b.sumsq_diff() for b in params))
-            if norm > p.clip_gradients:
-                factor = p.clip_gradients / norm
-                log.info("Gradient clipping: scaling down gradients (L2 norm %g > %g) by scale "
-                         "factor %g", norm, p.clip_gradients, factor)
-                for b in params:
-                    gpu.scale(b.gpu_diff(), factor)
-        two = len(self._mems) > self._n
-        for i, b in enumerate(params):
-            g = b.gpu_diff()
-            if passes > 1:
-                gpu.scale(g, 1.0 / passes)
-            decay = p.weight_decay * decays[i]
-            if decay:
-                if p.regularization_type == "L1":
-                    gpu.sign_axpy(decay, b.gpu_data(False), g)
-                else:
-                    gpu.axpy(decay, b.gpu_data(False), g)
-            h = self._mems[i].gpu()
-            h2 = self._mems[self._n + i].gpu() if two else None
-            update_gpu(p.type, g, h, h2, rate * lrs[i], p, t)
-            gpu.axpy(-1.0, g, b.gpu_data())
+    def arrays(self, i):
+        """The device histories (h, h2 or None) of param ``i``."""
+        h2 = self._mems[self._n + i].gpu() if len(self._mems) > self._n else None
+        return self._mems[i].gpu(), h2
 
     def to_host(self):
         """Copy the device histories into the solver's arrays (before a snapshot)."""

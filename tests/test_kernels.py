@@ -56,3 +56,14 @@ def test_every_kernel_can_be_rebuilt_by_name():
     assert k is _leaky.kernel("AS") and k is not _leaky.kernel("AA")
     src = kernels._kernel_source(3, "ASA")
     assert "out[i] = f(a0[i], a1, a2[i])" in src
+
+
+def test_arithmetic_is_numpys_ufunc_with_out():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.array([[2.0], [4.0]], np.float32)
+    for f, ref in [(kernels.add, a + b), (kernels.sub, a - b), (kernels.mul, a * b),
+                   (kernels.div, a / b)]:
+        out = np.empty_like(a)
+        np.testing.assert_array_equal(f(a, b, out=out), ref)
+    # the formula itself is what the GPU compiles
+    assert kernels.mul.fn(3.0, 4.0) == 12.0 and kernels.div.fn(3.0, 4.0) == 0.75

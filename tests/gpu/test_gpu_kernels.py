@@ -37,3 +37,15 @@ def test_device_kernel_equals_host_for_each_pattern():
 def test_empty_output_launches_nothing():
     out = cuda.device_array(0, np.float32)
     assert _pick.gpu(cuda.device_array(0, np.float32), 0.0, 1.0, out=out) is out
+
+
+def test_a_shorter_array_is_broadcast_along_inner():
+    # x viewed as (outer 2, channels 3, inner 4); s per channel: x[o, c, i] * s[c]
+    rs = np.random.RandomState(1)
+    x = rs.randn(2, 3, 4).astype(np.float32)
+    s = rs.randn(3).astype(np.float32)
+    out = cuda.device_array(x.size, np.float32)
+    from minicaffe import kernels
+    kernels.mul.gpu(cuda.to_device(x.ravel()), cuda.to_device(s), out=out, inner=4)
+    np.testing.assert_allclose(out.copy_to_host().reshape(x.shape), x * s[None, :, None],
+                               rtol=1e-6)

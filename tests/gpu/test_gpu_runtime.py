@@ -1,6 +1,6 @@
 """The device plumbing: blob sync, mode switching, data staying on the device across a net,
 CPU fallback layers in GPU mode, the matrix product (both back ends), the solver in both modes
-(the host update through the lazy sync, and ``GPUUpdater``), tools/time --gpu."""
+(the update formulas on the device, GPUUpdater's history mirrors), tools/time --gpu."""
 import os
 import types
 
@@ -11,7 +11,7 @@ import minicaffe as caffe
 from minicaffe import backend, gpu
 from minicaffe.blob import HEAD_AT_CPU, HEAD_AT_GPU, SYNCED, Blob
 from minicaffe.solver import Solver
-from minicaffe.solver.updates import RULES, GPUUpdater
+from minicaffe.solver.updates import RULES
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DAH_LAYERS = os.path.join(ROOT, "prototxt", "dah_layers")
@@ -144,25 +144,6 @@ def _solver_param(rule, tmp_path, net=None):
     return p
 
 
-class _DeviceUpdateSolver(Solver):
-    """The solver with its update on the device: the hook solver.py takes in GPU mode."""
-
-    def apply_update(self):
-        if backend.mode() != backend.GPU:
-            return super().apply_update()
-        if getattr(self, "_gpu_updater", None) is None:
-            self._gpu_updater = GPUUpdater(self.history, self.history2)
-        self._gpu_updater.apply(self.param, self.net.learnable_params,
-                                self.get_learning_rate(), self.net.params_lr,
-                                self.net.params_weight_decay, self.iter + 1)
-        self.iter += 1
-
-    def snapshot(self):
-        if getattr(self, "_gpu_updater", None) is not None:
-            self._gpu_updater.to_host()
-        return super().snapshot()
-
-
 def _state(s):
     return ([np.array(b.data) for b in s.net.learnable_params],
             [np.array(h) for h in s.history + s.history2])
@@ -174,13 +155,13 @@ def _assert_same(a, b):
 
 
 def test_short_training_run_same_weights_in_both_modes(tmp_path):
-    """The DAH layers' demo net, two iterations: CPU, GPU with the solver as it is (host update
-    through the lazy sync), GPU with the update on the device."""
+    """The DAH layers' demo net, two iterations: CPU, and GPU (the update on the device, the
+    same formulas)."""
     p = _solver_param("SGD", tmp_path)
     runs = []
-    for gpu_mode, cls in ((False, Solver), (True, Solver), (True, _DeviceUpdateSolver)):
+    for gpu_mode in (False, True):
         (backend.set_mode_gpu if gpu_mode else backend.set_mode_cpu)()
-        s = cls(p, dtype=np.float64)
+        s = Solver(p, dtype=np.float64)
         s.step(2)
         s.snapshot()
         runs.append(_state(s))
@@ -200,7 +181,7 @@ layer { name: "fc" type: "InnerProduct" bottom: "x" top: "fc"
 
 @pytest.mark.parametrize("regularization", ["L2", "L1"])
 def test_device_update_rules(regularization, tmp_path):
-    """Every rule's update kernel against the CPU rule: the same synthetic gradients, two
+    """Every rule on the device against the host (one formula, two compilations): the same synthetic gradients, two
     steps (histories carried over), gradient clipping, iter_size, lr and decay multipliers."""
     grads = [np.random.default_rng(i).normal(size=(2, 4)) * 3 for i in range(2)]
     bias = [np.random.default_rng(9 + i).normal(size=2) for i in range(2)]
@@ -209,9 +190,9 @@ def test_device_update_rules(regularization, tmp_path):
         p.regularization_type = regularization
         p.iter_size = 2
         runs = []
-        for gpu_mode, cls in ((False, Solver), (True, _DeviceUpdateSolver)):
+        for gpu_mode in (False, True):
             (backend.set_mode_gpu if gpu_mode else backend.set_mode_cpu)()
-            s = cls(p, dtype=np.float64)
+            s = Solver(p, dtype=np.float64)
             for g, gb in zip(grads, bias):
                 w, b = s.net.learnable_params
                 w.diff[...] = g
