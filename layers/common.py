@@ -11,6 +11,7 @@ from numba import cuda
 from minicaffe import gpu
 from minicaffe.errors import CaffeError
 from minicaffe.fillers import fill
+from minicaffe.kernels import elementwise, in_place
 from minicaffe.layer import Layer, register
 from minicaffe.proto import caffe_pb2
 
@@ -41,38 +42,33 @@ def slice_copy(small, big, outer, k, inner, big_dim, off, to_big):
         _slice_copy[gpu.grid(n)](small, big, outer, k, inner, big_dim, off, to_big)
 
 
-@cuda.jit
-def _eltwise_max(x, i_bottom, first, other, y, mask):
-    # first: y = x0 > x1 ? x0 : x1 (a tie picks bottom 1); later bottoms need a strict >
-    i = cuda.grid(1)
-    while i < y.size:
-        if first:
-            if x[i] > other[i]:
-                y[i] = x[i]
-                mask[i] = 0
-            else:
-                y[i] = other[i]
-                mask[i] = 1
-        elif x[i] > y[i]:
-            y[i] = x[i]
-            mask[i] = i_bottom
-        i += cuda.gridsize(1)
+@in_place(2)
+def _eltwise_max(y, mask, x, i_bottom, first):
+    """Running max over the bottoms, y starting as bottom 0: bottom i replaces y where strictly
+    greater; bottom 1 (``first``) unless bottom 0 is strictly greater (ties, NaN: bottom 1), as
+    Caffe compares them."""
+    take = not (y > x) if first else x > y
+    return (x, i_bottom) if take else (y, mask)
 
 
-@cuda.jit
-def _eltwise_max_bwd(dy, mask, i_bottom, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        dx[i] = dy[i] if mask[i] == i_bottom else 0
-        i += cuda.gridsize(1)
+@elementwise(loop=True)
+def _eltwise_max_grad(dy, mask, i_bottom):
+    return dy if mask == i_bottom else dy * 0
 
 
-@cuda.jit
-def _div_mul(y, x, dy, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        dx[i] = y[i] / x[i] * dy[i]
-        i += cuda.gridsize(1)
+@elementwise
+def _quotient_grad(y, x, dy):
+    """PROD's backward without stable_prod_grad: dy·(y / x) (Caffe's, NaN where x = 0)."""
+    return y / x * dy
+
+
+@elementwise(loop=True)
+def _reduction_grad(dy, x, coeff, op):
+    """dx = coeff·dy·{1, sign(x), 2x} for SUM/MEAN (op 0), ASUM (1), SUMSQ (2); dy per row."""
+    g = dy * coeff
+    if op == 1:
+        return g if x > 0 else (-g if x < 0 else g * 0)
+    return x * (2 * g) if op == 2 else g
 
 
 @cuda.jit
@@ -87,21 +83,6 @@ def _reduction_terms(x, op, out):
             out[i] = v * v
         else:
             out[i] = v
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def _reduction_bwd(x, dy, coeff, op, dim, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        g = dy[i // dim] * coeff
-        if op == 1:
-            v = x[i]
-            dx[i] = g if v > 0 else (-g if v < 0 else 0)
-        elif op == 2:
-            dx[i] = x[i] * (2 * g)
-        else:
-            dx[i] = g
         i += cuda.gridsize(1)
 
 
@@ -358,13 +339,11 @@ class EltwiseLayer(Layer):
                 acc += x if c == 1 else c * x
             np.copyto(y, acc)
         elif self.op == _ELT.MAX:
-            first = xs[0] > xs[1]
-            self.mask = np.where(first, 0, 1).astype(np.int32)
-            np.copyto(y, np.where(first, xs[0], xs[1]))
-            for i, x in enumerate(xs[2:], 2):
-                better = x > y
-                np.copyto(y, x, where=better)
-                self.mask[better] = i
+            self.mask = np.zeros(y.size, np.int32)
+            yf = y.reshape(-1)
+            np.copyto(yf, xs[0].reshape(-1))
+            for i, x in enumerate(xs[1:], 1):
+                _eltwise_max(yf, self.mask, x.reshape(-1), i, i == 1)
         else:
             raise CaffeError("Eltwise layer %s: unknown eltwise_param.operation %d"
                              % (self.name, self.op))
@@ -383,12 +362,11 @@ class EltwiseLayer(Layer):
                         g *= x
                     np.multiply(g, dy, out=dx)
                 else:
-                    g = top[0].data / b.data
-                    np.multiply(g, dy, out=dx)
+                    _quotient_grad(top[0].data, b.data, dy, out=dx)
             elif self.op == _ELT.SUM:
                 np.multiply(dy, self.coeffs[i], out=dx)
             else:
-                np.multiply(dy, self.mask == i, out=dx)
+                _eltwise_max_grad(dy, self.mask.reshape(dy.shape), i, out=dx)
 
     def forward_gpu(self, bottom, top):
         y = top[0].gpu_data()
@@ -403,10 +381,10 @@ class EltwiseLayer(Layer):
                 gpu.axpy(c, x, y)
         elif self.op == _ELT.MAX:
             self._mask_dev = gpu.ensure(getattr(self, "_mask_dev", None), y.size, np.int32)
-            g = gpu.grid(y.size)
-            _eltwise_max[g](xs[0], 0, True, xs[1], y, self._mask_dev)
-            for i, x in enumerate(xs[2:], 2):
-                _eltwise_max[g](x, i, False, x, y, self._mask_dev)
+            gpu.copy(xs[0], y)
+            gpu.fill(self._mask_dev, 0)
+            for i, x in enumerate(xs[1:], 1):
+                _eltwise_max.gpu(y, self._mask_dev, x, i, i == 1)
         else:
             self.forward_cpu(bottom, top)  # raises the unknown-operation error
 
@@ -424,12 +402,11 @@ class EltwiseLayer(Layer):
                         gpu.mul(dx, x, dx)
                     gpu.mul(dx, dy, dx)
                 else:
-                    _div_mul[gpu.grid(dx.size)](top[0].gpu_data(False), b.gpu_data(False), dy,
-                                                dx)
+                    _quotient_grad.gpu(top[0].gpu_data(False), b.gpu_data(False), dy, out=dx)
             elif self.op == _ELT.SUM:
                 gpu.axpby(self.coeffs[i], dy, 0.0, dx)
             else:
-                _eltwise_max_bwd[gpu.grid(dx.size)](dy, self._mask_dev, i, dx)
+                _eltwise_max_grad.gpu(dy, self._mask_dev, i, out=dx)
 
 
 def axis_parts(blobs, axis):
@@ -799,17 +776,10 @@ class ReductionLayer(Layer):
     def backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        g = top[0].diff.reshape(self.num, 1) * self.coeff
-        dx = bottom[0].diff.reshape(self.num, self.dim)
-        x = bottom[0].data.reshape(self.num, self.dim)
-        if self.op in (_RED.SUM, _RED.MEAN):
-            dx[...] = g
-        elif self.op == _RED.ASUM:
-            np.multiply(np.sign(x), g, out=dx)
-        else:
-            np.multiply(x, 2 * g, out=dx)
+        _reduction_grad(top[0].diff.reshape(self.num, 1), bottom[0].data.reshape(self.num, self.dim),
+                        self.coeff, self._gpu_op(), out=bottom[0].diff.reshape(self.num, self.dim))
 
-    def _gpu_op(self):
+    def _gpu_op(self):  # the formulas' op code
         return {_RED.ASUM: 1, _RED.SUMSQ: 2}.get(self.op, 0)
 
     def forward_gpu(self, bottom, top):
@@ -824,8 +794,8 @@ class ReductionLayer(Layer):
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0] and self.dim:
             dx = bottom[0].gpu_diff()
-            _reduction_bwd[gpu.grid(dx.size)](bottom[0].gpu_data(False), top[0].gpu_diff(False),
-                                              self.coeff, self._gpu_op(), self.dim, dx)
+            _reduction_grad.gpu(top[0].gpu_diff(False), bottom[0].gpu_data(False), self.coeff,
+                                self._gpu_op(), out=dx, inner=self.dim)
 
 
 @register("Tile")
