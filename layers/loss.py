@@ -13,6 +13,7 @@ from numba import cuda
 
 from minicaffe import gpu
 from minicaffe.errors import CaffeError
+from minicaffe.kernels import elementwise, in_place
 from minicaffe.layer import Layer, LossLayer, register
 from minicaffe.proto import caffe_pb2
 
@@ -117,58 +118,40 @@ def _softmax_loss_bwd(prob, label, outer, channels, inner, has_ignore, ignore, s
         j += cuda.gridsize(1)
 
 
-@cuda.jit
-def _sigmoid_ce(x, t, has_ignore, ignore, loss, valid):
-    i = cuda.grid(1)
-    while i < x.size:
-        v = x[i]
-        if has_ignore and int(t[i]) == ignore:
-            loss[i] = 0
-            valid[i] = 0
-        else:
-            loss[i] = (v if v >= 0 else 0.0) - v * t[i] + math.log1p(math.exp(-abs(v)))
-            valid[i] = 1
-        i += cuda.gridsize(1)
+@in_place(2)
+def _sigmoid_ce(loss, valid, x, t, has_ignore, ignore):
+    """Per element (loss, valid): x·[x ≥ 0] − x·t + log(1 + e^−|x|) and 1, or (0, 0) where
+    int(t) is the ignore label."""
+    if has_ignore and int(t) == ignore:
+        return 0.0, 0.0
+    return (x if x >= 0 else 0.0) - x * t + math.log1p(math.exp(-abs(x))), 1.0
 
 
-@cuda.jit
-def _sigmoid_ce_bwd(x, t, has_ignore, ignore, scale, dx):
-    i = cuda.grid(1)
-    while i < dx.size:
-        if has_ignore and int(t[i]) == ignore:
-            dx[i] = 0
-        else:
-            dx[i] = (math.tanh(0.5 * x[i]) * 0.5 + 0.5 - t[i]) * scale
-        i += cuda.gridsize(1)
+@elementwise(loop=True)
+def _sigmoid_ce_grad(x, t, has_ignore, ignore, scale):
+    """(σ(x) − t)·scale, σ as ½·tanh(x/2) + ½; 0 where ignored."""
+    if has_ignore and int(t) == ignore:
+        return x * 0
+    return (math.tanh(0.5 * x) * 0.5 + 0.5 - t) * scale
 
 
-@cuda.jit
-def _contrastive(dist_sq, sim, margin, legacy, loss, coef):
-    # per pair: the loss term and the gradient factor (1 similar; hinge factor dissimilar)
-    r = cuda.grid(1)
-    while r < loss.size:
-        d = dist_sq[r]
-        if int(sim[r]) != 0:
-            loss[r] = d
-            coef[r] = 1
-        elif legacy:
-            md = margin - d
-            loss[r] = md if md > 0 else 0.0
-            coef[r] = -1 if md > 0 else 0
-        else:
-            dist = math.sqrt(d)
-            md = margin - dist
-            loss[r] = md * md if md > 0 else 0.0
-            coef[r] = -md / (dist + 1e-4) if md > 0 else 0
-        r += cuda.gridsize(1)
+@in_place(2)
+def _contrastive(loss, coef, dist_sq, sim, margin, legacy):
+    """Per pair (loss term, gradient factor): similar (d, 1); dissimilar max(margin − √d, 0)²
+    and −(margin − √d)/(√d + 1e-4) while the hinge is active (legacy: max(margin − d, 0), −1)."""
+    if int(sim) != 0:
+        return dist_sq, 1.0
+    if legacy:
+        md = margin - dist_sq
+        return (md, -1.0) if md > 0 else (0.0, 0.0)
+    dist = math.sqrt(dist_sq)
+    md = margin - dist
+    return (md * md, -md / (dist + 1e-4)) if md > 0 else (0.0, 0.0)
 
 
-@cuda.jit
-def _row_scale(x, coef, alpha, dim, out):
-    i = cuda.grid(1)
-    while i < out.size:
-        out[i] = x[i] * (alpha * coef[i // dim])
-        i += cuda.gridsize(1)
+@elementwise
+def _row_scale(x, coef, alpha):
+    return x * (alpha * coef)
 
 
 @cuda.jit
@@ -522,35 +505,24 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
 
     def forward_cpu(self, bottom, top):
         x = bottom[0].data.reshape(-1)
-        t = bottom[1].data.reshape(-1)
-        per = x * (x >= 0) - x * t + np.log1p(np.exp(-np.abs(x)))
-        if self.ignore_label is not None:
-            self._valid = t.astype(np.int64) != self.ignore_label
-            per = per[self._valid]
+        loss, valid = np.empty(x.size), np.empty(x.size)
+        _sigmoid_ce(loss, valid, x, bottom[1].data.reshape(-1), *_ignore(self))
         self._norm = normalizer(self.layer_param.loss_param, self.outer, self.inner,
-                                per.size, default=_NORM.BATCH_SIZE)
-        top[0].data[...] = per.sum() / self._norm
+                                int(round(valid.sum())), default=_NORM.BATCH_SIZE)
+        top[0].data[...] = loss.sum() / self._norm
 
     def backward_cpu(self, top, propagate_down, bottom):
         _no_label_backward(self, propagate_down)
         if not propagate_down[0]:
             return
-        x, t = bottom[0].data, bottom[1].data.reshape(bottom[0].shape)
-        dx = bottom[0].diff
-        np.multiply(np.tanh(0.5 * x), 0.5, out=dx)
-        dx += 0.5
-        dx -= t
-        if self.ignore_label is not None:
-            dx *= self._valid.reshape(dx.shape)
-        dx *= top[0].cpu_diff().ravel()[0] / self._norm
+        _sigmoid_ce_grad(bottom[0].data, bottom[1].data.reshape(bottom[0].shape), *_ignore(self),
+                         top[0].cpu_diff().ravel()[0] / self._norm, out=bottom[0].diff)
 
     def forward_gpu(self, bottom, top):
         x = bottom[0].gpu_data(False)
         loss, valid = (gpu.scratch("loss_terms", x.size, np.float64),
                        gpu.scratch("valid", x.size, np.float64))
-        if x.size:
-            _sigmoid_ce[gpu.grid(x.size)](x, bottom[1].gpu_data(False), *_ignore(self), loss,
-                                          valid)
+        _sigmoid_ce.gpu(loss, valid, x, bottom[1].gpu_data(False), *_ignore(self))
         count = int(round(gpu.total(valid)))
         self._norm = normalizer(self.layer_param.loss_param, self.outer, self.inner, count,
                                 default=_NORM.BATCH_SIZE)
@@ -559,11 +531,9 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
     def backward_gpu(self, top, propagate_down, bottom):
         _no_label_backward(self, propagate_down)
         if propagate_down[0]:
-            dx = bottom[0].gpu_diff()
-            if dx.size:
-                _sigmoid_ce_bwd[gpu.grid(dx.size)](bottom[0].gpu_data(False),
-                                                   bottom[1].gpu_data(False), *_ignore(self),
-                                                   _loss_weight(top) / self._norm, dx)
+            _sigmoid_ce_grad.gpu(bottom[0].gpu_data(False), bottom[1].gpu_data(False),
+                                 *_ignore(self), _loss_weight(top) / self._norm,
+                                 out=bottom[0].gpu_diff())
 
 
 @register("EuclideanLoss", "EUCLIDEAN_LOSS")
@@ -635,32 +605,19 @@ class ContrastiveLossLayer(LossLayer):
         n = bottom[0].shape[0]
         self._diff = bottom[0].data.reshape(n, -1) - bottom[1].data.reshape(n, -1)
         self._dist_sq = np.einsum("ij,ij->i", self._diff, self._diff)
-        self._sim = bottom[2].data.reshape(n).astype(np.int64) != 0
-        if p.legacy_version:
-            dis = np.maximum(p.margin - self._dist_sq, 0.0)
-        else:
-            dis = np.maximum(p.margin - np.sqrt(self._dist_sq), 0.0) ** 2
-        loss = np.where(self._sim, self._dist_sq, dis).sum()
-        top[0].data[...] = loss / n / 2.0
+        loss, self._coef = np.empty(n), np.empty(n)
+        _contrastive(loss, self._coef, self._dist_sq.astype(np.float64),
+                     bottom[2].data.reshape(n), p.margin, bool(p.legacy_version))
+        top[0].data[...] = loss.sum() / n / 2.0
 
     def backward_cpu(self, top, propagate_down, bottom):
         _no_label_backward(self, propagate_down, 2, "similarity")
-        p = self.layer_param.contrastive_loss_param
         w = top[0].cpu_diff().ravel()[0]
         n = bottom[0].shape[0]
-        if p.legacy_version:
-            mdist = p.margin - self._dist_sq
-            beta = -np.ones_like(mdist)
-        else:
-            dist = np.sqrt(self._dist_sq)
-            mdist = p.margin - dist
-            beta = -mdist / (dist + 1e-4)
-        scale = np.where(self._sim, 1.0, np.where(mdist > 0, beta, 0.0))
         for i, sign in ((0, 1.0), (1, -1.0)):
             if propagate_down[i]:
-                alpha = sign * w / n
-                np.multiply(self._diff, (alpha * scale)[:, None],
-                            out=bottom[i].diff.reshape(n, -1))
+                _row_scale(self._diff, self._coef[:, None], sign * w / n,
+                           out=bottom[i].diff.reshape(n, -1))
 
     def forward_gpu(self, bottom, top):
         p = self.layer_param.contrastive_loss_param
@@ -676,8 +633,8 @@ class ContrastiveLossLayer(LossLayer):
         gpu.sum_odi(sq, 1, n, dim, dist_sq)
         loss = gpu.scratch("loss_terms", n, np.float64)
         self._coef_dev = gpu.ensure(getattr(self, "_coef_dev", None), n, np.float64)
-        _contrastive[gpu.grid(n)](dist_sq, bottom[2].gpu_data(False), p.margin,
-                                  bool(p.legacy_version), loss, self._coef_dev)
+        _contrastive.gpu(loss, self._coef_dev, dist_sq, bottom[2].gpu_data(False), p.margin,
+                         bool(p.legacy_version))
         _set_scalar(top[0], gpu.total(loss) / n / 2.0)
 
     def backward_gpu(self, top, propagate_down, bottom):
@@ -687,8 +644,8 @@ class ContrastiveLossLayer(LossLayer):
         for i, sign in ((0, 1.0), (1, -1.0)):
             if propagate_down[i]:
                 dx = bottom[i].gpu_diff()
-                _row_scale[gpu.grid(dx.size)](self._diff_dev, self._coef_dev, sign * w / n,
-                                              dx.size // n, dx)
+                _row_scale.gpu(self._diff_dev, self._coef_dev, sign * w / n, out=dx,
+                               inner=dx.size // n)
 
 
 @register("HingeLoss", "HINGE_LOSS")
