@@ -22,6 +22,7 @@ from .errors import (ArgumentError, CaffeError, LayerTypeError, ModelFileError, 
 from .gradcheck import GradientChecker, GradientCheckError  # noqa: F401
 from .layer import layer_types, register  # noqa: F401
 from .net import Net  # noqa: F401
+from .net_spec import NetSpec, params, to_proto  # noqa: F401
 from .proto import caffe_pb2  # noqa: F401
 from . import layers as _layers  # noqa: F401  (registers every layer type)
 from .layers.python import PyLayer as Layer  # noqa: F401
