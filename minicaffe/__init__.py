@@ -15,12 +15,12 @@ OMP_WAIT_POLICY_DEFAULTED = "OMP_WAIT_POLICY" not in _os.environ  # tools/benchm
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")                # runs without it
 
 from . import backend, io  # noqa: F401
-from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed  # noqa: F401
+from .backend import Timer, set_device, set_mode_cpu, set_mode_gpu, set_random_seed  # noqa: F401
 from .blob import Blob  # noqa: F401
 from .errors import (ArgumentError, CaffeError, LayerTypeError, ModelFileError,  # noqa: F401
                      NetError, PrototxtError, ShapeError)
 from .gradcheck import GradientChecker, GradientCheckError  # noqa: F401
-from .layer import layer_types, register  # noqa: F401
+from .layer import layer_type_list, layer_types, register  # noqa: F401
 from .net import Net  # noqa: F401
 from .net_spec import NetSpec, params, to_proto  # noqa: F401
 from .proto import caffe_pb2  # noqa: F401

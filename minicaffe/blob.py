@@ -202,6 +202,30 @@ class Blob:
         j = i - (4 - n)
         return 1 if j < 0 else self._shape[j]
 
+    def _legacy_axis(self, i):
+        # Blob::LegacyShape(i) for i >= 0: the axis, or 1 past the last one
+        if len(self._shape) > 4:
+            raise ShapeError("num/channels/height/width are for blobs of at most 4 axes; this "
+                             "one has shape %s (use .shape)" % (self._shape,))
+        return self._shape[i] if i < len(self._shape) else 1
+
+    @property
+    def num(self):
+        """pycaffe's Blob.num: axis 0 (1 when the blob has fewer axes)."""
+        return self._legacy_axis(0)
+
+    @property
+    def channels(self):
+        return self._legacy_axis(1)
+
+    @property
+    def height(self):
+        return self._legacy_axis(2)
+
+    @property
+    def width(self):
+        return self._legacy_axis(3)
+
     # --- memory --------------------------------------------------------------------------
     def _view(self, mem, mutable):
         return mem.cpu(mutable)[: self._count].reshape(self._shape)

@@ -434,6 +434,17 @@ class Solver:
             b.update()
         self.iter += 1
 
+    @property
+    def lr(self):
+        """pycaffe's SGDSolver.lr: the learning rate of the current iteration (reading it
+        changes nothing, unlike Caffe's GetLearningRate under multistep)."""
+        return learning_rate(self.param, self.iter, self.current_step)[0]
+
+    def share_weights(self, net):
+        """pycaffe's Solver.share_weights: ``net``'s same-named layers alias the train net's
+        weights (ShareTrainedLayersWith)."""
+        net.share_with(self.net)
+
     # --- testing -----------------------------------------------------------------------------
     def test_all(self):
         if not self.is_root:

@@ -31,6 +31,156 @@ def run_py(args, tmp_path, extra_path=()):
                           capture_output=True, text=True, timeout=300)
 
 
+# --- Net: batches, raw accessors ---------------------------------------------------------------
+
+def ip_reference(net, x):
+    return x @ net.params["ip"][0].data.T + net.params["ip"][1].data
+
+
+def test_forward_all_batches_pads_and_trims():
+    net = caffe.Net(IP_NET, caffe.TEST)
+    x = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)   # 2 batches + 2
+    out = net.forward_all(data=x)
+    assert set(out) == {"ip"} and out["ip"].shape == (10, 2)
+    np.testing.assert_allclose(out["ip"], ip_reference(net, x), rtol=1e-5, atol=1e-6)
+    both = net.forward_all(blobs=["data"], data=x)
+    np.testing.assert_array_equal(both["data"], x)
+    with pytest.raises(caffe.ArgumentError, match="net inputs: data"):
+        net.forward_all()
+
+
+def test_forward_backward_all_gives_input_gradients():
+    net = caffe.Net("force_backward: true\n" + IP_NET, caffe.TEST)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    g = rng.normal(size=(6, 2)).astype(np.float32)
+    outs, diffs = net.forward_backward_all(data=x, ip=g)
+    np.testing.assert_allclose(outs["ip"], ip_reference(net, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(diffs["data"], g @ net.params["ip"][0].data, rtol=1e-5, atol=1e-6)
+    assert diffs["data"].shape == (6, 3)
+    with pytest.raises(caffe.ArgumentError, match="neither inputs nor outputs"):
+        net.forward_backward_all(data=x, label=g)
+
+
+def test_raw_accessors_follow_pycaffe():
+    net = caffe.Net(IP_NET + """
+    layer { name: "lbl" type: "Input" top: "label" input_param { shape { dim: 4 } } }
+    layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss"
+            loss_weight: 2 }""", caffe.TRAIN)
+    names = list(net.blobs)
+    assert [names[i] for i in net._inputs] == net.inputs == ["data", "label"]
+    assert [names[i] for i in net._outputs] == net.outputs == ["loss"]
+    assert net._blob_loss_weights == [0.0, 0.0, 0.0, 2.0]
+    assert net._blobs[1] is net.blobs["ip"]
+    net.blobs["data"].data[...] = 1
+    net.blobs["label"].data[...] = 0
+    net._forward(0, 1)   # layers 0..1: in, ip
+    np.testing.assert_allclose(net.blobs["ip"].data, ip_reference(net, np.ones((4, 3))), rtol=1e-5)
+
+
+def test_blob_legacy_axes():
+    b = caffe.Blob((5, 3, 4, 2))
+    assert (b.num, b.channels, b.height, b.width) == (5, 3, 4, 2)
+    b = caffe.Blob((7, 9))
+    assert (b.num, b.channels, b.height, b.width) == (7, 9, 1, 1)   # Caffe's LegacyShape
+    with pytest.raises(caffe.ShapeError, match="at most 4 axes"):
+        caffe.Blob((1, 2, 3, 4, 5)).num
+
+
+# --- HDF5 weights ------------------------------------------------------------------------------
+
+SHARED = """
+layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "a" type: "InnerProduct" bottom: "data" top: "a" param { name: "w" }
+        inner_product_param { num_output: 3 bias_term: false weight_filler { type: "gaussian" } } }
+layer { name: "b" type: "InnerProduct" bottom: "a" top: "b" param { name: "w" }
+        inner_product_param { num_output: 3 bias_term: false } }
+"""
+
+
+def test_save_and_load_hdf5_in_caffes_layout(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    net = caffe.Net(IP_NET, caffe.TEST)
+    path = str(tmp_path / "w.caffemodel.h5")
+    net.save_hdf5(path)
+    with h5py.File(path, "r") as f:
+        assert sorted(f["data"]) == ["in", "ip"] and sorted(f["data/ip"]) == ["0", "1"]
+        np.testing.assert_array_equal(f["data/ip/0"][()], net.params["ip"][0].data)
+        assert "diff" not in f
+    other = caffe.Net(IP_NET, caffe.TEST)
+    other.load_hdf5(path)
+    for i in range(2):
+        np.testing.assert_array_equal(other.params["ip"][i].data, net.params["ip"][i].data)
+    third = caffe.Net(IP_NET, caffe.TEST, weights=path)   # copy_from reads .h5 as Caffe
+    np.testing.assert_array_equal(third.params["ip"][0].data, net.params["ip"][0].data)
+
+
+def test_hdf5_shared_params_stored_once_and_diffs(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    net = caffe.Net(SHARED, caffe.TEST)
+    net.params["a"][0].diff[...] = 4
+    path = str(tmp_path / "s.h5")
+    net.save_hdf5(path, write_diff=True)
+    with h5py.File(path, "r") as f:
+        assert list(f["data/a"]) == ["0"] and list(f["data/b"]) == []   # b shares a's weight
+        np.testing.assert_array_equal(f["diff/b/0"][()], 4)
+    fresh = caffe.Net(SHARED, caffe.TEST)
+    fresh.load_hdf5(path)
+    np.testing.assert_array_equal(fresh.params["b"][0].data, net.params["a"][0].data)
+
+
+def test_hdf5_errors_name_the_file(tmp_path, monkeypatch):
+    h5py = pytest.importorskip("h5py")
+    net = caffe.Net(IP_NET, caffe.TEST)
+    bad = str(tmp_path / "bad.h5")
+    with h5py.File(bad, "w") as f:
+        f.create_dataset("data/ip/0", data=np.zeros((5, 3), np.float32))
+        f.create_dataset("data/ip/1", data=np.zeros(2, np.float32))
+    before = net.params["ip"][1].data.copy()
+    with pytest.raises(caffe.ModelFileError, match="bad.h5: Cannot copy param 0 weights from "
+                                                   "layer 'ip'; shape mismatch"):
+        net.load_hdf5(bad)
+    np.testing.assert_array_equal(net.params["ip"][1].data, before)   # nothing copied
+    with pytest.raises(caffe.ModelFileError, match="no such file"):
+        net.load_hdf5(str(tmp_path / "none.h5"))
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    with pytest.raises(caffe.CaffeError, match=r"needs h5py: pip install 'minicaffe\[hdf5\]'"):
+        net.save_hdf5(str(tmp_path / "x.h5"))
+
+
+# --- solver, registry, timer -------------------------------------------------------------------
+
+def test_solver_lr_and_share_weights():
+    sp = caffe_pb2.SolverParameter()
+    sp.net_param.CopyFrom(protoio.read_net_param(IP_NET))
+    sp.base_lr, sp.lr_policy, sp.gamma, sp.stepvalue[:] = 0.1, "multistep", 0.5, [1, 2]
+    solver = caffe.SGDSolver(sp)
+    assert solver.lr == pytest.approx(0.1)
+    solver.iter = 2
+    assert solver.lr == pytest.approx(0.05) and solver.current_step == 0   # reading: no change
+    net = caffe.Net(IP_NET, caffe.TEST)
+    solver.share_weights(net)
+    solver.net.params["ip"][0].data[...] = 3
+    np.testing.assert_array_equal(net.params["ip"][0].data, 3)
+
+
+def test_layer_type_list():
+    types = caffe.layer_type_list()
+    assert {"Data", "Convolution", "InnerProduct", "Python", "MMDLoss"} <= set(types)
+    assert "INNER_PRODUCT" not in types and types == sorted(types)
+
+
+def test_timer():
+    t = caffe.Timer()
+    assert t.ms == 0
+    t.start()
+    time.sleep(0.02)
+    t.stop()
+    assert 15 < t.ms < 1000
+    t.start()
+    assert t.ms >= 0 and not t.running   # reading a running timer stops it, as Caffe's
+
+
 # --- caffe.draw --------------------------------------------------------------------------------
 
 def test_draw_bytes_phases_and_pydot(tmp_path):
