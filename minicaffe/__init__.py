@@ -28,6 +28,8 @@ from . import layers as _layers  # noqa: F401  (registers every layer type)
 from .layers.python import PyLayer as Layer  # noqa: F401
 from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,  # noqa: F401
                      RMSPropSolver, SGDSolver, Solver, get_solver)
+from .classifier import Classifier  # noqa: F401
+from .detector import Detector  # noqa: F401
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST

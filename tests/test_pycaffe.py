@@ -181,6 +181,65 @@ def test_timer():
     assert t.ms >= 0 and not t.running   # reading a running timer stops it, as Caffe's
 
 
+# --- Classifier and Detector -------------------------------------------------------------------
+
+# the mean of each channel: predictions that a NumPy reference reproduces exactly
+MEAN_NET = """
+layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 3 dim: 3 dim: 4 dim: 4 } } }
+layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param { pool: AVE global_pooling: true } }
+layer { name: "flat" type: "Flatten" bottom: "pool" top: "prob" }
+"""
+
+
+def test_classifier_oversample_and_centre_crop(tmp_path):
+    model = tmp_path / "deploy.prototxt"
+    model.write_text(MEAN_NET)
+    mean = np.array([0.1, 0.2, 0.3])
+    clf = caffe.Classifier(str(model), None, image_dims=(6, 6), mean=mean, raw_scale=2.0,
+                           channel_swap=(2, 1, 0))
+    rng = np.random.default_rng(4)
+    images = [rng.random((6, 6, 3)).astype(np.float32) for _ in range(2)]
+    pred = clf.predict(images)            # 20 crops in batches of 3, padded
+    assert pred.shape == (2, 3)
+    for i, im in enumerate(images):
+        crops = caffe.io.oversample([im], (4, 4))
+        ref = np.mean([c.mean((0, 1))[::-1] * 2.0 - mean for c in crops], 0)
+        np.testing.assert_allclose(pred[i], ref, rtol=1e-5)
+    centre = clf.predict(images, oversample=False)
+    np.testing.assert_allclose(centre[1], images[1][1:5, 1:5].mean((0, 1))[::-1] * 2.0 - mean,
+                               rtol=1e-5)
+
+
+def test_detector_windows_with_and_without_context(tmp_path):
+    model = tmp_path / "deploy.prototxt"
+    model.write_text(MEAN_NET)
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    rgb[:, :, 0] = np.arange(20)[None, :] * 10          # red rises to the right
+    rgb[:10, :, 1] = 255                                # green on the top half
+    Image.fromarray(rgb).save(tmp_path / "im.png")
+    det = caffe.Detector(str(model), None)
+    windows = [np.array([0, 0, 10, 10]), np.array([10, 10, 20, 20])]
+    found = det.detect_windows([(str(tmp_path / "im.png"), windows)])
+    assert [d["filename"] for d in found] == [str(tmp_path / "im.png")] * 2
+    image = rgb / 255.0
+    for d, (y0, x0, y1, x1) in zip(found, windows):
+        crop = caffe.io.resize_image(image[y0:y1, x0:x1].astype(np.float32), (4, 4))
+        np.testing.assert_allclose(d["prediction"], crop.mean((0, 1)), rtol=1e-4)
+    padded = caffe.Detector(str(model), None, mean=np.array([0.5, 0.5, 0.5]), context_pad=1)
+    crop = padded.crop(image.astype(np.float32), np.array([0, 0, 10, 10]))
+    assert crop.shape == (4, 4, 3)
+    # R-CNN's warp by hand: the window grows 4/(4 - 2) = 2x around its centre (5.5, 5.5) to
+    # the box (-6, -6, 16, 16) of 23 pixels, 4/23 of a pixel each in the input: the 6 pixels
+    # above and left of the image become round(6·4/23) = 1 row and column of the mean, the
+    # 17 inside become round(17·4/23) = 3, the image's [0:16, 0:16] resized
+    np.testing.assert_allclose(crop[0, :], 0.5)
+    np.testing.assert_allclose(crop[:, 0], 0.5)
+    np.testing.assert_allclose(crop[1:, 1:], caffe.io.resize_image(
+        image[0:16, 0:16].astype(np.float32), (3, 3)), rtol=1e-6)
+    with pytest.raises(caffe.CaffeError, match="MATLAB"):
+        det.detect_selective_search([str(tmp_path / "im.png")])
+
+
 # --- caffe.draw --------------------------------------------------------------------------------
 
 def test_draw_bytes_phases_and_pydot(tmp_path):
