@@ -1,8 +1,14 @@
 """minicaffe: a Caffe-compatible layer-graph framework in Python (NumPy + Numba).
 
 ``import minicaffe as caffe`` gives pycaffe's surface: ``caffe.Net``, ``caffe.TRAIN``,
-``caffe.TEST``, ``caffe.Layer`` (the Python-layer base), ``caffe.set_mode_cpu()``,
-``caffe.set_mode_gpu()``, ``caffe.set_device()``, ``caffe.set_random_seed()``, ``caffe.io``.
+``caffe.TEST``, ``caffe.Layer`` (the Python-layer base), the solvers, ``caffe.set_mode_cpu()``,
+``caffe.set_mode_gpu()``, ``caffe.set_device()``, ``caffe.set_random_seed()``, ``caffe.io``,
+``caffe.NetSpec``, ``caffe.params``, ``caffe.to_proto``, ``caffe.layer_type_list()``,
+``caffe.Classifier``, ``caffe.Detector``, ``caffe.Timer``. One name differs: ``minicaffe.layers``
+is the package of layer implementations, so pycaffe's NetSpec generator ``caffe.layers`` is
+``minicaffe.net_spec.layers`` here. ``minicaffe.install_caffe_alias()`` (or ``python -m
+minicaffe.pycaffe script.py``) makes ``import caffe`` itself give pycaffe's namespace, that
+``caffe.layers`` included (``minicaffe.pycaffe``).
 """
 import logging as _logging
 import os as _os
@@ -30,6 +36,7 @@ from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, 
                      RMSPropSolver, SGDSolver, Solver, get_solver)
 from .classifier import Classifier  # noqa: F401
 from .detector import Detector  # noqa: F401
+from .pycaffe import install_caffe_alias  # noqa: F401
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST

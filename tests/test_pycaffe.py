@@ -31,6 +31,73 @@ def run_py(args, tmp_path, extra_path=()):
                           capture_output=True, text=True, timeout=300)
 
 
+# --- the alias ---------------------------------------------------------------------------------
+
+ALIAS_CHECK = """
+import sys, minicaffe
+caffe = minicaffe.install_caffe_alias()
+assert minicaffe.install_caffe_alias() is caffe          # again: nothing changes
+import caffe as c2
+from caffe import layers as L, params as P
+from caffe.proto import caffe_pb2
+import caffe.io, caffe.draw, caffe.net_spec, caffe.coord_map, caffe.proto.caffe_pb2
+from caffe.coord_map import crop
+from caffe.pycaffe import Net
+assert c2 is caffe and L is minicaffe.net_spec.layers and P.Pooling.MAX == 0
+assert caffe_pb2 is minicaffe.proto.caffe_pb2 and caffe.io is minicaffe.io and Net is minicaffe.Net
+assert type(minicaffe.layers).__name__ == "module"       # minicaffe's own package is untouched
+n = caffe.NetSpec(); n.data = L.Input(shape=dict(dim=[1, 2])); n.ip = L.InnerProduct(n.data, num_output=3)
+print(caffe.Net(str(n.to_proto()), caffe.TEST).blobs["ip"].shape)
+"""
+
+
+def test_install_caffe_alias_gives_pycaffe_names(tmp_path):
+    proc = run_py(["-c", ALIAS_CHECK], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "(1, 3)"
+
+
+def test_run_a_pycaffe_script_unchanged(tmp_path):
+    """A script and its Python layer module both ``import caffe``; argv and sys.path[0] are
+    what ``python script.py`` gives."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "double_layer.py").write_text(
+        "import caffe\n"
+        "class Double(caffe.Layer):\n"
+        "    def reshape(self, bottom, top):\n"
+        "        top[0].reshape(*bottom[0].data.shape)\n"
+        "    def forward(self, bottom, top):\n"
+        "        top[0].data[...] = 2 * bottom[0].data\n")
+    (tmp_path / "scripts" / "run.py").write_text(
+        "import sys, caffe\n"
+        "net = caffe.Net(sys.argv[1], caffe.TEST)\n"
+        "net.blobs['x'].data[...] = 3\n"
+        "print(sys.argv[2], float(net.forward()['y'].sum()))\n")
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 } } }\n'
+        'layer { name: "d" type: "Python" bottom: "x" top: "y" '
+        'python_param { module: "double_layer" layer: "Double" } }\n')
+    proc = run_py(["-m", "minicaffe.pycaffe", "scripts/run.py", "net.prototxt", "hello"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["hello", "12.0"]
+
+
+def test_the_alias_never_shadows_a_real_pycaffe(tmp_path):
+    fake = tmp_path / "site" / "caffe"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("REAL = True\n")
+    (tmp_path / "s.py").write_text("import caffe; print(caffe.REAL)\n")
+    proc = run_py(["-m", "minicaffe.pycaffe", "s.py"], tmp_path, [str(tmp_path / "site")])
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "pycaffe is installed" in proc.stderr
+    assert str(fake) in proc.stderr
+    proc = run_py(["-c", "import minicaffe; minicaffe.install_caffe_alias()"], tmp_path,
+                  [str(tmp_path / "site")])
+    assert proc.returncode == 1 and "CaffeError: pycaffe is installed" in proc.stderr
+    proc = run_py(["-m", "minicaffe.pycaffe"], tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("usage:")
+
+
 # --- Net: batches, raw accessors ---------------------------------------------------------------
 
 def ip_reference(net, x):
@@ -264,3 +331,20 @@ def test_draw_bytes_phases_and_pydot(tmp_path):
     assert {"in_Input", "ip_InnerProduct", "acc_Accuracy", "data_blob", "ip_blob"} <= names
 
 
+# --- the README's example ----------------------------------------------------------------------
+
+def test_readme_netspec_example_writes_a_prototxt_and_trains(tmp_path):
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    block = readme.split("<!-- pycaffe-example -->\n```python\n")[1].split("```\n")[0]
+    (tmp_path / "example.py").write_text(block)
+    proc = run_py(["-m", "minicaffe.pycaffe", "example.py"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    net = protoio.read_net_param(str(tmp_path / "toy.prototxt"))
+    assert [(lp.name, lp.type) for lp in net.layer] == [
+        ("data", "Input"), ("ip1", "InnerProduct"), ("relu1", "ReLU"), ("ip2", "InnerProduct"),
+        ("loss", "SoftmaxWithLoss"), ("acc", "Accuracy")]
+    words = proc.stdout.split()
+    loss, acc = float(words[1]), float(words[3])
+    # classes 3 apart with unit noise: the best boundary errs Φ(-1.5·√2) ≈ 2 % of the time
+    assert loss < 0.3 and acc >= 0.9, proc.stdout
