@@ -636,7 +636,9 @@ class Net:
         """ClearParamDiffs without writing the zeros (``Blob.clear_diff_lazily``), for the
         solver's step, which keeps no diff array across it: the first weight GEMM of the
         backward writes each gradient in place instead of adding a temporary to a memset diff
-        (InnerProduct's fc6 dW alone is 151 MB)."""
+        (InnerProduct's fc6 dW alone is 151 MB). Measured on fc6/fc7/fc8-sized InnerProducts
+        (54 M parameters, batch 16, 2 busy cores, 30 interleaved SGD steps): 569 ms a step
+        (median; min 462) this way, 747 ms (min 575) with ``clear_param_diffs``."""
         for b in self.learnable_params:
             b.clear_diff_lazily()
 
