@@ -41,6 +41,39 @@ def test_the_pinned_files_are_the_ones_counted():
     assert sorted(FILES) == sorted(fetcher.TEST_FILES)
 
 
+def test_fetch_is_all_or_nothing(tmp_path, monkeypatch):
+    dest = str(tmp_path / "tests")
+    served = []
+
+    def fake_download(path, timeout):
+        served.append(path)
+        if len(served) == 5:
+            raise CaffeError("cannot download %s (offline)" % path)
+        return ("# %s\n" % path).encode()
+
+    monkeypatch.setattr(fetcher, "_download", fake_download)
+    with pytest.raises(CaffeError, match="offline"):
+        fetcher.fetch(dest)
+    assert not os.path.exists(dest) and os.listdir(str(tmp_path)) == []   # no partial folder
+    served.clear()
+    monkeypatch.setattr(fetcher, "_download", lambda path, timeout: ("# %s\n" % path).encode())
+    assert fetcher.fetch(dest) == dest and fetcher.is_complete(dest)
+    with open(os.path.join(dest, fetcher.TEST_DIR, "test_io.py")) as f:
+        assert f.read() == "# python/caffe/test/test_io.py\n"
+    os.remove(os.path.join(dest, "models/bvlc_alexnet/deploy.prototxt"))
+    assert not fetcher.is_complete(dest)
+
+
+def test_fetch_from_git_names_what_is_missing(tmp_path):
+    if shutil.which("git") is None:
+        pytest.skip("no git program")
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "empty.git")], check=True)
+    with pytest.raises(CaffeError, match="empty.git: cannot read python/caffe/test/"
+                                         "test_coord_map.py at commit 9b8915401"):
+        fetcher.fetch(str(tmp_path / "dest"), from_git=str(tmp_path / "empty.git"))
+    assert not os.path.exists(str(tmp_path / "dest"))
+
+
 @pytest.fixture(scope="module")
 def pycaffe_suite(tmp_path_factory):
     dest = fetcher.default_dest()
