@@ -553,6 +553,10 @@ class Net:
         """pycaffe's Net._batch: {blob name: array of N items} in slices of the blobs' batch
         size; the last slice is padded with zeros to a full batch."""
         names = list(arrays)
+        unknown = [k for k in names if k not in self.blobs]
+        if unknown:
+            raise ArgumentError("no blob named %s (net inputs: %s; outputs: %s)" % (
+                ", ".join(unknown), ", ".join(self.inputs), ", ".join(self.outputs)))
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
         sizes = {len(a) for a in arrays.values()}
         if len(sizes) != 1:

@@ -114,6 +114,10 @@ def test_forward_all_batches_pads_and_trims():
     np.testing.assert_array_equal(both["data"], x)
     with pytest.raises(caffe.ArgumentError, match="net inputs: data"):
         net.forward_all()
+    with pytest.raises(caffe.ArgumentError, match="no blob named image"):
+        net.forward_all(image=x)
+    with pytest.raises(caffe.ArgumentError, match="different lengths"):
+        net.forward_backward_all(data=x, ip=x[:3])
 
 
 def test_forward_backward_all_gives_input_gradients():
