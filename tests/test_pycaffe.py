@@ -2,6 +2,7 @@
 accessors, HDF5 weights, Blob's legacy axes, the solver's lr / share_weights, Timer,
 Classifier, Detector and caffe.draw; values against NumPy."""
 import os
+import re
 import subprocess
 import sys
 import time
@@ -48,6 +49,9 @@ assert caffe_pb2 is minicaffe.proto.caffe_pb2 and caffe.io is minicaffe.io and N
 assert type(minicaffe.layers).__name__ == "module"       # minicaffe's own package is untouched
 n = caffe.NetSpec(); n.data = L.Input(shape=dict(dim=[1, 2])); n.ip = L.InnerProduct(n.data, num_output=3)
 print(caffe.Net(str(n.to_proto()), caffe.TEST).blobs["ip"].shape)
+caffe.init_log(0)
+caffe.log("hello from pycaffe")
+assert not caffe.has_nccl() and caffe.solver_count() == 1
 """
 
 
@@ -55,6 +59,7 @@ def test_install_caffe_alias_gives_pycaffe_names(tmp_path):
     proc = run_py(["-c", ALIAS_CHECK], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(1, 3)"
+    assert re.search(r"^I\d{4} [\d:.]+ +\d+ \S+:\d+\] hello from pycaffe$", proc.stderr, re.M)
 
 
 def test_run_a_pycaffe_script_unchanged(tmp_path):

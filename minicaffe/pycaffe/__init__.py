@@ -33,8 +33,9 @@ from .. import coord_map, draw, io, net_spec, proto  # noqa: F401  (caffe.<submo
 from .. import classifier, detector  # noqa: F401
 from ..backend import Timer, set_device, set_mode_cpu, set_mode_gpu, set_random_seed  # noqa: F401
 from ..classifier import Classifier  # noqa: F401
+from ..commands._cli import setup_logging
 from ..detector import Detector  # noqa: F401
-from ..errors import CaffeError
+from ..errors import ArgumentError, CaffeError
 from ..layer import layer_type_list  # noqa: F401
 from ..layers.python import PyLayer as Layer  # noqa: F401
 from ..net import Net  # noqa: F401
@@ -53,9 +54,8 @@ _GLOG_LEVELS = {0: "INFO", 1: "WARNING", 2: "ERROR", 3: "FATAL"}
 def init_log(level=0, stderr=True):
     """pycaffe's caffe.init_log: minicaffe's log in glog format on stderr from ``level`` up
     (0 INFO, 1 WARNING, 2 ERROR, 3 FATAL). minicaffe always logs to stderr."""
-    from ..commands._cli import setup_logging
     if level not in _GLOG_LEVELS:
-        raise CaffeError("init_log: level must be 0 (INFO) to 3 (FATAL), got %r" % (level,))
+        raise ArgumentError("init_log: level must be 0 (INFO) to 3 (FATAL), got %r" % (level,))
     setup_logging(_GLOG_LEVELS[level])
 
 
