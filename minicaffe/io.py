@@ -276,7 +276,7 @@ def resize_image(im, new_dims, interp_order=1):
     resample = getattr(Image, _RESAMPLE[interp_order])
     out = np.empty((h, w, im.shape[2]), np.float32)
     for k in range(im.shape[2]):   # mode "F": one float32 channel, no rounding to 8 bits
-        chan = Image.fromarray(np.ascontiguousarray(im[:, :, k]))   # float32: mode "F"
+        chan = Image.fromarray(np.ascontiguousarray(im[:, :, k]))
         out[:, :, k] = np.asarray(chan.resize((w, h), resample))
     return out
 
