@@ -1,8 +1,14 @@
 """minicaffe: a Caffe-compatible layer-graph framework in Python (NumPy + Numba).
 
 ``import minicaffe as caffe`` gives pycaffe's surface: ``caffe.Net``, ``caffe.TRAIN``,
-``caffe.TEST``, ``caffe.Layer`` (the Python-layer base), ``caffe.set_mode_cpu()``,
-``caffe.set_mode_gpu()``, ``caffe.set_device()``, ``caffe.set_random_seed()``, ``caffe.io``.
+``caffe.TEST``, ``caffe.Layer`` (the Python-layer base), the solvers, ``caffe.set_mode_cpu()``,
+``caffe.set_mode_gpu()``, ``caffe.set_device()``, ``caffe.set_random_seed()``, ``caffe.io``,
+``caffe.NetSpec``, ``caffe.params``, ``caffe.to_proto``, ``caffe.layer_type_list()``,
+``caffe.Classifier``, ``caffe.Detector``, ``caffe.Timer``. One name differs: ``minicaffe.layers``
+is the package of layer implementations, so pycaffe's NetSpec generator ``caffe.layers`` is
+``minicaffe.net_spec.layers`` here. ``minicaffe.install_caffe_alias()`` (or ``python -m
+minicaffe.pycaffe script.py``) makes ``import caffe`` itself give pycaffe's namespace, that
+``caffe.layers`` included (``minicaffe.pycaffe``).
 """
 import logging as _logging
 import os as _os
@@ -15,18 +21,22 @@ OMP_WAIT_POLICY_DEFAULTED = "OMP_WAIT_POLICY" not in _os.environ  # tools/benchm
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")                # runs without it
 
 from . import backend, io  # noqa: F401
-from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed  # noqa: F401
+from .backend import Timer, set_device, set_mode_cpu, set_mode_gpu, set_random_seed  # noqa: F401
 from .blob import Blob  # noqa: F401
 from .errors import (ArgumentError, CaffeError, LayerTypeError, ModelFileError,  # noqa: F401
                      NetError, PrototxtError, ShapeError)
 from .gradcheck import GradientChecker, GradientCheckError  # noqa: F401
-from .layer import layer_types, register  # noqa: F401
+from .layer import layer_type_list, layer_types, register  # noqa: F401
 from .net import Net  # noqa: F401
+from .net_spec import NetSpec, params, to_proto  # noqa: F401
 from .proto import caffe_pb2  # noqa: F401
 from . import layers as _layers  # noqa: F401  (registers every layer type)
 from .layers.python import PyLayer as Layer  # noqa: F401
 from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,  # noqa: F401
                      RMSPropSolver, SGDSolver, Solver, get_solver)
+from .classifier import Classifier  # noqa: F401
+from .detector import Detector  # noqa: F401
+from .pycaffe import install_caffe_alias  # noqa: F401
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST

@@ -6,6 +6,7 @@ lazy sync. Importing it never touches a GPU or a driver: CUDA is probed only whe
 asked for, and a missing CUDA raises one clear error that says what to install.
 """
 import os
+import time
 
 import numpy as np
 
@@ -138,3 +139,36 @@ def synchronize():
     """Wait for the device's queued work (timings); a no-op in CPU mode."""
     if _state["mode"] == GPU:
         cuda().synchronize()
+
+
+class Timer:
+    """pycaffe's caffe.Timer (util/benchmark.hpp): ``start()``, ``stop()``, ``ms`` (the last
+    start-to-stop interval, or up to now while running; 0 before the first start). In GPU
+    mode it waits for the device's queued work at start and stop, as Caffe's CUDA events
+    time it."""
+
+    def __init__(self):
+        self._start = None
+        self._elapsed = 0.0
+        self.running = False
+
+    def start(self):
+        synchronize()
+        self._start = time.perf_counter()
+        self.running = True
+
+    def stop(self):
+        if self.running:
+            synchronize()
+            self._elapsed = time.perf_counter() - self._start
+            self.running = False
+
+    @property
+    def ms(self):
+        if self.running:
+            self.stop()   # as Caffe's MilliSeconds()
+        return 1000.0 * self._elapsed
+
+    @property
+    def seconds(self):
+        return self.ms / 1000.0

@@ -202,6 +202,30 @@ class Blob:
         j = i - (4 - n)
         return 1 if j < 0 else self._shape[j]
 
+    def _legacy_axis(self, i):
+        # Blob::LegacyShape(i) for i >= 0: the axis, or 1 past the last one
+        if len(self._shape) > 4:
+            raise ShapeError("num/channels/height/width are for blobs of at most 4 axes; this "
+                             "one has shape %s (use .shape)" % (self._shape,))
+        return self._shape[i] if i < len(self._shape) else 1
+
+    @property
+    def num(self):
+        """pycaffe's Blob.num: axis 0 (1 when the blob has fewer axes)."""
+        return self._legacy_axis(0)
+
+    @property
+    def channels(self):
+        return self._legacy_axis(1)
+
+    @property
+    def height(self):
+        return self._legacy_axis(2)
+
+    @property
+    def width(self):
+        return self._legacy_axis(3)
+
     # --- memory --------------------------------------------------------------------------
     def _view(self, mem, mutable):
         return mem.cpu(mutable)[: self._count].reshape(self._shape)
@@ -299,16 +323,28 @@ class Blob:
         d *= factor
 
     def set_diff(self, value):
-        """Fill the diff with a constant: on the device in GPU mode (loss weights, clearing
-        param diffs), on the host otherwise (zeros lazily: see ``diff_overwrite``)."""
+        """Fill the diff with a constant (caffe_set): on the device in GPU mode (loss weights),
+        in place on the host otherwise, so an array taken earlier from ``diff`` sees it."""
         if backend.mode() == backend.GPU:
             from . import gpu
             gpu.fill(self.gpu_diff(), value)
             return
-        if value == 0 and self._diff.capacity == self._count:
-            self._diff.zero_later()
+        if value == 0 and self._diff.zero:
+            self._diff.cpu()   # the pending fill writes the zeros
             return
         self.diff[...] = value
+
+    def clear_diff_lazily(self):
+        """Zero the diff without writing it (CPU mode; the device fills at once): the diff
+        becomes a pending zero-fill, the first weight GEMM of a backward writes its gradient
+        in place (``diff_overwrite``) and any read through the blob sees zeros. An array taken
+        earlier from ``diff`` still shows the old values until then, so only a caller that
+        hands out no such array between the clear and the backward uses this: the solver's
+        step (``Net.clear_param_diffs_lazily``)."""
+        if backend.mode() != backend.GPU and self._diff.capacity == self._count:
+            self._diff.zero_later()
+            return
+        self.set_diff(0)
 
     @property
     def diff_is_zero(self):

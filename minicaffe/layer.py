@@ -33,6 +33,12 @@ def layer_types():
     return sorted(_REGISTRY)
 
 
+def layer_type_list():
+    """pycaffe's caffe.layer_type_list(): the registered types by their names (the V1 enum
+    aliases left out), sorted."""
+    return sorted({cls.type for cls in _REGISTRY.values()})
+
+
 def layer_class(type_name):
     try:
         return _REGISTRY[type_name]

@@ -3,6 +3,7 @@
 Order of construction (net.cpp:Init): filter by phase/level/stage → insert Split layers →
 create and set up each layer → backward-need pass → force_backward → outputs → share params.
 """
+import itertools
 import logging
 import os
 import re
@@ -10,7 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import protoio
+from . import hdf5, protoio
 from .blob import Blob
 from .errors import (ArgumentError, CaffeError, LayerTypeError, ModelFileError, NetError,
                      ShapeError)
@@ -521,13 +522,131 @@ class Net:
         self._backward_from_to(start_ind, end_ind)
         return {out: self.blobs[out].diff for out in outputs}
 
+    # --- pycaffe's batch helpers and raw accessors (pycaffe.py, _caffe.cpp) -------------------
+    def _forward(self, start, end):
+        """pycaffe's Net._forward(start index, end index): ForwardFromTo; the loss."""
+        return self._forward_from_to(start, end)
+
+    def _backward(self, start, end):
+        """pycaffe's Net._backward(start index, end index): BackwardFromTo."""
+        self._backward_from_to(start, end)
+
+    @property
+    def _blobs(self):
+        """The blobs in net order (pycaffe's raw list behind ``blobs``)."""
+        return list(self._blob_objs)
+
+    @property
+    def _blob_loss_weights(self):
+        """Each blob's loss weight, in net order (pycaffe's list behind blob_loss_weights)."""
+        return [self.blob_loss_weights.get(n, 0.0) for n in self._blob_names]
+
+    @property
+    def _inputs(self):
+        """Indices into ``_blobs`` of the net inputs."""
+        return list(self._input_ids)
+
+    @property
+    def _outputs(self):
+        """Indices into ``_blobs`` of the net outputs."""
+        return [self._blob_index[n] for n in self.outputs]
+
+    def _batch(self, arrays):
+        """pycaffe's Net._batch: {blob name: array of N items} in slices of the blobs' batch
+        size; the last slice is padded with zeros to a full batch."""
+        names = list(arrays)
+        unknown = [k for k in names if k not in self.blobs]
+        if unknown:
+            raise ArgumentError("no blob named %s (net inputs: %s; outputs: %s)" % (
+                ", ".join(unknown), ", ".join(self.inputs), ", ".join(self.outputs)))
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        sizes = {len(a) for a in arrays.values()}
+        if len(sizes) != 1:
+            raise ArgumentError("arrays of different lengths: %s"
+                                % ", ".join("%s %d" % (k, len(a)) for k, a in arrays.items()))
+        num = sizes.pop()
+        batch = self.blobs[names[0]].shape[0] if self.blobs[names[0]].shape else 0
+        if batch <= 0:
+            raise ShapeError("blob '%s' has shape %s: no batch axis to split %d items over"
+                             % (names[0], self.blobs[names[0]].shape, num))
+        for i in range(0, num - num % batch, batch):
+            yield {k: a[i:i + batch] for k, a in arrays.items()}
+        if num % batch:
+            yield {k: np.concatenate([a[num - num % batch:],
+                                      np.zeros((batch - num % batch,) + a.shape[1:], a.dtype)])
+                   for k, a in arrays.items()}
+
+    @staticmethod
+    def _gather(parts, num, batch):
+        """Per-batch copies → one array of ``num`` items (the padding cut off); a blob without
+        the batch axis (a scalar loss) → its values stacked per batch."""
+        if all(p.ndim and p.shape[0] == batch for p in parts):
+            return np.concatenate(parts)[:num]
+        return np.stack(parts)
+
+    def forward_all(self, blobs=None, **kwargs):
+        """pycaffe's Net.forward_all: ``forward`` over the input arrays (every net input by
+        name, any number of items) one batch at a time; {output or ``blobs`` name: array}."""
+        if not kwargs:
+            raise ArgumentError("forward_all: give the input arrays by name (net inputs: %s)"
+                                % ", ".join(self.inputs))
+        num = len(next(iter(kwargs.values())))
+        parts, size = {}, 0
+        for batch in self._batch(kwargs):
+            size = len(next(iter(batch.values())))
+            for name, arr in self.forward(blobs=blobs, **batch).items():
+                parts.setdefault(name, []).append(arr.copy())
+        return {name: self._gather(p, num, size) for name, p in parts.items()}
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """pycaffe's Net.forward_backward_all: keywords name net inputs (fed to ``forward``)
+        and net outputs (their diffs, fed to ``backward``); runs both a batch at a time
+        (without output diffs, backward starts from the loss weights). Returns ({output or
+        ``blobs`` name: data}, {input or ``diffs`` name: diff})."""
+        fwd = {k: v for k, v in kwargs.items() if k in self.inputs}
+        bwd = {k: v for k, v in kwargs.items() if k in self.outputs}
+        unknown = sorted(set(kwargs) - set(fwd) - set(bwd))
+        if unknown or not kwargs:
+            raise ArgumentError("forward_backward_all: %s (net inputs: %s; outputs: %s)" % (
+                "%s are neither inputs nor outputs" % ", ".join(unknown) if unknown
+                else "give input and/or output diff arrays by name", ", ".join(self.inputs),
+                ", ".join(self.outputs)))
+        if len({len(v) for v in kwargs.values()}) != 1:
+            raise ArgumentError("forward_backward_all: arrays of different lengths: %s" % ", ".join(
+                "%s %d" % (k, len(v)) for k, v in kwargs.items()))
+        num = len(next(iter(kwargs.values())))
+        fwd_batches = self._batch(fwd) if fwd else iter(())
+        bwd_batches = self._batch(bwd) if bwd else iter(())
+        outs, grads, size = {}, {}, 0
+        for fb, bb in itertools.zip_longest(fwd_batches, bwd_batches, fillvalue={}):
+            size = len(next(iter((fb or bb).values())))
+            for name, arr in self.forward(blobs=blobs, **fb).items():
+                outs.setdefault(name, []).append(arr.copy())
+            for name, arr in self.backward(diffs=diffs, **bb).items():
+                grads.setdefault(name, []).append(arr.copy())
+        return ({n: self._gather(p, num, size) for n, p in outs.items()},
+                {n: self._gather(p, num, size) for n, p in grads.items()})
+
     def reshape(self):
         for i, layer in enumerate(self.layers):
             layer.reshape(self._bottom_vecs[i], self._top_vecs[i])
 
     def clear_param_diffs(self):
+        """Zero every learnable param's diff in place (Net::ClearParamDiffs), on the device in
+        GPU mode: an array taken earlier with ``d = net.params[name][0].diff`` reads zeros
+        afterwards, as in pycaffe."""
         for b in self.learnable_params:
-            b.set_diff(0)  # on the device in GPU mode
+            b.set_diff(0)
+
+    def clear_param_diffs_lazily(self):
+        """ClearParamDiffs without writing the zeros (``Blob.clear_diff_lazily``), for the
+        solver's step, which keeps no diff array across it: the first weight GEMM of the
+        backward writes each gradient in place instead of adding a temporary to a memset diff
+        (InnerProduct's fc6 dW alone is 151 MB). Measured on fc6/fc7/fc8-sized InnerProducts
+        (54 M parameters, batch 16, 2 busy cores, 30 interleaved SGD steps): 569 ms a step
+        (median; min 462) this way, 747 ms (min 575) with ``clear_param_diffs``."""
+        for b in self.learnable_params:
+            b.clear_diff_lazily()
 
     def set_iteration(self, iteration):
         """Hand the solver's iteration to every layer (the gradient-reversal schedule)."""
@@ -595,6 +714,9 @@ class Net:
         for w in weights:
             if isinstance(w, caffe_pb2.NetParameter):
                 src, label = w, "<NetParameter>"
+            elif isinstance(w, (str, os.PathLike)) and os.fspath(w).endswith(".h5"):
+                plan.extend(self._plan_copy_hdf5(w))   # Caffe's CopyTrainedLayersFrom does so
+                continue
             elif isinstance(w, (str, os.PathLike)):
                 label = os.fspath(w)
                 src = protoio.read_net_param(w, binary=True)   # an empty file is an error
@@ -657,6 +779,58 @@ class Net:
     def save(self, path, write_diff=False):
         """Write the weights as a binary .caffemodel (atomically)."""
         protoio.write_proto_binary(path, self.to_proto(write_diff))
+
+    def save_hdf5(self, filename, write_diff=False):
+        """pycaffe's Net.save_hdf5 (Net::ToHDF5): the weights in Caffe's HDF5 layout
+        (``minicaffe.hdf5``): ``data/<layer>/<i>`` for each param a layer owns (shared ones are
+        stored once, with their owner), ``diff/<layer>/<i>`` for every param with
+        ``write_diff``. Needs h5py (``pip install 'minicaffe[hdf5]'``)."""
+        data, diff = OrderedDict(), OrderedDict() if write_diff else None
+        for net_pid, (lid, j) in enumerate(self._param_layer):
+            name, blob = self._layer_names[lid], self.params_list[net_pid]
+            if self._param_owner[net_pid] < 0:
+                data.setdefault(name, {})[j] = blob.cpu_data()
+            if write_diff:
+                diff.setdefault(name, {})[j] = blob.cpu_diff()
+        for name in self._layer_names:   # Caffe writes a group for every layer
+            data.setdefault(name, {})
+            if write_diff:
+                diff.setdefault(name, {})
+        hdf5.write_weights(filename, data, diff)
+
+    def load_hdf5(self, filename):
+        """pycaffe's Net.load_hdf5 (CopyTrainedLayersFromHDF5): weights from ``save_hdf5``'s
+        layout, matched by layer name; all checked before anything is copied. ``copy_from``
+        reads a ``.h5`` file this way too, as Caffe does."""
+        for blob, arr in self._plan_copy_hdf5(filename):
+            blob.data[...] = arr
+        return self
+
+    def _plan_copy_hdf5(self, path):
+        label = os.fspath(path)
+        plan = []
+        for name, blobs in hdf5.read_weights(label).items():
+            if name not in self._layer_names:
+                log.info("Ignoring source layer %s", name)
+                continue
+            lid = self._layer_names.index(name)
+            target = self.layers[lid].blobs
+            if len(blobs) > len(target) or any(j >= len(target) for j in blobs):
+                raise ModelFileError("%s: Incompatible number of blobs for layer %s: the file has "
+                                     "%d, the net's layer has %d" % (label, name, len(blobs),
+                                                                     len(target)))
+            for j, tb in enumerate(target):
+                if j not in blobs:
+                    if self._param_owner[self._param_layer.index((lid, j))] >= 0:
+                        continue   # shared: its owner's dataset fills it
+                    raise ModelFileError("%s: Incompatible number of blobs for layer %s: no "
+                                         "dataset data/%s/%d" % (label, name, name, j))
+                if tuple(blobs[j].shape) != tb.shape:
+                    raise ModelFileError("%s: Cannot copy param %d weights from layer '%s'; shape "
+                                         "mismatch. Source param shape is %s; target param shape "
+                                         "is %s." % (label, j, name, blobs[j].shape, tb.shape))
+                plan.append((tb, blobs[j]))
+        return plan
 
     def share_with(self, other):
         """Alias the data of ``other``'s same-named layers (ShareTrainedLayersWith)."""

@@ -47,7 +47,7 @@ def _pil():
 def _to_array(img, is_color):
     """A decoded PIL image → uint8 HWC: BGR (is_color True), 1 channel (False), or the file's
     own (None: cv::IMREAD_ANYCOLOR, gray stays gray). Gray from colour follows OpenCV's
-    imread: libjpeg's own grayscale output for JPEG (``_open`` asks for it), libpng's
+    imread: libjpeg's own grayscale output for JPEG (``open_image`` asks for it), libpng's
     rgb_to_gray weights for PNG, cv::cvtColor's for the other formats."""
     if is_color is None:
         is_color = img.mode not in _GRAY_MODES
@@ -64,7 +64,9 @@ def _to_array(img, is_color):
     return gray.astype(np.uint8)[:, :, None]
 
 
-def _open(fp, what, is_color=True):
+def open_image(fp, what, is_color=True):
+    """Decode the image at ``fp`` (a path or a file object; ``what`` names it in errors) with
+    Pillow; ImageReadError when it is missing or does not decode."""
     Image = _pil()
     try:
         img = Image.open(fp)
@@ -84,7 +86,7 @@ def read_image(path, height=0, width=0, is_color=True):
     ``resize_linear`` when both are > 0. Raises ImageReadError."""
     if os.path.isdir(path):
         raise ImageReadError("could not open image %s: it is a directory" % path)
-    arr = _to_array(_open(path, path, is_color), is_color)
+    arr = _to_array(open_image(path, path, is_color), is_color)
     if height > 0 and width > 0:
         arr = resize_linear(arr, height, width)
     return arr
@@ -92,7 +94,7 @@ def read_image(path, height=0, width=0, is_color=True):
 
 def decode_image(data, is_color=None, what="<encoded datum>"):
     """cv::imdecode of encoded bytes (PNG, JPEG, ...) → uint8 HWC (see ``read_image``)."""
-    return _to_array(_open(_io.BytesIO(bytes(data)), what, is_color), is_color)
+    return _to_array(open_image(_io.BytesIO(bytes(data)), what, is_color), is_color)
 
 
 _ENCODE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP", "tif": "TIFF",
@@ -297,20 +299,30 @@ class DataTransformer:
         return self.apply(x, out, *self.draw(x.shape))
 
     def datum_to_array(self, datum, what="datum"):
-        """A Datum's values as (C, H, W): encoded images decoded (force_color/force_gray
-        respected) to uint8 CHW, raw ``data`` as uint8 CHW, or ``float_data`` as float32."""
-        if datum.encoded:
-            return decode_image(datum.data, self.is_color, what).transpose(2, 0, 1)
-        shape = (datum.channels, datum.height, datum.width)
-        n = shape[0] * shape[1] * shape[2]
-        if n <= 0:
-            raise CaffeError("%s: %s has no channels/height/width" % (self.who, what))
-        if datum.data:
-            if len(datum.data) != n:
-                raise CaffeError("%s: %s holds %d bytes, expected %d (%d x %d x %d)"
-                                 % ((self.who, what, len(datum.data), n) + shape))
-            return np.frombuffer(datum.data, np.uint8).reshape(shape)
-        if len(datum.float_data) != n:
-            raise CaffeError("%s: %s holds %d float_data values, expected %d"
-                             % (self.who, what, len(datum.float_data), n))
-        return np.asarray(datum.float_data, np.float32).reshape(shape)
+        """``datum_to_array`` with this layer's force_color/force_gray; errors name the layer."""
+        try:
+            return datum_to_array(datum, self.is_color, what)
+        except ImageReadError:
+            raise
+        except CaffeError as exc:
+            raise CaffeError("%s: %s" % (self.who, exc)) from None
+
+
+def datum_to_array(datum, is_color=None, what="datum"):
+    """A Datum's values as (C, H, W): an encoded image decoded to uint8 CHW (BGR; ``is_color``
+    as in ``read_image``), raw ``data`` as uint8 CHW, or ``float_data`` as float32."""
+    if datum.encoded:
+        return decode_image(datum.data, is_color, what).transpose(2, 0, 1)
+    shape = (datum.channels, datum.height, datum.width)
+    n = shape[0] * shape[1] * shape[2]
+    if n <= 0:
+        raise CaffeError("%s has no channels/height/width" % what)
+    if datum.data:
+        if len(datum.data) != n:
+            raise CaffeError("%s holds %d bytes, expected %d (%d x %d x %d)"
+                             % ((what, len(datum.data), n) + shape))
+        return np.frombuffer(datum.data, np.uint8).reshape(shape)
+    if len(datum.float_data) != n:
+        raise CaffeError("%s holds %d float_data values, expected %d"
+                         % (what, len(datum.float_data), n))
+    return np.asarray(datum.float_data, np.float32).reshape(shape)

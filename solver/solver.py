@@ -212,7 +212,8 @@ class Solver:
     # --- callbacks ---------------------------------------------------------------------------
     def add_callback(self, on_start=None, on_gradients_ready=None):
         """pycaffe: ``on_start()`` before each iteration's passes, ``on_gradients_ready()``
-        before the update."""
+        before the update. The step clears the param diffs lazily, so ``on_start`` reads them
+        through ``blob.diff`` (zeros), not through an array kept from an earlier iteration."""
         self.callbacks.append((on_start, on_gradients_ready))
 
     def add_iteration_callback(self, fn):
@@ -270,7 +271,7 @@ class Solver:
         self._losses, self._smoothed_loss = [], 0.0
         t0, iter_t0 = time.time(), self.iter
         while self.iter < stop_iter:
-            self.net.clear_param_diffs()
+            self.net.clear_param_diffs_lazily()   # apply_update reads every diff: none stays pending
             if p.test_interval and self.iter % p.test_interval == 0 and \
                     (self.iter > 0 or p.test_initialization):
                 self.test_all()
@@ -418,6 +419,17 @@ class Solver:
                        p.weight_decay * self.net.params_weight_decay[i],
                        rate * self.net.params_lr[i], self.iter + 1, device)
         self.iter += 1
+
+    @property
+    def lr(self):
+        """pycaffe's SGDSolver.lr: the learning rate of the current iteration (reading it
+        changes nothing, unlike Caffe's GetLearningRate under multistep)."""
+        return learning_rate(self.param, self.iter, self.current_step)[0]
+
+    def share_weights(self, net):
+        """pycaffe's Solver.share_weights: ``net``'s same-named layers alias the train net's
+        weights (ShareTrainedLayersWith)."""
+        net.share_with(self.net)
 
     # --- testing -----------------------------------------------------------------------------
     def test_all(self):
