@@ -58,7 +58,8 @@ def configure(family, method, *, source_list, target_list, root, num_classes, bi
     """The SolverParameter (with its net embedded) of ``method`` in ``family``, pointed at the
     given lists (the TEST phase's ImageData layer reads the target list): SuH trains on the
     labelled target (source = target list); ``bits`` sets the
-    hash layer; ``gamma``/``eta`` override the MMD / entropy loss weights; ``max_iter``
+    hash layer, and where the family has ``<method>_solver_<bits>.prototxt`` (its settings for
+    that code length) that solver and its net are used instead of ``<method>_solver.prototxt``; ``gamma``/``eta`` override the MMD / entropy loss weights; ``max_iter``
     rescales an "exp" schedule so the rate still falls 10x over the run.
 
     ``DAH_authors``: ``gamma``/``eta`` are the code's γ and η (5000 and 1 shipped), written as
@@ -70,6 +71,10 @@ def configure(family, method, *, source_list, target_list, root, num_classes, bi
         raise CaffeError("unknown method %r (trained methods: %s)" % (method, ", ".join(known)))
     short = method.lower()
     solver_path = family_file(family, "%s_solver.prototxt" % short)
+    if bits:  # a family may tune a method per code length: <method>_solver_<bits>.prototxt
+        tuned = os.path.join(os.path.dirname(solver_path), "%s_solver_%d.prototxt" % (short, bits))
+        if os.path.exists(tuned):
+            solver_path = tuned
     sp = protoio.read_solver_param(solver_path)
     net = protoio.read_net_param(os.path.join(os.path.dirname(solver_path), sp.net))
     sp.ClearField("net")

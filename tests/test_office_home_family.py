@@ -192,3 +192,42 @@ def test_reproduce_office_home_end_to_end(office_root, tmp_path):
                     ["map_a", "map_b"] if m == "ITQ" else ["accuracy", "map_a", "map_b"])
             assert keys == want, name
             assert all(0 <= rec[k] <= 1 for k in keys), (name, rec)
+
+
+def test_a_family_tunes_a_method_per_code_length(tmp_path):
+    """<method>_solver_<bits>.prototxt, where a family has it, is the solver (and net) for that
+    code length; other lengths keep <method>_solver.prototxt."""
+    import shutil
+    fam = tmp_path / "fam"
+    shutil.copytree(os.path.join(experiments.prototxt_dir(), "toyhome"), str(fam))
+    net = (fam / "dah_train.prototxt").read_text()
+    (fam / "dah_train_16.prototxt").write_text(net.replace("loss_weight: 10", "loss_weight: 2.5"))
+    solver = (fam / "dah_solver.prototxt").read_text()
+    (fam / "dah_solver_16.prototxt").write_text(
+        solver.replace('net: "dah_train.prototxt"', 'net: "dah_train_16.prototxt"'))
+    kw = dict(source_list="s.txt", target_list="t.txt", root="/r/", num_classes=12,
+              snapshot_prefix="x")
+
+    def entropy(bits):
+        sp = experiments.configure(str(fam), "DAH", bits=bits, **kw)
+        (lp,) = [lp for lp in sp.net_param.layer if lp.type == "EntropyLoss"]
+        code = [lp for lp in sp.net_param.layer if lp.name == "fc8_hash"][0]
+        assert code.inner_product_param.num_output == bits
+        return list(lp.loss_weight)
+
+    assert entropy(16) == [2.5] and entropy(64) == [10.0] and entropy(128) == [10.0]
+
+
+def test_office_home_per_length_nets_are_the_generic_net():
+    """dah_solver_{16,64,128} (for tools/train by hand) are dah_solver.prototxt at that code
+    length, so tools/reproduce, which now prefers them, trains what it trained before."""
+    kw = dict(source_list="s.txt", target_list="t.txt", root="/r/", num_classes=65,
+              snapshot_prefix="x")
+    for bits in (16, 64, 128):
+        tuned = experiments.configure("office_home", "DAH", bits=bits, **kw)
+        generic = experiments.configure("office_home", "DAH", **kw)
+        for lp in generic.net_param.layer:
+            if lp.name == "fc8_hash":
+                lp.inner_product_param.num_output = bits
+        tuned.net_param.name = generic.net_param.name = ""
+        assert tuned == generic, bits
