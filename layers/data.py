@@ -223,7 +223,8 @@ class _Prefetcher:
                 break
             except queue.Empty:
                 if not self.thread.is_alive() and self._queue.empty():
-                    raise CaffeError("the data prefetch thread %s has stopped" % self.thread.name)
+                    raise CaffeError("the data prefetch thread %s has stopped"
+                                     % self.thread.name) from None
         if isinstance(item, BaseException):
             self._error = item
             raise item

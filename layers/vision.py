@@ -15,9 +15,22 @@ from minicaffe.errors import CaffeError
 from minicaffe.fillers import fill
 from minicaffe.layer import Layer, register
 
-from .im2col import (col2im, col2im_gpu, col_buffer, from_rows, im2col, im2col_gpu, launch,
-                     lrn_across_bwd, lrn_across_fwd, pool_backward, pool_backward_gpu,
-                     pool_forward, pool_forward_gpu, to_rows)
+from .im2col import (
+    col2im,
+    col2im_gpu,
+    col_buffer,
+    from_rows,
+    im2col,
+    im2col_gpu,
+    launch,
+    lrn_across_bwd,
+    lrn_across_fwd,
+    pool_backward,
+    pool_backward_gpu,
+    pool_forward,
+    pool_forward_gpu,
+    to_rows,
+)
 
 GPU_COL_LIMIT = 1 << 27  # elements of the device column buffer: images are processed in chunks
 CPU_COL_LIMIT = 1 << 24  # and of the host one (64 MiB of float32)

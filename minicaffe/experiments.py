@@ -19,7 +19,7 @@ import numpy as np
 from . import backend, protoio
 from .errors import CaffeError
 from .hashing import metrics
-from .net import Net, TEST
+from .net import TEST, Net
 from .proto import caffe_pb2
 
 log = logging.getLogger("minicaffe")
@@ -57,10 +57,10 @@ def configure(family, method, *, source_list, target_list, root, num_classes, bi
               base_lr=None, display=None):
     """The SolverParameter (with its net embedded) of ``method`` in ``family``, pointed at the
     given lists (the TEST phase's ImageData layer reads the target list): SuH trains on the
-    labelled target (source = target list); ``bits`` sets the
-    hash layer, and where the family has ``<method>_solver_<bits>.prototxt`` (its settings for
-    that code length) that solver and its net are used instead of ``<method>_solver.prototxt``; ``gamma``/``eta`` override the MMD / entropy loss weights; ``max_iter``
-    rescales an "exp" schedule so the rate still falls 10x over the run.
+    labelled target (source = target list); ``bits`` sets the hash layer, and where the family
+    has ``<method>_solver_<bits>.prototxt`` (its settings for that code length) that solver and
+    its net are used instead of ``<method>_solver.prototxt``; ``gamma``/``eta`` override the
+    MMD / entropy loss weights; ``max_iter`` rescales an "exp" schedule so the rate still falls 10x over the run.
 
     ``DAH_authors``: ``gamma``/``eta`` are the code's γ and η (5000 and 1 shipped), written as
     the loss weights γ·Q/N and η·n_t/N that turn the mean-form layers into J_code's sums / N

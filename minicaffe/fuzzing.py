@@ -119,7 +119,7 @@ def check_caffemodel(data):
     except CaffeError:
         if any(not np.array_equal(a, b.data, equal_nan=True)
                for a, b in zip(before, net.learnable_params)):
-            raise AssertionError("a failed copy_from changed the weights")
+            raise AssertionError("a failed copy_from changed the weights") from None
 
 
 _NUMBER = re.compile(rb"(?<![A-Za-z_])-?\d+(\.\d+)?(e-?\d+)?")

@@ -10,13 +10,12 @@ Matrix products (``gemm``) go through cuBLAS via CuPy when it is installed (``cu
 of a Numba device array is zero-copy), else through a register-tiled Numba kernel.
 ``MINICAFFE_GEMM=numba`` forces the Numba kernel.
 """
-import math
 import os
 
 import numpy as np
 from numba import cuda, float32, float64
 
-from . import backend, kernels
+from . import kernels
 from .kernels import MAX_BLOCKS, SIM, THREADS, grid  # noqa: F401  (the launch configuration)
 
 

@@ -208,9 +208,10 @@ def kink_hint(layer, failures, stepsize):
 
 def make_layer(layer_param, phase=None):
     """A layer from a LayerParameter or its prototxt text (``'type: "ReLU" name: "r"'``)."""
+    from google.protobuf import text_format
+
     from .layer import create_layer
     from .proto import caffe_pb2
-    from google.protobuf import text_format
     if isinstance(layer_param, str):
         text = layer_param
         layer_param = caffe_pb2.LayerParameter()

@@ -13,8 +13,7 @@ import numpy as np
 
 from .errors import ArgumentError, CaffeError, ModelFileError
 from .proto import caffe_pb2
-from .transformer import datum_to_array as _datum_to_array
-from .transformer import open_image
+from .transformer import datum_to_array as _datum_to_array, open_image
 
 _F_NUM, _F_CHANNELS, _F_HEIGHT, _F_WIDTH = 1, 2, 3, 4
 _F_DATA, _F_DIFF, _F_SHAPE, _F_DDATA, _F_DDIFF = 5, 6, 7, 8, 9

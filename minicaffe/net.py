@@ -13,8 +13,7 @@ import numpy as np
 
 from . import hdf5, protoio
 from .blob import Blob
-from .errors import (ArgumentError, CaffeError, LayerTypeError, ModelFileError, NetError,
-                     ShapeError)
+from .errors import ArgumentError, CaffeError, LayerTypeError, ModelFileError, NetError, ShapeError
 from .layer import create_layer
 from .proto import caffe_pb2
 

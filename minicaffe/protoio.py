@@ -12,8 +12,7 @@ import os
 import re
 import tempfile
 
-from google.protobuf import message as _pb_message
-from google.protobuf import text_format
+from google.protobuf import message as _pb_message, text_format
 
 from .errors import ModelFileError, PrototxtError
 from .proto import caffe_pb2

@@ -13,7 +13,6 @@ import math
 from minicaffe.errors import CaffeError
 from minicaffe.kernels import in_place
 
-
 # Each rule is one formula for both devices (minicaffe.kernels.in_place): per element, from the
 # weight w, the summed gradient g and the histories h, h2, it returns (w − step, step, h[, h2])
 # (the one-history rules get h again as h2, unused, and write back three values):

@@ -41,7 +41,7 @@ def test_batches_class_order_and_epoch(tmp_path):
     layer = net.layers[0]
     assert layer.batches_per_epoch == 2            # ceil(10 / (3·2))
     seen_t = []
-    for b in range(2):
+    for _b in range(2):
         net.forward()
         lab = net.blobs["slabel"].data
         assert list(lab) == [0, 0, 1, 1, 2, 2]

@@ -1,5 +1,4 @@
 """The GradientChecker: Caffe's semantics, passing the first layers, failing a wrong one."""
-import os
 import sys
 import textwrap
 
@@ -7,8 +6,7 @@ import numpy as np
 import pytest
 
 import minicaffe as caffe
-from minicaffe.gradcheck import (GradientChecker, GradientCheckError, empty_tops,
-                                 gaussian_blobs, make_layer)
+from minicaffe.gradcheck import GradientChecker, GradientCheckError, empty_tops, gaussian_blobs, make_layer
 
 
 def test_inner_product_passes():

@@ -6,10 +6,17 @@ import itertools
 import numpy as np
 import pytest
 
-from minicaffe.hashing import (BDNN, ITQ, KMH, BinaryAutoencoder, binarize,
-                               mean_average_precision, pca)
-from minicaffe.hashing import bdnn as bdnn_module
-from minicaffe.hashing import itq as itq_module
+from minicaffe.hashing import (
+    BDNN,
+    ITQ,
+    KMH,
+    BinaryAutoencoder,
+    bdnn as bdnn_module,
+    binarize,
+    itq as itq_module,
+    mean_average_precision,
+    pca,
+)
 from minicaffe.hashing.ba import solve_binary_codes
 
 N_BITS = 16

@@ -7,9 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from minicaffe.hashing import (average_precisions, binarize, class_log_probabilities,
-                               hamming_distance, mean_average_precision, pr_to_csv,
-                               precision_recall_by_radius, recognition_accuracy)
+from minicaffe.hashing import (
+    average_precisions,
+    binarize,
+    class_log_probabilities,
+    hamming_distance,
+    mean_average_precision,
+    pr_to_csv,
+    precision_recall_by_radius,
+    recognition_accuracy,
+)
 
 # 2-bit database of 5 items and 3 queries, used by the hand-checked tests.
 DB = np.array([[1, 1], [1, -1], [1, 1], [-1, -1], [-1, 1]])

@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 import minicaffe as caffe
+from minicaffe.commands import convert_imageset
 from minicaffe.errors import CaffeError
 from minicaffe.gradcheck import empty_tops, make_layer
-from minicaffe.transformer import DataTransformer, read_image, resize_linear
 from minicaffe.proto import caffe_pb2
-from minicaffe.commands import convert_imageset
+from minicaffe.transformer import DataTransformer, read_image, resize_linear
 
 H, W = 6, 8
 TOOL = os.path.join(os.path.dirname(__file__), "..", "tools", "convert_imageset")

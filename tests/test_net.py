@@ -2,11 +2,11 @@
 parameter sharing, and the pycaffe API."""
 import numpy as np
 import pytest
+from google.protobuf import text_format
 
 import minicaffe as caffe
-from minicaffe.net import insert_splits, filter_net
+from minicaffe.net import filter_net, insert_splits
 from minicaffe.proto import caffe_pb2
-from google.protobuf import text_format
 
 MLP = """
 name: "mlp"

@@ -231,3 +231,22 @@ def test_office_home_per_length_nets_are_the_generic_net():
                 lp.inner_product_param.num_output = bits
         tuned.net_param.name = generic.net_param.name = ""
         assert tuned == generic, bits
+
+
+def test_toyhome_dah_at_16_bits_is_the_generic_net_with_its_entropy_weight():
+    """ToyHome's dah_solver_16 (eta = 3, chosen on the validation draw for 16 bits) is
+    dah_solver.prototxt with only the entropy weight changed; 64 and 128 bits keep eta = 10."""
+    kw = dict(source_list="s.txt", target_list="t.txt", root="/r/", num_classes=12,
+              snapshot_prefix="x")
+    tuned = experiments.configure("toyhome", "DAH", bits=16, **kw)
+    generic = experiments.configure("toyhome", "DAH", eta=3.0, **kw)   # dah_solver.prototxt
+    for lp in generic.net_param.layer:
+        if lp.name == "fc8_hash":
+            lp.inner_product_param.num_output = 16
+    generic.net_param.name = tuned.net_param.name = ""
+    assert tuned == generic
+    assert tuned != experiments.configure("toyhome", "DAH", bits=16, eta=10.0, **kw)
+    for bits in (64, 128):
+        sp = experiments.configure("toyhome", "DAH", bits=bits, **kw)
+        (lp,) = [lp for lp in sp.net_param.layer if lp.type == "EntropyLoss"]
+        assert list(lp.loss_weight) == [10.0]

@@ -9,7 +9,6 @@ from minicaffe import io
 from minicaffe.proto import caffe_pb2
 from minicaffe.transformer import ImageReadError
 
-
 # --- Datum and BlobProto -----------------------------------------------------------------------
 
 def test_datum_round_trip_uint8_and_float():

@@ -12,9 +12,8 @@ from minicaffe.commands import index as index_cmd, search as search_cmd
 from minicaffe.datasets import lists, toyhome
 from minicaffe.errors import CaffeError
 from minicaffe.hashing import metrics
-from minicaffe.net import Net, TEST
-from minicaffe.search import (HashIndex, encode_images, have_faiss, pack_codes,
-                              ranking_average_precisions, unpack_codes)
+from minicaffe.net import TEST, Net
+from minicaffe.search import HashIndex, encode_images, have_faiss, pack_codes, ranking_average_precisions, unpack_codes
 
 needs_faiss = pytest.mark.skipif(not have_faiss(), reason="faiss is not installed "
                                  "(pip install 'minicaffe[search]')")

@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import write
 
 from minicaffe.commands import _cli, draw_net, parse_log, plot_log
 from minicaffe.errors import CaffeError
-
-from conftest import write
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
 # BVLC's examples/mnist/lenet_train_test.prototxt, inline so the tests need no file outside the

@@ -10,10 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minicaffe.commands import gradcheck as gradcheck_cmd
-from minicaffe.commands import test as test_cmd
-from minicaffe.commands import time as time_cmd
-from minicaffe.commands import train as train_cmd
+from minicaffe.commands import gradcheck as gradcheck_cmd, test as test_cmd, time as time_cmd, train as train_cmd
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -194,6 +191,7 @@ def _rewrite_state(path, out, minicaffe_state):
 
 def test_bad_solverstate_one_line_and_data_position_kept(tmp_path, monkeypatch, capsys):
     import json
+
     import minicaffe as caffe
     solver = setup_dir(tmp_path, max_iter=20, snapshot=20)
     monkeypatch.chdir(tmp_path)
@@ -327,8 +325,7 @@ def test_gradcheck_tool_blames_ties_and_kinks(tmp_path, capsys):
 
 
 def test_gradient_check_error_carries_the_hint():
-    from minicaffe.gradcheck import (GradientChecker, GradientCheckError, empty_tops,
-                                     gaussian_blobs, make_layer)
+    from minicaffe.gradcheck import GradientChecker, GradientCheckError, empty_tops, gaussian_blobs, make_layer
     pool = make_layer('type: "Pooling" pooling_param { pool: MAX kernel_size: 2 stride: 2 }')
     bottom = gaussian_blobs([(1, 1, 4, 4)])
     bottom[0].data[...] = 0.0                  # every window ties

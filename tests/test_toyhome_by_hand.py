@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from minicaffe import experiments, protoio
-from minicaffe.commands import make_trunk
-from minicaffe.commands import test as test_cmd
-from minicaffe.net import Net, TEST, TRAIN
+from minicaffe.commands import make_trunk, test as test_cmd
+from minicaffe.net import TEST, TRAIN, Net
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
 FAMILY = os.path.join(experiments.prototxt_dir(), "toyhome")

@@ -6,7 +6,7 @@ import numpy as np
 
 from minicaffe import experiments, protoio
 from minicaffe.commands import make_trunk
-from minicaffe.net import Net, TEST
+from minicaffe.net import TEST, Net
 
 TRUNK_LAYERS = ["conv1", "conv2", "conv3", "fc6", "fc7"]
 

@@ -26,8 +26,8 @@ def _median_ms(fn, repeat):
 
 def bench(args):
     from minicaffe import backend
-    from minicaffe.gradcheck import make_layer
     from minicaffe.blob import Blob
+    from minicaffe.gradcheck import make_layer
     backend.set_random_seed(0)
     rng = np.random.default_rng(0)
     n = args.n
@@ -87,7 +87,8 @@ def bench(args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="bench_layers", description="Time the DAH losses at the paper's sizes next to a conv layer.")
+    p = argparse.ArgumentParser(prog="bench_layers",
+                                description="Time the DAH losses at the paper's sizes next to a conv layer.")
     p.add_argument("--n", type=int, default=325, help="samples per domain (the paper: 325)")
     p.add_argument("--repeat", type=int, default=5, help="timings per layer, the median is shown (default 5)")
     return p

@@ -215,9 +215,11 @@ def bench_float(args, rng, threads, have_faiss):
 
 def bench_toyhome(args, threads, have_faiss):
     import os
+
     from minicaffe.datasets import toyhome
     from minicaffe.hashing import metrics
     from minicaffe.search import HashIndex, encode_images, ranking_average_precisions
+
     from .index import folder_entries
     root = args.root or toyhome.ensure()
     entries, classes = folder_entries(root)

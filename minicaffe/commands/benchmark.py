@@ -178,8 +178,8 @@ def _labels(name, n, rng):
 
 
 def _minicaffe_step(spec):
-    import numpy as np
     import numba
+    import numpy as np
 
     import minicaffe as caffe
     from minicaffe.proto import caffe_pb2
@@ -515,7 +515,7 @@ def _int_list(text):
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError("expected comma-separated integers, got %r" % text)
+        raise argparse.ArgumentTypeError("expected comma-separated integers, got %r" % text) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("expected positive integers, got %r" % text)
     return values

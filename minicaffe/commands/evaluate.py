@@ -43,6 +43,7 @@ def build_parser():
 def evaluate_cmd(args):
     from minicaffe import experiments, figures
     from minicaffe.search import transform_param_from
+
     from .train import select_device
     setup_logging()
     if args.out:

@@ -39,6 +39,7 @@ def build_parser():
 def extract_cmd(args):
     from minicaffe import experiments
     from minicaffe.search import transform_param_from
+
     from .train import select_device
     setup_logging()
     check_output(args.out, args.out + "_<blob>.npy")

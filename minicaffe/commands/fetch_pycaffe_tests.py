@@ -1,11 +1,11 @@
 """``tools/fetch_pycaffe_tests``: BVLC Caffe's own pycaffe tests, for tests/test_pycaffe_suite.py.
 
-    tools/fetch_pycaffe_tests [--dest DIR] [--from-git CAFFE_GIT_DIR]
+    tools/fetch_pycaffe_tests [--dest DIR] [--from_git CAFFE_GIT_DIR]
 
 Downloads ``python/caffe/test/*.py`` of BVLC/caffe at a pinned commit (without test_nccl.py,
 which needs NCCL), and the net prototxts under ``models/`` and ``examples/`` that its
 test_draw.py draws, into ``~/.cache/minicaffe/pycaffe-tests`` (``$MINICAFFE_PYCAFFE_TESTS``
-overrides it) in the repository's own layout. ``--from-git`` reads them from a clone of
+overrides it) in the repository's own layout. ``--from_git`` reads them from a clone of
 BVLC/caffe instead of GitHub (``CAFFE/.git`` or a bare repository holding the commit). The
 folder is complete only once the ``COMMIT`` file is written, last.
 """
@@ -92,7 +92,7 @@ def _download(path, timeout):
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise CaffeError("cannot download %s (%s); without a network, fetch them from a clone of "
-                         "BVLC/caffe: tools/fetch_pycaffe_tests --from-git CAFFE/.git"
+                         "BVLC/caffe: tools/fetch_pycaffe_tests --from_git CAFFE/.git"
                          % (url, reason)) from None
 
 
@@ -113,7 +113,7 @@ def fetch(dest=None, from_git=None, timeout=20):
     had."""
     dest = os.path.abspath(dest or default_dest())
     if from_git and shutil.which("git") is None:
-        raise CaffeError("--from-git needs the git program on PATH")
+        raise CaffeError("--from_git needs the git program on PATH")
     parent = os.path.dirname(dest)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(dest) + ".")
@@ -138,7 +138,7 @@ def build_parser():
     p = argparse.ArgumentParser(prog="fetch_pycaffe_tests",
                                 description="Fetch BVLC Caffe's pycaffe tests (pinned commit).")
     p.add_argument("--dest", default=None, help="target folder (default %s)" % default_dest())
-    p.add_argument("--from-git", default=None, metavar="GIT_DIR",
+    p.add_argument("--from_git", default=None, metavar="GIT_DIR",
                    help="read the files from this clone of BVLC/caffe instead of GitHub")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p

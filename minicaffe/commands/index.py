@@ -84,6 +84,7 @@ def _list_classes(list_file):
 def index_cmd(args):
     from minicaffe.errors import CaffeError
     from minicaffe.search import HashIndex, check_same_net, encode_images, pack_codes
+
     from .train import select_device
     setup_logging()
     select_device(args.gpu)

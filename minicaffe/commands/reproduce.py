@@ -272,7 +272,7 @@ class Override:
                     out.append(x)
             except (ValueError, KeyError) as exc:
                 raise CaffeError("--set %s: %r is not a value of %s%s" % (
-                    self.text, x, f.name, " (%s)" % exc if f.cpp_type == f.CPPTYPE_ENUM else ""))
+                    self.text, x, f.name, " (%s)" % exc if f.cpp_type == f.CPPTYPE_ENUM else "")) from None
         return out
 
     def apply(self, sp, method):
@@ -749,7 +749,7 @@ class Trainings:
                 dead = [p for p in self.procs if not p.is_alive()]
                 if dead:
                     raise CaffeError("a worker process ended (exit code %s) while training %s"
-                                     % (dead[0].exitcode, ", ".join(sorted(running))))
+                                     % (dead[0].exitcode, ", ".join(sorted(running)))) from None
                 continue
             kind, name = msg[:2]
             if kind == "tick":
@@ -768,6 +768,7 @@ class Trainings:
 def reproduce(args):
     from minicaffe import experiments, protoio
     from minicaffe.hashing import BASELINES
+
     from .train import select_device
     setup_logging(args.log_level)
     select_device(args.gpu)

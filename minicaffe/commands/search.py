@@ -66,6 +66,7 @@ def build_parser():
 def check_images(paths):
     """Decode every image; the first that fails is a one-line CaffeError naming it."""
     from PIL import Image
+
     from minicaffe.errors import CaffeError
     for p in paths:
         try:
@@ -156,6 +157,7 @@ def search_cmd(args):
     from minicaffe.errors import CaffeError
     from minicaffe.search import HashIndex, check_same_net, encode_images
     from minicaffe.transformer import read_image_list
+
     from .train import select_device
     setup_logging()
     select_device(args.gpu)

@@ -46,7 +46,8 @@ def score(net, iterations):
 
 def test(args):
     from minicaffe.errors import CaffeError
-    from minicaffe.net import Net, TEST
+    from minicaffe.net import TEST, Net
+
     from .train import select_device
     setup_logging()
     select_device(args.gpu)

@@ -58,6 +58,7 @@ def time_net(net, iterations, sync=lambda: None):
 
 def time_cmd(args):
     from minicaffe.net import Net
+
     from .train import select_device
     setup_logging()
     select_device(args.gpu)

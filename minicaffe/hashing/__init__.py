@@ -14,9 +14,16 @@ from .ba import BinaryAutoencoder, fit_ba
 from .bdnn import BDNN, fit_bdnn
 from .itq import ITQ, fit_itq, pca
 from .kmh import KMH, fit_kmh
-from .metrics import (average_precisions, binarize, class_log_probabilities, hamming_distance,
-                      mean_average_precision, pr_to_csv, precision_recall_by_radius,
-                      recognition_accuracy)
+from .metrics import (
+                      average_precisions,
+                      binarize,
+                      class_log_probabilities,
+                      hamming_distance,
+                      mean_average_precision,
+                      pr_to_csv,
+                      precision_recall_by_radius,
+                      recognition_accuracy,
+)
 
 BASELINES = {"ITQ": fit_itq, "KMeans": fit_kmh, "BA": fit_ba, "BDNN": fit_bdnn}
 

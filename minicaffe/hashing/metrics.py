@@ -142,7 +142,7 @@ def precision_recall_by_radius(query_codes, query_labels, db_codes, db_labels,
     retrieved = np.zeros(d + 2, np.int64)
     hit = np.zeros(d + 2, np.int64)
     n_relevant = 0
-    for s, e, dist, rel in _chunks(query_codes, query_labels, db_codes, db_labels,
+    for _s, _e, dist, rel in _chunks(query_codes, query_labels, db_codes, db_labels,
                                    exclude_self, chunk):
         keep = rel.any(axis=1)
         dist, rel = dist[keep], rel[keep]

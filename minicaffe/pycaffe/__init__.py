@@ -29,8 +29,7 @@ import importlib.util
 import logging
 import sys
 
-from .. import coord_map, draw, io, net_spec, proto  # noqa: F401  (caffe.<submodule>)
-from .. import classifier, detector  # noqa: F401
+from .. import classifier, coord_map, detector, draw, io, net_spec, proto  # noqa: F401  (caffe.<submodule>)
 from ..backend import Timer, set_device, set_mode_cpu, set_mode_gpu, set_random_seed  # noqa: F401
 from ..classifier import Classifier  # noqa: F401
 from ..commands._cli import setup_logging
@@ -41,8 +40,7 @@ from ..layers.python import PyLayer as Layer  # noqa: F401
 from ..net import Net  # noqa: F401
 from ..net_spec import NetSpec, layers, params, to_proto  # noqa: F401
 from ..proto import caffe_pb2
-from ..solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,  # noqa: F401
-                      RMSPropSolver, SGDSolver, get_solver)
+from ..solver import AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver, SGDSolver, get_solver  # noqa: F401
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST

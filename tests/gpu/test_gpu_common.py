@@ -1,7 +1,6 @@
 """Common layers: GPU = CPU, finite differences in GPU mode."""
 import numpy as np
 import pytest
-
 from gpu_helpers import compare, gauss, gradcheck_gpu
 
 IP = ('type: "InnerProduct" inner_product_param { num_output: 3 weight_filler { type: '

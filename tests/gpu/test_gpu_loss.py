@@ -2,7 +2,6 @@
 finite differences in GPU mode, label errors raised as on the CPU."""
 import numpy as np
 import pytest
-
 from gpu_helpers import compare, gauss, gradcheck_gpu
 
 from minicaffe import backend

@@ -2,7 +2,6 @@
 mode."""
 import numpy as np
 import pytest
-
 from gpu_helpers import compare, gauss, gradcheck_gpu
 
 SHAPE = (2, 3, 2, 2)

@@ -2,7 +2,6 @@
 in place), finite differences in GPU mode."""
 import numpy as np
 import pytest
-
 from gpu_helpers import compare, gauss, gradcheck_gpu
 
 

@@ -124,8 +124,9 @@ def test_net_forward_backward_on_the_device(pylayer_module):
 
 
 def _solver_param(rule, tmp_path, net=None):
-    from minicaffe import protoio
     from google.protobuf import text_format
+
+    from minicaffe import protoio
     p = protoio.read_solver_param(os.path.join(DAH_LAYERS, "solver.prototxt"))
     if net is None:
         p.net = os.path.join(DAH_LAYERS, "train.prototxt")

@@ -37,9 +37,10 @@ def main():
                     default=os.path.join(ROOT, "prototxt/office_home/dah_train_64.prototxt"))
     ap.add_argument("--iters", type=int, default=7)
     args = ap.parse_args()
+    from mpi4py import MPI
+
     import minicaffe as caffe
     from minicaffe.parallel import DataParallel
-    from mpi4py import MPI
     dp = DataParallel()
     net = caffe.Net(input_net(args.net), caffe.TRAIN)
     rng = np.random.default_rng(dp.rank)
@@ -49,7 +50,7 @@ def main():
     n = sum(b.count() for b, lr in zip(net.learnable_params, net.params_lr) if lr != 0)
     reduce_s, bare_s = [], []
     buf = np.ones(n, np.float32)
-    for i in range(args.iters + 1):
+    for _i in range(args.iters + 1):
         dp.barrier()
         t = time.perf_counter()
         dp.reduce(solver, 1.0, outputs=True)

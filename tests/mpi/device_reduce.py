@@ -13,9 +13,10 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from test_mpi import ONE, OneRank, setup_dir  # noqa: E402
+
 import minicaffe as caffe  # noqa: E402
 from minicaffe import backend, parallel  # noqa: E402
-from test_mpi import ONE, OneRank, setup_dir  # noqa: E402
 
 
 class TwoEqualRanks(OneRank):
