@@ -5,12 +5,12 @@ per param blob named by its index ("0", "1", ...); with diffs, a group ``diff`` 
 h5py is optional: ``pip install 'minicaffe[hdf5]'``.
 """
 import os
-import tempfile
 from collections import OrderedDict
 
 import numpy as np
 
 from .errors import CaffeError, ModelFileError
+from .protoio import atomic_write
 
 
 def require_h5py(what):
@@ -26,16 +26,9 @@ def write_weights(path, data, diff=None):
     """Write ``data`` (and ``diff``): {layer name: {param index: array}}, each layer a group
     even without params (as Caffe writes it). Atomic: a temporary file renamed over ``path``."""
     h5py = require_h5py("writing %s" % path)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
-                                   suffix=".tmp")
-        os.close(fd)
-    except OSError as exc:
-        raise ModelFileError("Cannot write %s: %s" % (path, exc.strerror or exc)) from None
-    try:
-        with h5py.File(tmp, "w") as f:
+
+    def write(fileobj):  # h5py writes into the open temporary file of protoio.atomic_write
+        with h5py.File(fileobj, "w") as f:
             for group, layers in (("data", data), ("diff", diff)):
                 if layers is None:
                     continue
@@ -44,16 +37,8 @@ def write_weights(path, data, diff=None):
                     lg = g.create_group(name)
                     for j, arr in blobs.items():
                         lg.create_dataset(str(j), data=np.asarray(arr))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise ModelFileError("Cannot write %s: %s" % (path, exc.strerror or exc)) from None
-        raise
+
+    atomic_write(path, write, ModelFileError)
 
 
 def read_weights(path):

@@ -75,7 +75,28 @@ def _cast_scalars(args, dtype):
     return tuple(dtype.type(a) if isinstance(a, float) else a for a in args)
 
 
-class Elementwise:
+class _Formula:
+    """What both kinds share: the device function and one generated kernel per pattern."""
+
+    @property
+    def device(self):
+        """The ``cuda.jit(device=True)`` function, for hand-written kernels."""
+        if self._device is None:
+            self._device = cuda.jit(device=True)(self.fn)
+        return self._device
+
+    def kernel(self, pattern):
+        """The grid-stride kernel for one array/scalar pattern of the arguments."""
+        name = "%s:%s" % (self.key, pattern)
+        k = KERNELS.get(name)
+        if k is None:
+            scope = {"cuda": cuda, "f": self.device, "__name__": __name__}
+            exec(self._source(pattern), scope)
+            k = KERNELS[name] = cuda.jit(scope["kernel"])
+        return k
+
+
+class Elementwise(_Formula):
     """A scalar formula ``fn(*args) -> value`` mapped over arrays on the host or the device."""
 
     def __init__(self, fn, loop=False, ufunc=None):
@@ -105,21 +126,8 @@ class Elementwise:
         np.copyto(out, self._cpu(*args), casting="unsafe")
         return out
 
-    @property
-    def device(self):
-        if self._device is None:
-            self._device = cuda.jit(device=True)(self.fn)
-        return self._device
-
-    def kernel(self, pattern):
-        """The grid-stride kernel ``kernel(out, *args)`` for one array/scalar pattern."""
-        name = "%s:%s" % (self.key, pattern)
-        k = KERNELS.get(name)
-        if k is None:
-            scope = {"cuda": cuda, "f": self.device, "__name__": __name__}
-            exec(_kernel_source(len(pattern), pattern), scope)
-            k = KERNELS[name] = cuda.jit(scope["kernel"])
-        return k
+    def _source(self, pattern):
+        return _kernel_source(len(pattern), pattern)
 
     def gpu(self, *args, out, inner=1):
         """``out[i] = fn(args...[i])`` over flat device arrays of ``out.size`` elements;
@@ -149,7 +157,7 @@ def _update_source(nargs, pattern, k, device):
             "        %s = f(%s)\n" % (args, dest, call))
 
 
-class InPlace:
+class InPlace(_Formula):
     """A scalar formula ``fn(*args) -> (v_0, …, v_{k−1})`` whose results are written back into
     its first k arguments, flat arrays of one size (the others: same-size arrays or scalars) —
     a solver's update rule (weights, step, histories) in one pass over memory, on the host as a
@@ -175,20 +183,8 @@ class InPlace:
             loop = self._loops[pattern] = numba.njit(scope["loop"])
         loop(*_cast_scalars(args, args[0].dtype))
 
-    @property
-    def device(self):
-        if self._device is None:
-            self._device = cuda.jit(device=True)(self.fn)
-        return self._device
-
-    def kernel(self, pattern):
-        name = "%s:%s" % (self.key, pattern)
-        k = KERNELS.get(name)
-        if k is None:
-            scope = {"cuda": cuda, "f": self.device, "__name__": __name__}
-            exec(_update_source(len(pattern), pattern, self.k, True), scope)
-            k = KERNELS[name] = cuda.jit(scope["kernel"])
-        return k
+    def _source(self, pattern):
+        return _update_source(len(pattern), pattern, self.k, True)
 
     def gpu(self, *args):
         if args[0].size:
