@@ -1,5 +1,5 @@
 """Common layers: InnerProduct, Split, Silence, Eltwise, Concat, Slice, Flatten, Reshape,
-ArgMax, Reduction, Tile, Embed.
+ArgMax, Reduction, Tile, Embed, Parameter.
 
 GPU: every layer but ArgMax (no gradient, a sort; it runs its CPU code on a host copy) has
 ``forward_gpu`` / ``backward_gpu`` beside its CPU code; InnerProduct's products go through
@@ -919,3 +919,94 @@ class EmbedLayer(Layer):
             _embed_bwd[gpu.grid(dy.size)](self._idx_dev, dy, self.N, self.blobs[0].gpu_diff())
         if self.bias_term and self.param_propagate_down[1]:
             gpu.sum_odi(dy, self.M, self.N, 1, self.blobs[1].gpu_diff(), 1.0, 1.0)
+
+
+# --- Parameter, Filter, BatchReindex ------------------------------------------------------------
+
+@cuda.jit
+def _rows_gather(src, rows, inner, dst):
+    # dst viewed as (len(rows), inner) = src viewed as (N, inner) [rows]
+    i = cuda.grid(1)
+    while i < dst.size:
+        m = i // inner
+        dst[i] = src[rows[m] * inner + i - m * inner]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _rows_scatter(dy, order, begin, count, inner, dx):
+    # dx row n = Σ dy rows order[begin[n] : begin[n] + count[n]] (0 for none): one thread per
+    # element of dx, no atomics (batch_reindex_layer.cu's BRBackward)
+    i = cuda.grid(1)
+    while i < dx.size:
+        n = i // inner
+        r = i - n * inner
+        acc = 0.0
+        for k in range(begin[n], begin[n] + count[n]):
+            acc += dy[order[k] * inner + r]
+        dx[i] = acc
+        i += cuda.gridsize(1)
+
+
+def _scatter_plan(rows, n):
+    """(order, begin, count) for ``_rows_scatter``: the top rows grouped by source row."""
+    order = np.argsort(rows, kind="stable").astype(np.int64)
+    count = np.bincount(rows, minlength=n).astype(np.int64)
+    begin = (np.cumsum(count) - count).astype(np.int64)
+    return order, begin, count
+
+
+def rows_gather_gpu(src, rows_dev, inner, dst):
+    if dst.size:
+        _rows_gather[gpu.grid(dst.size)](src, rows_dev, inner, dst)
+
+
+def rows_scatter_gpu(dy, rows, n, inner, dx):
+    """dx (n, inner) = Σ over the top rows j with rows[j] = source row of dy[j] (0 elsewhere)."""
+    if dx.size:
+        order, begin, count = _scatter_plan(rows, n)
+        _rows_scatter[gpu.grid(dx.size)](dy, gpu.to_device(order), gpu.to_device(begin),
+                                         gpu.to_device(count), inner, dx)
+
+
+@register("Parameter")
+class ParameterLayer(Layer):
+    """Parameter (parameter_layer.hpp): no bottom; one learnable blob of shape
+    ``parameter_param.shape`` (zeros: Caffe fills it from a .caffemodel, not a filler) whose
+    data the top shares. Backward: param diff += top diff. Deliberate difference: Caffe shares
+    the diff too, so the consumer's backward *overwrites* the param diff; here the top keeps
+    its own diff and backward accumulates it, as every other param diff (``iter_size``,
+    shared weights)."""
+    exact_num_bottom = 0
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        shape = tuple(int(d) for d in self.layer_param.parameter_param.shape.dim)
+        if any(d < 0 for d in shape):
+            raise CaffeError("Parameter layer %s: parameter_param.shape %s has a negative dim"
+                             % (self.name, list(shape)))
+        if self.blobs:
+            if self.blobs[0].shape != shape:
+                raise CaffeError("Parameter layer %s: the param blob has shape %s, "
+                                 "parameter_param.shape is %s"
+                                 % (self.name, self.blobs[0].shape, shape))
+        else:
+            self.blobs = [self.make_blob(shape)]
+
+    def reshape(self, bottom, top):
+        top[0].reshape(self.blobs[0].shape)
+        top[0].share_data(self.blobs[0])
+
+    def forward_cpu(self, bottom, top):
+        pass
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if self.param_propagate_down and self.param_propagate_down[0]:
+            self.blobs[0].diff[...] += top[0].diff
+
+    def forward_gpu(self, bottom, top):
+        self.blobs[0].gpu_data(False)  # the top (the same memory) is then on the device
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if self.param_propagate_down and self.param_propagate_down[0]:
+            gpu.axpy(1.0, top[0].gpu_diff(False), self.blobs[0].gpu_diff())

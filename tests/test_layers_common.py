@@ -337,3 +337,51 @@ def test_embed_repeated_indices_accumulate_and_errors():
     for bad in (5.0, -1.0, 1.5):
         with pytest.raises(CaffeError, match="input_dim"):
             layer.forward([blob([bad])], empty_tops(1))
+
+
+# --- Parameter -------------------------------------------------------------------------------
+PARAM = 'type: "Parameter" parameter_param { shape { dim: 2 dim: 3 } }'
+
+
+def test_parameter_top_is_the_blob_and_backward_accumulates():
+    layer = make_layer(PARAM)
+    top = empty_tops(1)
+    layer.setup([], top)
+    assert [b.shape for b in layer.blobs] == [(2, 3)] and top[0].shape == (2, 3)
+    w = np.arange(6.0).reshape(2, 3)
+    layer.blobs[0].data[...] = w
+    layer.forward([], top)
+    np.testing.assert_array_equal(top[0].data, w)
+    layer.param_propagate_down = [True]
+    layer.blobs[0].diff[...] = 0.5
+    top[0].diff[...] = w
+    layer.backward(top, [], [])
+    np.testing.assert_array_equal(layer.blobs[0].diff, w + 0.5)
+
+
+def test_parameter_gradient():
+    layer = make_layer(PARAM)
+    layer.setup([], empty_tops(1))
+    layer.blobs[0].data[...] = np.random.default_rng(3).normal(size=(2, 3))
+    checker = GradientChecker(1e-2, 1e-3)
+    checker.check_gradient(layer, [], empty_tops(1))
+    assert checker.checked == 6
+
+
+PARAM_NET = """
+layer { name: "t" type: "Input" top: "t" input_param { shape { dim: 1 dim: 3 } } }
+layer { name: "w" type: "Parameter" top: "w" parameter_param { shape { dim: 1 dim: 3 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "w" bottom: "t" top: "loss" }
+"""
+
+
+def test_parameter_in_a_net_accumulates_its_diff():
+    net = caffe.Net(PARAM_NET, caffe.TRAIN)
+    w = net.params["w"][0]
+    w.data[...] = [[1.0, 2.0, -1.0]]
+    t = np.array([[0.5, 0.0, 1.0]], np.float32)
+    net.forward(t=t)
+    np.testing.assert_allclose(net.blobs["w"].data, w.data)
+    net.backward()
+    net.backward()  # a second backward adds on (iter_size), as for every param
+    np.testing.assert_allclose(w.diff, 2 * (w.data - t), rtol=1e-6)

@@ -81,3 +81,12 @@ def test_embed():
 def test_argmax_falls_back():
     compare('type: "ArgMax" argmax_param { top_k: 2 out_max_val: true }', [gauss(2, 5)],
             backward=False, on_device=False)
+
+
+def test_parameter():
+    spec = 'type: "Parameter" parameter_param { shape { dim: 2 dim: 3 } }'
+
+    def prepare(layer):
+        layer.blobs[0].data[...] = gauss(2, 3, seed=4)
+    compare(spec, [], prepare=prepare)
+    compare(spec, [], prepare=prepare, dtype=np.float32)
