@@ -1,5 +1,5 @@
 """Common layers: InnerProduct, Split, Silence, Eltwise, Concat, Slice, Flatten, Reshape,
-ArgMax, Reduction, Tile, Embed, Parameter.
+ArgMax, Reduction, Tile, Embed, Parameter, Filter.
 
 GPU: every layer but ArgMax (no gradient, a sort; it runs its CPU code on a host copy) has
 ``forward_gpu`` / ``backward_gpu`` beside its CPU code; InnerProduct's products go through
@@ -1010,3 +1010,69 @@ class ParameterLayer(Layer):
     def backward_gpu(self, top, propagate_down, bottom):
         if self.param_propagate_down and self.param_propagate_down[0]:
             gpu.axpy(1.0, top[0].gpu_diff(False), self.blobs[0].gpu_diff())
+
+
+@register("Filter")
+class FilterLayer(Layer):
+    """Filter (filter_layer.cpp): bottoms are k data blobs and a selector last, shape (N, 1, …);
+    top i = the rows n of bottom i where selector[n] != 0, in order. The first reshape (setup)
+    gives the tops bottom 0's N rows, as Caffe. Backward: dx = dy in the selected rows, 0 in
+    the others; no gradient to the selector (an error if asked for; force_backward skips it)."""
+    min_num_bottom = 2
+    min_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        if len(top) != len(bottom) - 1:
+            raise CaffeError("Filter layer %s: needs one top per data bottom (bottoms minus the "
+                             "selector): %d bottoms, %d tops" % (self.name, len(bottom), len(top)))
+        self.first_reshape = True
+        self.selector_index = len(bottom) - 1
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != getattr(self, "selector_index", len(self.layer_param.bottom) - 1)
+
+    def reshape(self, bottom, top):
+        sel = bottom[-1]
+        if any(d != 1 for d in sel.shape[1:]):
+            raise CaffeError("Filter layer %s: selector blob dimensions must be singletons (1), "
+                             "except the first; got shape %s" % (self.name, sel.shape))
+        for i, b in enumerate(bottom[:-1]):
+            if not b.shape or not sel.shape or b.shape[0] != sel.shape[0]:
+                raise CaffeError("Filter layer %s: each bottom should have the same 0th dimension "
+                                 "as the selector blob: bottom %d has shape %s, the selector %s"
+                                 % (self.name, i, b.shape, sel.shape))
+        self.rows = np.flatnonzero(sel.cpu_data().reshape(-1)).astype(np.int64)
+        n = bottom[0].shape[0] if self.first_reshape else self.rows.size
+        self.first_reshape = False
+        for b, t in zip(bottom, top):
+            t.reshape((n,) + b.shape[1:])
+
+    def forward_cpu(self, bottom, top):
+        for b, t in zip(bottom, top):
+            x = b.data.reshape(b.shape[0], -1)
+            np.take(x, self.rows, axis=0, out=t.data.reshape(self.rows.size, x.shape[1]))
+
+    def _check_selector(self, propagate_down):
+        if propagate_down[-1]:
+            raise CaffeError("Filter layer %s cannot backpropagate to filter index inputs "
+                             "(the selector, bottom %d)" % (self.name, len(propagate_down) - 1))
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        self._check_selector(propagate_down)
+        for b, t, p in zip(bottom, top, propagate_down):
+            if p:
+                dx = b.diff.reshape(b.shape[0], -1)
+                dx[...] = 0
+                dx[self.rows] = t.diff.reshape(self.rows.size, dx.shape[1])
+
+    def forward_gpu(self, bottom, top):
+        self._rows_dev = gpu.to_device(self.rows)
+        for b, t in zip(bottom, top):
+            rows_gather_gpu(b.gpu_data(False), self._rows_dev, b.count(1), t.gpu_data())
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        self._check_selector(propagate_down)
+        for b, t, p in zip(bottom, top, propagate_down):
+            if p:
+                rows_scatter_gpu(t.gpu_diff(False), self.rows, b.shape[0], b.count(1),
+                                 b.gpu_diff())

@@ -385,3 +385,51 @@ def test_parameter_in_a_net_accumulates_its_diff():
     net.backward()
     net.backward()  # a second backward adds on (iter_size), as for every param
     np.testing.assert_allclose(w.diff, 2 * (w.data - t), rtol=1e-6)
+
+
+# --- Filter ----------------------------------------------------------------------------------
+def test_filter_forward_backward_reference():
+    x = np.random.default_rng(0).normal(size=(5, 2, 3))
+    y = np.random.default_rng(1).normal(size=(5, 4))
+    sel = np.array([0, 1, 0, 2.5, 1]).reshape(5, 1)
+    layer = make_layer('type: "Filter"')
+    bottom = [blob(x), blob(y), blob(sel)]
+    top = empty_tops(2)
+    layer.setup(bottom, top)
+    assert top[0].shape == (5, 2, 3)  # the first reshape keeps every row, as Caffe
+    layer.forward(bottom, top)
+    keep = [1, 3, 4]
+    np.testing.assert_array_equal(top[0].data, x[keep])
+    np.testing.assert_array_equal(top[1].data, y[keep])
+    dy = np.random.default_rng(2).normal(size=(3, 4))
+    top[1].diff[...] = dy
+    layer.backward(top, [False, True, False], bottom)
+    want = np.zeros((5, 4))
+    want[keep] = dy
+    np.testing.assert_array_equal(bottom[1].diff, want)
+
+
+def test_filter_gradient():
+    bottom = gaussian_blobs([(4, 3), (4, 2, 2)]) + [blob(np.array([[1.0], [0], [1], [1]]))]
+    for i in (0, 1):
+        checker = GradientChecker(1e-2, 1e-3)
+        checker.check_gradient(make_layer('type: "Filter"'), bottom, empty_tops(2), i)
+        assert checker.checked > 0
+
+
+def test_filter_errors_name_the_layer():
+    layer = make_layer('type: "Filter" name: "f"')
+    with pytest.raises(CaffeError, match="Filter layer f: .*singletons"):
+        layer.setup([blob(np.zeros((2, 3))), blob(np.zeros((2, 2)))], empty_tops(1))
+    with pytest.raises(CaffeError, match="Filter layer f: .*0th dimension"):
+        make_layer('type: "Filter" name: "f"').setup(
+            [blob(np.zeros((3, 3))), blob(np.zeros((2, 1)))], empty_tops(1))
+    with pytest.raises(CaffeError, match="Filter layer f: .*one top per data bottom"):
+        make_layer('type: "Filter" name: "f"').setup(
+            [blob(np.zeros((2, 3))), blob(np.zeros((2, 1)))], empty_tops(2))
+    bottom, top = [blob(np.zeros((2, 3))), blob(np.ones((2, 1)))], empty_tops(1)
+    layer = make_layer('type: "Filter" name: "f"')
+    run(layer, bottom, top)
+    with pytest.raises(CaffeError, match="Filter layer f cannot backpropagate"):
+        layer.backward(top, [True, True], bottom)
+    assert not layer.allow_force_backward(1) and layer.allow_force_backward(0)

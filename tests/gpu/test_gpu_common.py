@@ -90,3 +90,11 @@ def test_parameter():
         layer.blobs[0].data[...] = gauss(2, 3, seed=4)
     compare(spec, [], prepare=prepare)
     compare(spec, [], prepare=prepare, dtype=np.float32)
+
+
+def test_filter():
+    sel = np.array([[1.0], [0], [2], [0], [1]])
+    compare('type: "Filter"', [gauss(5, 2, 3), gauss(5, 4, seed=1), sel], n_tops=2,
+            propagate_down=[True, True, False])
+    compare('type: "Filter"', [gauss(5, 3), sel], dtype=np.float32, propagate_down=[True, False])
+    compare('type: "Filter"', [gauss(5, 3), np.zeros((5, 1))], propagate_down=[True, False])
