@@ -1,5 +1,5 @@
 """Common layers: InnerProduct, Split, Silence, Eltwise, Concat, Slice, Flatten, Reshape,
-ArgMax, Reduction, Tile, Embed, Parameter, Filter.
+ArgMax, Reduction, Tile, Embed, Parameter, Filter, BatchReindex.
 
 GPU: every layer but ArgMax (no gradient, a sort; it runs its CPU code on a host copy) has
 ``forward_gpu`` / ``backward_gpu`` beside its CPU code; InnerProduct's products go through
@@ -1076,3 +1076,61 @@ class FilterLayer(Layer):
             if p:
                 rows_scatter_gpu(t.gpu_diff(False), self.rows, b.shape[0], b.count(1),
                                  b.gpu_diff())
+
+
+@register("BatchReindex")
+class BatchReindexLayer(Layer):
+    """BatchReindex (batch_reindex_layer.cpp): top = bottom[0][indices], the indices a 1-D
+    bottom[1] of values in [0, N) (repeats allowed); top shape (len(indices),) + bottom[0]'s
+    other axes. Backward: dx[n] = Σ_{j: indices[j] = n} dy[j]; no gradient to the indices (an
+    error if asked for; force_backward skips them)."""
+    exact_num_bottom = 2
+    exact_num_top = 1
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1
+
+    def reshape(self, bottom, top):
+        if bottom[1].num_axes != 1:
+            raise CaffeError("BatchReindex layer %s: the index bottom must be 1-D, got shape %s"
+                             % (self.name, bottom[1].shape))
+        top[0].reshape(bottom[1].shape[:1] + bottom[0].shape[1:])
+
+    def _indices(self, bottom):
+        x = bottom[1].cpu_data()
+        idx = x.astype(np.int64)
+        n = bottom[0].shape[0]
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            bad = x[(idx < 0) | (idx >= n)][0]
+            raise CaffeError("BatchReindex layer %s: index %r out of range [0, %d) (the batch "
+                             "size of bottom 0)" % (self.name, float(bad), n))
+        return idx
+
+    def forward_cpu(self, bottom, top):
+        self.rows = self._indices(bottom)
+        x = bottom[0].data.reshape(bottom[0].shape[0], -1)
+        np.take(x, self.rows, axis=0, out=top[0].data.reshape(self.rows.size, x.shape[1]))
+
+    def _check_index(self, propagate_down):
+        if propagate_down[1]:
+            raise CaffeError("BatchReindex layer %s: cannot backprop to the index (bottom 1)"
+                             % self.name)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        self._check_index(propagate_down)
+        if propagate_down[0]:
+            dx = bottom[0].diff.reshape(bottom[0].shape[0], -1)
+            dx[...] = 0
+            np.add.at(dx, self.rows, top[0].diff.reshape(self.rows.size, dx.shape[1]))
+
+    def forward_gpu(self, bottom, top):
+        self.rows = self._indices(bottom)
+        rows_gather_gpu(bottom[0].gpu_data(False), gpu.to_device(self.rows), bottom[0].count(1),
+                        top[0].gpu_data())
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        self._check_index(propagate_down)
+        if propagate_down[0]:
+            b = bottom[0]
+            rows_scatter_gpu(top[0].gpu_diff(False), self.rows, b.shape[0], b.count(1),
+                             b.gpu_diff())

@@ -433,3 +433,43 @@ def test_filter_errors_name_the_layer():
     with pytest.raises(CaffeError, match="Filter layer f cannot backpropagate"):
         layer.backward(top, [True, True], bottom)
     assert not layer.allow_force_backward(1) and layer.allow_force_backward(0)
+
+
+# --- BatchReindex ----------------------------------------------------------------------------
+def test_batch_reindex_forward_backward_reference():
+    x = np.random.default_rng(0).normal(size=(4, 2, 3))
+    idx = np.array([2, 0, 2, 3, 2.0])
+    layer = make_layer('type: "BatchReindex"')
+    bottom = [blob(x), blob(idx)]
+    top = run(layer, bottom, empty_tops(1))
+    np.testing.assert_array_equal(top[0].data, x[[2, 0, 2, 3, 2]])
+    dy = np.random.default_rng(1).normal(size=(5, 2, 3))
+    top[0].diff[...] = dy
+    layer.backward(top, [True, False], bottom)
+    want = np.zeros_like(x)
+    for j, n in enumerate([2, 0, 2, 3, 2]):
+        want[n] += dy[j]
+    np.testing.assert_allclose(bottom[0].diff, want, rtol=1e-14)
+
+
+def test_batch_reindex_gradient():
+    bottom = gaussian_blobs([(4, 3)]) + [blob(np.array([3.0, 1, 1, 0, 3, 3]))]
+    checker = GradientChecker(1e-2, 1e-3)
+    checker.check_gradient(make_layer('type: "BatchReindex"'), bottom, empty_tops(1), 0)
+    assert checker.checked == 12
+
+
+def test_batch_reindex_errors():
+    for bad in (4.0, -1.0):
+        with pytest.raises(CaffeError, match=r"BatchReindex layer br: index .* out of range "
+                                             r"\[0, 4\)"):
+            run(make_layer('type: "BatchReindex" name: "br"'),
+                [blob(np.zeros((4, 2))), blob(np.array([0.0, bad]))], empty_tops(1))
+    with pytest.raises(CaffeError, match="BatchReindex layer br: the index bottom must be 1-D"):
+        run(make_layer('type: "BatchReindex" name: "br"'),
+            [blob(np.zeros((4, 2))), blob(np.zeros((2, 1)))], empty_tops(1))
+    layer = make_layer('type: "BatchReindex" name: "br"')
+    bottom, top = [blob(np.zeros((4, 2))), blob(np.array([1.0]))], empty_tops(1)
+    run(layer, bottom, top)
+    with pytest.raises(CaffeError, match="BatchReindex layer br: cannot backprop to the index"):
+        layer.backward(top, [True, True], bottom)

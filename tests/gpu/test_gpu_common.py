@@ -98,3 +98,17 @@ def test_filter():
             propagate_down=[True, True, False])
     compare('type: "Filter"', [gauss(5, 3), sel], dtype=np.float32, propagate_down=[True, False])
     compare('type: "Filter"', [gauss(5, 3), np.zeros((5, 1))], propagate_down=[True, False])
+
+
+def test_batch_reindex():
+    idx = np.array([2.0, 0, 2, 3, 2, 2])
+    compare('type: "BatchReindex"', [gauss(4, 2, 3), idx], propagate_down=[True, False])
+    compare('type: "BatchReindex"', [gauss(4, 3), idx], dtype=np.float32,
+            propagate_down=[True, False])
+
+
+def test_filter_batch_reindex_gradient():
+    gradcheck_gpu('type: "BatchReindex"', [gauss(4, 3, seed=2), np.array([3.0, 1, 1, 0])],
+                  check_bottom=0)
+    gradcheck_gpu('type: "Filter"', [gauss(4, 3, seed=2), np.array([[1.0], [0], [1], [1]])],
+                  check_bottom=0)
