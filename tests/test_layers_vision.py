@@ -520,3 +520,69 @@ def test_parallel_path_matches_serial(monkeypatch):
             results.append([t[0].data.copy(), b[0].diff.copy()] + [p.diff.copy() for p in layer.blobs])
         for a, s in zip(*results):
             np.testing.assert_allclose(a, s, rtol=1e-12, atol=1e-12)
+
+
+# --- Im2col ----------------------------------------------------------------------------------
+def _im2col_reference(x, kh, kw, sh, sw, ph, pw, dh, dw):
+    n, c, h, w = x.shape
+    oh = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    ow = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    out = np.zeros((n, c * kh * kw, oh, ow))
+    for b in range(n):
+        for ch in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    for yy in range(oh):
+                        for xx in range(ow):
+                            hh, ww = yy * sh - ph + i * dh, xx * sw - pw + j * dw
+                            if 0 <= hh < h and 0 <= ww < w:
+                                out[b, (ch * kh + i) * kw + j, yy, xx] = x[b, ch, hh, ww]
+    return out
+
+
+IM2COL = ('type: "Im2col" convolution_param { kernel_h: 2 kernel_w: 3 stride_h: 2 stride_w: 1 '
+          'pad_h: 1 pad_w: 0 }')
+IM2COL_DIL = 'type: "Im2col" convolution_param { kernel_size: 2 stride: 1 pad: 1 dilation: 2 }'
+
+
+@pytest.mark.parametrize("spec, args", [(IM2COL, (2, 3, 2, 1, 1, 0, 1, 1)),
+                                        (IM2COL_DIL, (2, 2, 1, 1, 1, 1, 2, 2))])
+def test_im2col_forward_backward_reference(spec, args):
+    x = np.random.default_rng(0).normal(size=(2, 3, 5, 6))
+    layer = make_layer(spec)
+    bottom = gaussian_blobs([x.shape])
+    bottom[0].data[...] = x
+    top = empty_tops(1)
+    layer.setup(bottom, top)
+    layer.forward(bottom, top)
+    ref = _im2col_reference(x, *args)
+    assert top[0].shape == ref.shape
+    np.testing.assert_array_equal(top[0].data, ref)
+    # backward is the adjoint: <im2col(x), dy> = <x, col2im(dy)>
+    dy = np.random.default_rng(1).normal(size=ref.shape)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    np.testing.assert_allclose(np.vdot(bottom[0].diff, x), np.vdot(dy, ref), rtol=1e-12)
+
+
+def test_im2col_gradient_and_1d():
+    for spec in (IM2COL, IM2COL_DIL):
+        checker = GradientChecker(1e-2, 1e-3)
+        checker.check_gradient(make_layer(spec), gaussian_blobs([(2, 2, 4, 5)]), empty_tops(1))
+        assert checker.checked > 0
+    layer = make_layer('type: "Im2col" convolution_param { kernel_size: 3 pad: 1 }')
+    bottom, top = gaussian_blobs([(2, 2, 5)]), empty_tops(1)
+    layer.setup(bottom, top)
+    layer.forward(bottom, top)
+    ref = _im2col_reference(bottom[0].data[:, :, None, :], 1, 3, 1, 1, 0, 1, 1, 1)
+    assert top[0].shape == (2, 6, 5)
+    np.testing.assert_array_equal(top[0].data, ref[:, :, 0, :])
+
+
+def test_im2col_errors_name_the_layer():
+    with pytest.raises(CaffeError, match="Im2col layer i2c: .*kernel"):
+        make_layer('type: "Im2col" name: "i2c" convolution_param { kernel_size: 0 }').setup(
+            gaussian_blobs([(1, 1, 3, 3)]), empty_tops(1))
+    with pytest.raises(CaffeError, match="Im2col"):
+        make_layer('type: "Im2col" name: "i2c" convolution_param { kernel_size: 5 }').setup(
+            gaussian_blobs([(1, 1, 3, 3)]), empty_tops(1))

@@ -77,3 +77,19 @@ def test_crop():
             [gauss(2, 2, 5, 5), gauss(2, 1, 3, 2)], propagate_down=[True, False])
     compare('type: "Crop" crop_param { axis: 1 offset: 1 }',
             [gauss(2, 3, 4, 4), gauss(2, 2, 2, 2)], propagate_down=[True, False])
+
+
+@pytest.mark.parametrize("geom", [
+    "kernel_h: 2 kernel_w: 3 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0",
+    "kernel_size: 2 pad: 1 dilation: 2", "kernel_size: 1"])
+def test_im2col(geom):
+    spec = 'type: "Im2col" convolution_param { %s }' % geom
+    compare(spec, [gauss(2, 2, 4, 5)])
+    compare(spec, [gauss(2, 2, 4, 5)], dtype=np.float32)
+
+
+def test_im2col_1d_and_gradient():
+    compare('type: "Im2col" convolution_param { kernel_size: 3 pad: 1 stride: 2 }',
+            [gauss(2, 3, 5)])
+    gradcheck_gpu('type: "Im2col" convolution_param { kernel_size: 2 stride: 1 pad: 1 }',
+                  [gauss(1, 2, 3, 3, seed=3)])
