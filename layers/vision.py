@@ -1,5 +1,5 @@
-"""Vision layers: Convolution, Deconvolution, Pooling, LRN, Crop, Im2col (kernels in
-``im2col.py``).
+"""Vision layers: Convolution, Deconvolution, Pooling, LRN, Crop, Im2col, SPP (kernels in
+``im2col.py``; SPP is built from Split, Pooling, Flatten and Concat layers).
 
 CPU and GPU alike, Convolution and Deconvolution run im2col / col2im over chunks of images
 with one GEMM per group and chunk (CPU: the chunk's columns side by side, one BLAS call; GPU:
@@ -15,7 +15,9 @@ from minicaffe import gpu
 from minicaffe.errors import CaffeError
 from minicaffe.fillers import fill
 from minicaffe.layer import Layer, register
+from minicaffe.proto import caffe_pb2
 
+from .common import ConcatLayer, FlattenLayer, SplitLayer
 from .im2col import (
     col2im,
     col2im_gpu,
@@ -992,3 +994,114 @@ class Im2colLayer(Layer):
             dx = bottom[0].gpu_diff()
             if dx.size:
                 col2im_gpu[gpu.grid(dx.size)](top[0].gpu_diff(False), *self._gpu_args(), dx)
+
+
+@register("SPP")
+class SPPLayer(Layer):
+    """SPP, spatial pyramid pooling (spp_layer.cpp), of a 4-D (N, C, H, W) bottom. spp_param:
+    pyramid_height L (required, ≥ 1), pool (MAX default, AVE; STOCHASTIC raises as Pooling
+    does). Level l < L pools into 2^l × 2^l bins with GetPoolingParam's window: kernel
+    k = ceil(H / 2^l), pad (k·2^l − H + 1) // 2, stride k (likewise along W). As Caffe, it is
+    a small net of existing layers: Split → one Pooling per level → Flatten → Concat, so the
+    top is (N, C·Σ_l 4^l); with L = 1 it is the one Pooling layer alone, top (N, C, 1, 1).
+    Forward and backward are those layers' (their GPU code in GPU mode); a level whose pad
+    reaches its kernel (a bottom smaller than 2^l) fails as Caffe's Pooling check does, with
+    this layer's name. The layers are rebuilt when the bottom's shape changes."""
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.spp_param
+        if p.pyramid_height < 1:
+            raise _error(self, "spp_param.pyramid_height must be at least 1, got %d"
+                         % p.pyramid_height)
+        if p.pool not in (p.MAX, p.AVE, p.STOCHASTIC):
+            raise _error(self, "unknown spp_param.pool %d" % p.pool)
+        self.height = int(p.pyramid_height)
+        self.built_for = None
+
+    def pooling_param(self, level, h, w):
+        """The LayerParameter of level ``level``'s Pooling layer (GetPoolingParam)."""
+        bins = 2 ** level
+        lp = caffe_pb2.LayerParameter(name="%s/pool%d" % (self.name, level), type="Pooling")
+        lp.phase = self.phase
+        q = lp.pooling_param
+        for axis, size in (("h", h), ("w", w)):
+            k = -(-size // bins)
+            setattr(q, "kernel_" + axis, k)
+            setattr(q, "stride_" + axis, k)
+            setattr(q, "pad_" + axis, (k * bins - size + 1) // 2)
+        q.pool = self.layer_param.spp_param.pool  # SPP's enum has Pooling's values
+        return lp
+
+    def _sub(self, cls, kind):
+        return cls(caffe_pb2.LayerParameter(name="%s/%s" % (self.name, kind), type=cls.type),
+                   phase=self.phase)
+
+    def _build(self, bottom, top):
+        _, _, h, w = bottom[0].shape
+        if h <= 0 or w <= 0:
+            raise self.shape_error("bottom (input dimensions cannot be zero)", bottom[0].shape,
+                                   ("N", "C", "H > 0", "W > 0"))
+        self.pools = [PoolingLayer(self.pooling_param(level, h, w), phase=self.phase)
+                      for level in range(self.height)]
+        level = 0
+        try:
+            if self.height == 1:
+                self.pools[0].setup(bottom, top)
+            else:
+                self.split = self._sub(SplitLayer, "split")
+                self.split_tops = [self.make_blob(()) for _ in range(self.height)]
+                self.split.setup(bottom, self.split_tops)
+                self.pooled = [self.make_blob(()) for _ in range(self.height)]
+                self.flats = [self._sub(FlattenLayer, "flatten%d" % i) for i in range(self.height)]
+                self.flat_tops = [self.make_blob(()) for _ in range(self.height)]
+                for level in range(self.height):
+                    self.pools[level].setup([self.split_tops[level]], [self.pooled[level]])
+                    self.flats[level].setup([self.pooled[level]], [self.flat_tops[level]])
+                self.concat = self._sub(ConcatLayer, "concat")
+                self.concat.setup(self.flat_tops, top)
+        except CaffeError as e:
+            raise _error(self, "pyramid level %d of a %d×%d bottom: %s" % (level, h, w, e)) from e
+        self.built_for = bottom[0].shape
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        if b.num_axes != 4:
+            raise self.shape_error("bottom (input must have 4 axes: num, channels, height, "
+                                   "width)", b.shape, ("N", "C", "H", "W"))
+        if b.shape != self.built_for:
+            self._build(bottom, top)
+        elif self.height == 1:
+            self.pools[0].reshape(bottom, top)
+        else:
+            self.split.reshape(bottom, self.split_tops)
+            for i in range(self.height):
+                self.pools[i].reshape([self.split_tops[i]], [self.pooled[i]])
+                self.flats[i].reshape([self.pooled[i]], [self.flat_tops[i]])
+            self.concat.reshape(self.flat_tops, top)
+
+    def forward_cpu(self, bottom, top):
+        # each inner layer's forward runs its own device's code
+        if self.height == 1:
+            self.pools[0].forward(bottom, top)
+            return
+        self.split.forward(bottom, self.split_tops)
+        for i in range(self.height):
+            self.pools[i].forward([self.split_tops[i]], [self.pooled[i]])
+            self.flats[i].forward([self.pooled[i]], [self.flat_tops[i]])
+        self.concat.forward(self.flat_tops, top)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        if self.height == 1:
+            self.pools[0].backward(top, propagate_down, bottom)
+            return
+        self.concat.backward(top, [True] * self.height, self.flat_tops)
+        for i in range(self.height):
+            self.flats[i].backward([self.flat_tops[i]], [True], [self.pooled[i]])
+            self.pools[i].backward([self.pooled[i]], [True], [self.split_tops[i]])
+        self.split.backward(self.split_tops, [True], bottom)
+
+    forward_gpu, backward_gpu = forward_cpu, backward_cpu  # the inner layers dispatch

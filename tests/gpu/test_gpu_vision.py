@@ -93,3 +93,15 @@ def test_im2col_1d_and_gradient():
             [gauss(2, 3, 5)])
     gradcheck_gpu('type: "Im2col" convolution_param { kernel_size: 2 stride: 1 pad: 1 }',
                   [gauss(1, 2, 3, 3, seed=3)])
+
+
+@pytest.mark.parametrize("spec", ["pyramid_height: 3 pool: MAX", "pyramid_height: 2 pool: AVE",
+                                  "pyramid_height: 1 pool: MAX"])
+def test_spp(spec):
+    compare('type: "SPP" spp_param { %s }' % spec, [gauss(2, 2, 7, 9)])
+    compare('type: "SPP" spp_param { %s }' % spec, [gauss(2, 2, 8, 8)], dtype=np.float32)
+
+
+def test_spp_gradient():
+    gradcheck_gpu('type: "SPP" spp_param { pyramid_height: 2 pool: AVE }',
+                  [gauss(1, 2, 5, 4, seed=2)], stepsize=1e-4, threshold=1e-2)
