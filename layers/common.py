@@ -1,5 +1,5 @@
 """Common layers: InnerProduct, Split, Silence, Eltwise, Concat, Slice, Flatten, Reshape,
-ArgMax, Reduction, Tile, Embed.
+ArgMax, Reduction, Tile, Embed, Parameter, Filter, BatchReindex.
 
 GPU: every layer but ArgMax (no gradient, a sort; it runs its CPU code on a host copy) has
 ``forward_gpu`` / ``backward_gpu`` beside its CPU code; InnerProduct's products go through
@@ -919,3 +919,218 @@ class EmbedLayer(Layer):
             _embed_bwd[gpu.grid(dy.size)](self._idx_dev, dy, self.N, self.blobs[0].gpu_diff())
         if self.bias_term and self.param_propagate_down[1]:
             gpu.sum_odi(dy, self.M, self.N, 1, self.blobs[1].gpu_diff(), 1.0, 1.0)
+
+
+# --- Parameter, Filter, BatchReindex ------------------------------------------------------------
+
+@cuda.jit
+def _rows_gather(src, rows, inner, dst):
+    # dst viewed as (len(rows), inner) = src viewed as (N, inner) [rows]
+    i = cuda.grid(1)
+    while i < dst.size:
+        m = i // inner
+        dst[i] = src[rows[m] * inner + i - m * inner]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _rows_scatter(dy, order, begin, count, inner, dx):
+    # dx row n = Σ dy rows order[begin[n] : begin[n] + count[n]] (0 for none): one thread per
+    # element of dx, no atomics (batch_reindex_layer.cu's BRBackward)
+    i = cuda.grid(1)
+    while i < dx.size:
+        n = i // inner
+        r = i - n * inner
+        acc = 0.0
+        for k in range(begin[n], begin[n] + count[n]):
+            acc += dy[order[k] * inner + r]
+        dx[i] = acc
+        i += cuda.gridsize(1)
+
+
+def _scatter_plan(rows, n):
+    """(order, begin, count) for ``_rows_scatter``: the top rows grouped by source row."""
+    order = np.argsort(rows, kind="stable").astype(np.int64)
+    count = np.bincount(rows, minlength=n).astype(np.int64)
+    begin = (np.cumsum(count) - count).astype(np.int64)
+    return order, begin, count
+
+
+def rows_gather_gpu(src, rows_dev, inner, dst):
+    if dst.size:
+        _rows_gather[gpu.grid(dst.size)](src, rows_dev, inner, dst)
+
+
+def rows_scatter_gpu(dy, rows, n, inner, dx):
+    """dx (n, inner) = Σ over the top rows j with rows[j] = source row of dy[j] (0 elsewhere)."""
+    if dx.size:
+        order, begin, count = _scatter_plan(rows, n)
+        _rows_scatter[gpu.grid(dx.size)](dy, gpu.to_device(order), gpu.to_device(begin),
+                                         gpu.to_device(count), inner, dx)
+
+
+@register("Parameter")
+class ParameterLayer(Layer):
+    """Parameter (parameter_layer.hpp): no bottom; one learnable blob of shape
+    ``parameter_param.shape`` (zeros: Caffe fills it from a .caffemodel, not a filler) whose
+    data the top shares. Backward: param diff += top diff. Deliberate difference: Caffe shares
+    the diff too, so the consumer's backward *overwrites* the param diff; here the top keeps
+    its own diff and backward accumulates it, as every other param diff (``iter_size``,
+    shared weights)."""
+    exact_num_bottom = 0
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        shape = tuple(int(d) for d in self.layer_param.parameter_param.shape.dim)
+        if any(d < 0 for d in shape):
+            raise CaffeError("Parameter layer %s: parameter_param.shape %s has a negative dim"
+                             % (self.name, list(shape)))
+        if self.blobs:
+            if self.blobs[0].shape != shape:
+                raise CaffeError("Parameter layer %s: the param blob has shape %s, "
+                                 "parameter_param.shape is %s"
+                                 % (self.name, self.blobs[0].shape, shape))
+        else:
+            self.blobs = [self.make_blob(shape)]
+
+    def reshape(self, bottom, top):
+        top[0].reshape(self.blobs[0].shape)
+        top[0].share_data(self.blobs[0])
+
+    def forward_cpu(self, bottom, top):
+        pass
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if self.param_propagate_down and self.param_propagate_down[0]:
+            self.blobs[0].diff[...] += top[0].diff
+
+    def forward_gpu(self, bottom, top):
+        self.blobs[0].gpu_data(False)  # the top (the same memory) is then on the device
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if self.param_propagate_down and self.param_propagate_down[0]:
+            gpu.axpy(1.0, top[0].gpu_diff(False), self.blobs[0].gpu_diff())
+
+
+@register("Filter")
+class FilterLayer(Layer):
+    """Filter (filter_layer.cpp): bottoms are k data blobs and a selector last, shape (N, 1, …);
+    top i = the rows n of bottom i where selector[n] != 0, in order. The first reshape (setup)
+    gives the tops bottom 0's N rows, as Caffe. Backward: dx = dy in the selected rows, 0 in
+    the others; no gradient to the selector (an error if asked for; force_backward skips it)."""
+    min_num_bottom = 2
+    min_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        if len(top) != len(bottom) - 1:
+            raise CaffeError("Filter layer %s: needs one top per data bottom (bottoms minus the "
+                             "selector): %d bottoms, %d tops" % (self.name, len(bottom), len(top)))
+        self.first_reshape = True
+        self.selector_index = len(bottom) - 1
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != getattr(self, "selector_index", len(self.layer_param.bottom) - 1)
+
+    def reshape(self, bottom, top):
+        sel = bottom[-1]
+        if any(d != 1 for d in sel.shape[1:]):
+            raise CaffeError("Filter layer %s: selector blob dimensions must be singletons (1), "
+                             "except the first; got shape %s" % (self.name, sel.shape))
+        for i, b in enumerate(bottom[:-1]):
+            if not b.shape or not sel.shape or b.shape[0] != sel.shape[0]:
+                raise CaffeError("Filter layer %s: each bottom should have the same 0th dimension "
+                                 "as the selector blob: bottom %d has shape %s, the selector %s"
+                                 % (self.name, i, b.shape, sel.shape))
+        self.rows = np.flatnonzero(sel.cpu_data().reshape(-1)).astype(np.int64)
+        n = bottom[0].shape[0] if self.first_reshape else self.rows.size
+        self.first_reshape = False
+        for b, t in zip(bottom, top):
+            t.reshape((n,) + b.shape[1:])
+
+    def forward_cpu(self, bottom, top):
+        for b, t in zip(bottom, top):
+            x = b.data.reshape(b.shape[0], -1)
+            np.take(x, self.rows, axis=0, out=t.data.reshape(self.rows.size, x.shape[1]))
+
+    def _check_selector(self, propagate_down):
+        if propagate_down[-1]:
+            raise CaffeError("Filter layer %s cannot backpropagate to filter index inputs "
+                             "(the selector, bottom %d)" % (self.name, len(propagate_down) - 1))
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        self._check_selector(propagate_down)
+        for b, t, p in zip(bottom, top, propagate_down):
+            if p:
+                dx = b.diff.reshape(b.shape[0], -1)
+                dx[...] = 0
+                dx[self.rows] = t.diff.reshape(self.rows.size, dx.shape[1])
+
+    def forward_gpu(self, bottom, top):
+        self._rows_dev = gpu.to_device(self.rows)
+        for b, t in zip(bottom, top):
+            rows_gather_gpu(b.gpu_data(False), self._rows_dev, b.count(1), t.gpu_data())
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        self._check_selector(propagate_down)
+        for b, t, p in zip(bottom, top, propagate_down):
+            if p:
+                rows_scatter_gpu(t.gpu_diff(False), self.rows, b.shape[0], b.count(1),
+                                 b.gpu_diff())
+
+
+@register("BatchReindex")
+class BatchReindexLayer(Layer):
+    """BatchReindex (batch_reindex_layer.cpp): top = bottom[0][indices], the indices a 1-D
+    bottom[1] of values in [0, N) (repeats allowed); top shape (len(indices),) + bottom[0]'s
+    other axes. Backward: dx[n] = Σ_{j: indices[j] = n} dy[j]; no gradient to the indices (an
+    error if asked for; force_backward skips them)."""
+    exact_num_bottom = 2
+    exact_num_top = 1
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1
+
+    def reshape(self, bottom, top):
+        if bottom[1].num_axes != 1:
+            raise CaffeError("BatchReindex layer %s: the index bottom must be 1-D, got shape %s"
+                             % (self.name, bottom[1].shape))
+        top[0].reshape(bottom[1].shape[:1] + bottom[0].shape[1:])
+
+    def _indices(self, bottom):
+        x = bottom[1].cpu_data()
+        idx = x.astype(np.int64)
+        n = bottom[0].shape[0]
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            bad = x[(idx < 0) | (idx >= n)][0]
+            raise CaffeError("BatchReindex layer %s: index %r out of range [0, %d) (the batch "
+                             "size of bottom 0)" % (self.name, float(bad), n))
+        return idx
+
+    def forward_cpu(self, bottom, top):
+        self.rows = self._indices(bottom)
+        x = bottom[0].data.reshape(bottom[0].shape[0], -1)
+        np.take(x, self.rows, axis=0, out=top[0].data.reshape(self.rows.size, x.shape[1]))
+
+    def _check_index(self, propagate_down):
+        if propagate_down[1]:
+            raise CaffeError("BatchReindex layer %s: cannot backprop to the index (bottom 1)"
+                             % self.name)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        self._check_index(propagate_down)
+        if propagate_down[0]:
+            dx = bottom[0].diff.reshape(bottom[0].shape[0], -1)
+            dx[...] = 0
+            np.add.at(dx, self.rows, top[0].diff.reshape(self.rows.size, dx.shape[1]))
+
+    def forward_gpu(self, bottom, top):
+        self.rows = self._indices(bottom)
+        rows_gather_gpu(bottom[0].gpu_data(False), gpu.to_device(self.rows), bottom[0].count(1),
+                        top[0].gpu_data())
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        self._check_index(propagate_down)
+        if propagate_down[0]:
+            b = bottom[0]
+            rows_scatter_gpu(top[0].gpu_diff(False), self.rows, b.shape[0], b.count(1),
+                             b.gpu_diff())

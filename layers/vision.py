@@ -1,4 +1,5 @@
-"""Vision layers: Convolution, Deconvolution, Pooling, LRN, Crop (kernels in ``im2col.py``).
+"""Vision layers: Convolution, Deconvolution, Pooling, LRN, Crop, Im2col, SPP (kernels in
+``im2col.py``; SPP is built from Split, Pooling, Flatten and Concat layers).
 
 CPU and GPU alike, Convolution and Deconvolution run im2col / col2im over chunks of images
 with one GEMM per group and chunk (CPU: the chunk's columns side by side, one BLAS call; GPU:
@@ -14,7 +15,9 @@ from minicaffe import gpu
 from minicaffe.errors import CaffeError
 from minicaffe.fillers import fill
 from minicaffe.layer import Layer, register
+from minicaffe.proto import caffe_pb2
 
+from .common import ConcatLayer, FlattenLayer, SplitLayer
 from .im2col import (
     col2im,
     col2im_gpu,
@@ -895,3 +898,210 @@ def _lrn_bwd(dy, s, x, acc, beta, coeff, dx):
     while i < dx.size:
         dx[i] = dy[i] * math.pow(s[i], -beta) - acc[i] * x[i] * coeff
         i += cuda.gridsize(1)
+
+
+@register("Im2col", "IM2COL")
+class Im2colLayer(Layer):
+    """Im2col (im2col_layer.cpp): the convolution's column matrix as a blob. convolution_param:
+    kernel_size / stride (1) / pad (0) / dilation (1), once or per spatial axis, or
+    kernel_h/w, stride_h/w, pad_h/w (2-D), axis (1, the channel axis); 1-D and 2-D spatial
+    inputs. Top (N, C·kh·kw, H_out, W_out) with H_out = (H + 2p − (d(k−1)+1))/s + 1 (floor):
+    y[n, (c·kh + i)·kw + j, y, x] = x[n, c, y·sh − ph + i·dh, x·sw − pw + j·dw], 0 in the
+    padding. Backward: dx = col2im(dy), the sum over every window position a pixel is in.
+    Both devices run im2col.py's im2col / col2im (and their GPU twins)."""
+    exact_num_bottom = 1
+    exact_num_top = 1
+    _per_axis = _BaseConvolutionLayer._per_axis
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.convolution_param
+        self.channel_axis = bottom[0].canonical_axis(p.axis)
+        self.num_axes = bottom[0].num_axes
+        nsp = self.num_axes - self.channel_axis - 1
+        if nsp not in (1, 2):
+            raise _error(self, "only 1-D and 2-D spatial inputs are supported (bottom shape %s "
+                               "with channel axis %d has %d spatial axes)"
+                         % (bottom[0].shape, self.channel_axis, nsp))
+        self.num_spatial_axes = nsp
+        kernel = self._per_axis(p, "kernel_size", "kernel_h", "kernel_w", None, nsp)
+        stride = self._per_axis(p, "stride", "stride_h", "stride_w", 1, nsp)
+        pad = self._per_axis(p, "pad", "pad_h", "pad_w", 0, nsp)
+        dilation = self._per_axis(p, "dilation", None, None, 1, nsp)
+        if any(k <= 0 for k in kernel):
+            raise _error(self, "convolution_param kernel dimensions must be nonzero, got %s"
+                         % kernel)
+        if any(s <= 0 for s in stride):
+            raise _error(self, "convolution_param stride dimensions must be nonzero, got %s"
+                         % stride)
+        if any(d <= 0 for d in dilation):
+            raise _error(self, "convolution_param dilation must be nonzero, got %s" % dilation)
+        self.spatial = (kernel, stride, pad, dilation)
+        if nsp == 1:
+            kernel, stride, pad, dilation = [1] + kernel, [1] + stride, [0] + pad, [1] + dilation
+        (self.kh, self.kw), (self.sh, self.sw) = kernel, stride
+        (self.ph, self.pw), (self.dh, self.dw) = pad, dilation
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        ca = self.channel_axis
+        if b.num_axes != self.num_axes:
+            raise self.shape_error("bottom (num_axes may not change)", b.shape,
+                                   ("%d axes" % self.num_axes,))
+        kernel, stride, pad, dilation = self.spatial
+        in_sp = b.shape[ca + 1:]
+        out_sp = []
+        for i, k, s, p, d in zip(in_sp, kernel, stride, pad, dilation):
+            num = i + 2 * p - (d * (k - 1) + 1)
+            out_sp.append(num // s + 1 if num >= 0 else 0)
+        if any(o <= 0 for o in out_sp):
+            raise self.shape_error("output (kernel %s, stride %s, pad %s, dilation %s on input %s)"
+                                   % (tuple(kernel), tuple(stride), tuple(pad), tuple(dilation),
+                                      tuple(in_sp)), tuple(out_sp), ("positive sizes",))
+        self.num, self.C = b.count(0, ca), b.shape[ca]
+        top[0].reshape(b.shape[:ca] + (self.C * math.prod(kernel),) + tuple(out_sp))
+        two_d = (lambda s: (1,) + tuple(s)) if self.num_spatial_axes == 1 else tuple
+        self.im_hw, self.col_hw = two_d(in_sp), two_d(out_sp)
+
+    def _args(self):
+        return (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, self.dh, self.dw,
+                self.col_hw[0], self.col_hw[1])
+
+    def _views(self, im, col):
+        k, cd = self.C * self.kh * self.kw, self.col_hw[0] * self.col_hw[1]
+        return im.reshape((self.num, self.C) + self.im_hw), col.reshape(self.num, k, cd)
+
+    def forward_cpu(self, bottom, top):
+        x, y = self._views(bottom[0].data, top[0].data)
+        for n in range(self.num):
+            launch(im2col, y[n].size, x[n:n + 1], *self._args(), y[n])
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dx, dy = self._views(bottom[0].diff, top[0].diff)
+            for n in range(self.num):
+                launch(col2im, dy[n].size, dy[n], *self._args(), dx[n:n + 1])
+
+    def _gpu_args(self):
+        return (self.num, self.C) + self.im_hw + self._args()
+
+    def forward_gpu(self, bottom, top):
+        y = top[0].gpu_data()
+        if y.size:
+            im2col_gpu[gpu.grid(y.size)](bottom[0].gpu_data(False), *self._gpu_args(), y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dx = bottom[0].gpu_diff()
+            if dx.size:
+                col2im_gpu[gpu.grid(dx.size)](top[0].gpu_diff(False), *self._gpu_args(), dx)
+
+
+@register("SPP")
+class SPPLayer(Layer):
+    """SPP, spatial pyramid pooling (spp_layer.cpp), of a 4-D (N, C, H, W) bottom. spp_param:
+    pyramid_height L (required, ≥ 1), pool (MAX default, AVE; STOCHASTIC raises as Pooling
+    does). Level l < L pools into 2^l × 2^l bins with GetPoolingParam's window: kernel
+    k = ceil(H / 2^l), pad (k·2^l − H + 1) // 2, stride k (likewise along W). As Caffe, it is
+    a small net of existing layers: Split → one Pooling per level → Flatten → Concat, so the
+    top is (N, C·Σ_l 4^l); with L = 1 it is the one Pooling layer alone, top (N, C, 1, 1).
+    Forward and backward are those layers' (their GPU code in GPU mode); a level whose pad
+    reaches its kernel (a bottom smaller than 2^l) fails as Caffe's Pooling check does, with
+    this layer's name. The layers are rebuilt when the bottom's shape changes."""
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.spp_param
+        if p.pyramid_height < 1:
+            raise _error(self, "spp_param.pyramid_height must be at least 1, got %d"
+                         % p.pyramid_height)
+        if p.pool not in (p.MAX, p.AVE, p.STOCHASTIC):
+            raise _error(self, "unknown spp_param.pool %d" % p.pool)
+        self.height = int(p.pyramid_height)
+        self.built_for = None
+
+    def pooling_param(self, level, h, w):
+        """The LayerParameter of level ``level``'s Pooling layer (GetPoolingParam)."""
+        bins = 2 ** level
+        lp = caffe_pb2.LayerParameter(name="%s/pool%d" % (self.name, level), type="Pooling")
+        lp.phase = self.phase
+        q = lp.pooling_param
+        for axis, size in (("h", h), ("w", w)):
+            k = -(-size // bins)
+            setattr(q, "kernel_" + axis, k)
+            setattr(q, "stride_" + axis, k)
+            setattr(q, "pad_" + axis, (k * bins - size + 1) // 2)
+        q.pool = self.layer_param.spp_param.pool  # SPP's enum has Pooling's values
+        return lp
+
+    def _sub(self, cls, kind):
+        return cls(caffe_pb2.LayerParameter(name="%s/%s" % (self.name, kind), type=cls.type),
+                   phase=self.phase)
+
+    def _build(self, bottom, top):
+        _, _, h, w = bottom[0].shape
+        if h <= 0 or w <= 0:
+            raise self.shape_error("bottom (input dimensions cannot be zero)", bottom[0].shape,
+                                   ("N", "C", "H > 0", "W > 0"))
+        self.pools = [PoolingLayer(self.pooling_param(level, h, w), phase=self.phase)
+                      for level in range(self.height)]
+        level = 0
+        try:
+            if self.height == 1:
+                self.pools[0].setup(bottom, top)
+            else:
+                self.split = self._sub(SplitLayer, "split")
+                self.split_tops = [self.make_blob(()) for _ in range(self.height)]
+                self.split.setup(bottom, self.split_tops)
+                self.pooled = [self.make_blob(()) for _ in range(self.height)]
+                self.flats = [self._sub(FlattenLayer, "flatten%d" % i) for i in range(self.height)]
+                self.flat_tops = [self.make_blob(()) for _ in range(self.height)]
+                for level in range(self.height):
+                    self.pools[level].setup([self.split_tops[level]], [self.pooled[level]])
+                    self.flats[level].setup([self.pooled[level]], [self.flat_tops[level]])
+                self.concat = self._sub(ConcatLayer, "concat")
+                self.concat.setup(self.flat_tops, top)
+        except CaffeError as e:
+            raise _error(self, "pyramid level %d of a %d×%d bottom: %s" % (level, h, w, e)) from e
+        self.built_for = bottom[0].shape
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        if b.num_axes != 4:
+            raise self.shape_error("bottom (input must have 4 axes: num, channels, height, "
+                                   "width)", b.shape, ("N", "C", "H", "W"))
+        if b.shape != self.built_for:
+            self._build(bottom, top)
+        elif self.height == 1:
+            self.pools[0].reshape(bottom, top)
+        else:
+            self.split.reshape(bottom, self.split_tops)
+            for i in range(self.height):
+                self.pools[i].reshape([self.split_tops[i]], [self.pooled[i]])
+                self.flats[i].reshape([self.pooled[i]], [self.flat_tops[i]])
+            self.concat.reshape(self.flat_tops, top)
+
+    def forward_cpu(self, bottom, top):
+        # each inner layer's forward runs its own device's code
+        if self.height == 1:
+            self.pools[0].forward(bottom, top)
+            return
+        self.split.forward(bottom, self.split_tops)
+        for i in range(self.height):
+            self.pools[i].forward([self.split_tops[i]], [self.pooled[i]])
+            self.flats[i].forward([self.pooled[i]], [self.flat_tops[i]])
+        self.concat.forward(self.flat_tops, top)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        if self.height == 1:
+            self.pools[0].backward(top, propagate_down, bottom)
+            return
+        self.concat.backward(top, [True] * self.height, self.flat_tops)
+        for i in range(self.height):
+            self.flats[i].backward([self.flat_tops[i]], [True], [self.pooled[i]])
+            self.pools[i].backward([self.pooled[i]], [True], [self.split_tops[i]])
+        self.split.backward(self.split_tops, [True], bottom)
+
+    forward_gpu, backward_gpu = forward_cpu, backward_cpu  # the inner layers dispatch

@@ -337,3 +337,139 @@ def test_embed_repeated_indices_accumulate_and_errors():
     for bad in (5.0, -1.0, 1.5):
         with pytest.raises(CaffeError, match="input_dim"):
             layer.forward([blob([bad])], empty_tops(1))
+
+
+# --- Parameter -------------------------------------------------------------------------------
+PARAM = 'type: "Parameter" parameter_param { shape { dim: 2 dim: 3 } }'
+
+
+def test_parameter_top_is_the_blob_and_backward_accumulates():
+    layer = make_layer(PARAM)
+    top = empty_tops(1)
+    layer.setup([], top)
+    assert [b.shape for b in layer.blobs] == [(2, 3)] and top[0].shape == (2, 3)
+    w = np.arange(6.0).reshape(2, 3)
+    layer.blobs[0].data[...] = w
+    layer.forward([], top)
+    np.testing.assert_array_equal(top[0].data, w)
+    layer.param_propagate_down = [True]
+    layer.blobs[0].diff[...] = 0.5
+    top[0].diff[...] = w
+    layer.backward(top, [], [])
+    np.testing.assert_array_equal(layer.blobs[0].diff, w + 0.5)
+
+
+def test_parameter_gradient():
+    layer = make_layer(PARAM)
+    layer.setup([], empty_tops(1))
+    layer.blobs[0].data[...] = np.random.default_rng(3).normal(size=(2, 3))
+    checker = GradientChecker(1e-2, 1e-3)
+    checker.check_gradient(layer, [], empty_tops(1))
+    assert checker.checked == 6
+
+
+PARAM_NET = """
+layer { name: "t" type: "Input" top: "t" input_param { shape { dim: 1 dim: 3 } } }
+layer { name: "w" type: "Parameter" top: "w" parameter_param { shape { dim: 1 dim: 3 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "w" bottom: "t" top: "loss" }
+"""
+
+
+def test_parameter_in_a_net_accumulates_its_diff():
+    net = caffe.Net(PARAM_NET, caffe.TRAIN)
+    w = net.params["w"][0]
+    w.data[...] = [[1.0, 2.0, -1.0]]
+    t = np.array([[0.5, 0.0, 1.0]], np.float32)
+    net.forward(t=t)
+    np.testing.assert_allclose(net.blobs["w"].data, w.data)
+    net.backward()
+    net.backward()  # a second backward adds on (iter_size), as for every param
+    np.testing.assert_allclose(w.diff, 2 * (w.data - t), rtol=1e-6)
+
+
+# --- Filter ----------------------------------------------------------------------------------
+def test_filter_forward_backward_reference():
+    x = np.random.default_rng(0).normal(size=(5, 2, 3))
+    y = np.random.default_rng(1).normal(size=(5, 4))
+    sel = np.array([0, 1, 0, 2.5, 1]).reshape(5, 1)
+    layer = make_layer('type: "Filter"')
+    bottom = [blob(x), blob(y), blob(sel)]
+    top = empty_tops(2)
+    layer.setup(bottom, top)
+    assert top[0].shape == (5, 2, 3)  # the first reshape keeps every row, as Caffe
+    layer.forward(bottom, top)
+    keep = [1, 3, 4]
+    np.testing.assert_array_equal(top[0].data, x[keep])
+    np.testing.assert_array_equal(top[1].data, y[keep])
+    dy = np.random.default_rng(2).normal(size=(3, 4))
+    top[1].diff[...] = dy
+    layer.backward(top, [False, True, False], bottom)
+    want = np.zeros((5, 4))
+    want[keep] = dy
+    np.testing.assert_array_equal(bottom[1].diff, want)
+
+
+def test_filter_gradient():
+    bottom = gaussian_blobs([(4, 3), (4, 2, 2)]) + [blob(np.array([[1.0], [0], [1], [1]]))]
+    for i in (0, 1):
+        checker = GradientChecker(1e-2, 1e-3)
+        checker.check_gradient(make_layer('type: "Filter"'), bottom, empty_tops(2), i)
+        assert checker.checked > 0
+
+
+def test_filter_errors_name_the_layer():
+    layer = make_layer('type: "Filter" name: "f"')
+    with pytest.raises(CaffeError, match="Filter layer f: .*singletons"):
+        layer.setup([blob(np.zeros((2, 3))), blob(np.zeros((2, 2)))], empty_tops(1))
+    with pytest.raises(CaffeError, match="Filter layer f: .*0th dimension"):
+        make_layer('type: "Filter" name: "f"').setup(
+            [blob(np.zeros((3, 3))), blob(np.zeros((2, 1)))], empty_tops(1))
+    with pytest.raises(CaffeError, match="Filter layer f: .*one top per data bottom"):
+        make_layer('type: "Filter" name: "f"').setup(
+            [blob(np.zeros((2, 3))), blob(np.zeros((2, 1)))], empty_tops(2))
+    bottom, top = [blob(np.zeros((2, 3))), blob(np.ones((2, 1)))], empty_tops(1)
+    layer = make_layer('type: "Filter" name: "f"')
+    run(layer, bottom, top)
+    with pytest.raises(CaffeError, match="Filter layer f cannot backpropagate"):
+        layer.backward(top, [True, True], bottom)
+    assert not layer.allow_force_backward(1) and layer.allow_force_backward(0)
+
+
+# --- BatchReindex ----------------------------------------------------------------------------
+def test_batch_reindex_forward_backward_reference():
+    x = np.random.default_rng(0).normal(size=(4, 2, 3))
+    idx = np.array([2, 0, 2, 3, 2.0])
+    layer = make_layer('type: "BatchReindex"')
+    bottom = [blob(x), blob(idx)]
+    top = run(layer, bottom, empty_tops(1))
+    np.testing.assert_array_equal(top[0].data, x[[2, 0, 2, 3, 2]])
+    dy = np.random.default_rng(1).normal(size=(5, 2, 3))
+    top[0].diff[...] = dy
+    layer.backward(top, [True, False], bottom)
+    want = np.zeros_like(x)
+    for j, n in enumerate([2, 0, 2, 3, 2]):
+        want[n] += dy[j]
+    np.testing.assert_allclose(bottom[0].diff, want, rtol=1e-14)
+
+
+def test_batch_reindex_gradient():
+    bottom = gaussian_blobs([(4, 3)]) + [blob(np.array([3.0, 1, 1, 0, 3, 3]))]
+    checker = GradientChecker(1e-2, 1e-3)
+    checker.check_gradient(make_layer('type: "BatchReindex"'), bottom, empty_tops(1), 0)
+    assert checker.checked == 12
+
+
+def test_batch_reindex_errors():
+    for bad in (4.0, -1.0):
+        with pytest.raises(CaffeError, match=r"BatchReindex layer br: index .* out of range "
+                                             r"\[0, 4\)"):
+            run(make_layer('type: "BatchReindex" name: "br"'),
+                [blob(np.zeros((4, 2))), blob(np.array([0.0, bad]))], empty_tops(1))
+    with pytest.raises(CaffeError, match="BatchReindex layer br: the index bottom must be 1-D"):
+        run(make_layer('type: "BatchReindex" name: "br"'),
+            [blob(np.zeros((4, 2))), blob(np.zeros((2, 1)))], empty_tops(1))
+    layer = make_layer('type: "BatchReindex" name: "br"')
+    bottom, top = [blob(np.zeros((4, 2))), blob(np.array([1.0]))], empty_tops(1)
+    run(layer, bottom, top)
+    with pytest.raises(CaffeError, match="BatchReindex layer br: cannot backprop to the index"):
+        layer.backward(top, [True, True], bottom)

@@ -520,3 +520,145 @@ def test_parallel_path_matches_serial(monkeypatch):
             results.append([t[0].data.copy(), b[0].diff.copy()] + [p.diff.copy() for p in layer.blobs])
         for a, s in zip(*results):
             np.testing.assert_allclose(a, s, rtol=1e-12, atol=1e-12)
+
+
+# --- Im2col ----------------------------------------------------------------------------------
+def _im2col_reference(x, kh, kw, sh, sw, ph, pw, dh, dw):
+    n, c, h, w = x.shape
+    oh = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    ow = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    out = np.zeros((n, c * kh * kw, oh, ow))
+    for b in range(n):
+        for ch in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    for yy in range(oh):
+                        for xx in range(ow):
+                            hh, ww = yy * sh - ph + i * dh, xx * sw - pw + j * dw
+                            if 0 <= hh < h and 0 <= ww < w:
+                                out[b, (ch * kh + i) * kw + j, yy, xx] = x[b, ch, hh, ww]
+    return out
+
+
+IM2COL = ('type: "Im2col" convolution_param { kernel_h: 2 kernel_w: 3 stride_h: 2 stride_w: 1 '
+          'pad_h: 1 pad_w: 0 }')
+IM2COL_DIL = 'type: "Im2col" convolution_param { kernel_size: 2 stride: 1 pad: 1 dilation: 2 }'
+
+
+@pytest.mark.parametrize("spec, args", [(IM2COL, (2, 3, 2, 1, 1, 0, 1, 1)),
+                                        (IM2COL_DIL, (2, 2, 1, 1, 1, 1, 2, 2))])
+def test_im2col_forward_backward_reference(spec, args):
+    x = np.random.default_rng(0).normal(size=(2, 3, 5, 6))
+    layer = make_layer(spec)
+    bottom = gaussian_blobs([x.shape])
+    bottom[0].data[...] = x
+    top = empty_tops(1)
+    layer.setup(bottom, top)
+    layer.forward(bottom, top)
+    ref = _im2col_reference(x, *args)
+    assert top[0].shape == ref.shape
+    np.testing.assert_array_equal(top[0].data, ref)
+    # backward is the adjoint: <im2col(x), dy> = <x, col2im(dy)>
+    dy = np.random.default_rng(1).normal(size=ref.shape)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    np.testing.assert_allclose(np.vdot(bottom[0].diff, x), np.vdot(dy, ref), rtol=1e-12)
+
+
+def test_im2col_gradient_and_1d():
+    for spec in (IM2COL, IM2COL_DIL):
+        checker = GradientChecker(1e-2, 1e-3)
+        checker.check_gradient(make_layer(spec), gaussian_blobs([(2, 2, 4, 5)]), empty_tops(1))
+        assert checker.checked > 0
+    layer = make_layer('type: "Im2col" convolution_param { kernel_size: 3 pad: 1 }')
+    bottom, top = gaussian_blobs([(2, 2, 5)]), empty_tops(1)
+    layer.setup(bottom, top)
+    layer.forward(bottom, top)
+    ref = _im2col_reference(bottom[0].data[:, :, None, :], 1, 3, 1, 1, 0, 1, 1, 1)
+    assert top[0].shape == (2, 6, 5)
+    np.testing.assert_array_equal(top[0].data, ref[:, :, 0, :])
+
+
+def test_im2col_errors_name_the_layer():
+    with pytest.raises(CaffeError, match="Im2col layer i2c: .*kernel"):
+        make_layer('type: "Im2col" name: "i2c" convolution_param { kernel_size: 0 }').setup(
+            gaussian_blobs([(1, 1, 3, 3)]), empty_tops(1))
+    with pytest.raises(CaffeError, match="Im2col"):
+        make_layer('type: "Im2col" name: "i2c" convolution_param { kernel_size: 5 }').setup(
+            gaussian_blobs([(1, 1, 3, 3)]), empty_tops(1))
+
+
+# --- SPP -------------------------------------------------------------------------------------
+def spp_ref(x, height, mode):
+    """Per level l: pool_ref with spp_layer.cpp's window (kernel ceil(H/2^l), pad
+    (kernel·2^l − H + 1) // 2, stride kernel), flattened and joined along axis 1."""
+    N, C, H, W = x.shape
+    parts = []
+    for level in range(height):
+        bins = 2 ** level
+        kh, kw = -(-H // bins), -(-W // bins)
+        ph, pw = (kh * bins - H + 1) // 2, (kw * bins - W + 1) // 2
+        y, _ = pool_ref(x, (kh, kw), (kh, kw), (ph, pw), mode)
+        assert y.shape[2:] == (bins, bins)
+        parts.append(y.reshape(N, -1))
+    return np.concatenate(parts, axis=1)
+
+
+@pytest.mark.parametrize("mode", ["MAX", "AVE"])
+@pytest.mark.parametrize("H, W", [(8, 8), (7, 9), (6, 7)])
+def test_spp_forward_backward_reference(mode, H, W):
+    spec = 'type: "SPP" spp_param { pyramid_height: 3 pool: %s }' % mode
+    layer, b, t = run(spec, [(2, 3, H, W)])
+    ref = spp_ref(b[0].data, 3, mode)
+    assert t[0].shape == (2, 3 * 21)
+    np.testing.assert_allclose(t[0].data, ref, rtol=1e-13, atol=1e-13)
+    # the backward is the sum of the levels' pooling backwards
+    dy = np.random.default_rng(5).normal(size=t[0].shape)
+    t[0].diff[...] = dy
+    layer.backward(t, [True], b)
+    want = np.zeros(b[0].shape)
+    off = 0
+    for level in range(3):
+        pool = make_layer(layer.pooling_param(level, H, W))
+        pb = gaussian_blobs([b[0].shape])
+        pb[0].data[...] = b[0].data
+        pt = empty_tops(1)
+        pool.setup(pb, pt)
+        pool.forward(pb, pt)
+        n = pt[0].count(1)
+        pt[0].diff[...] = dy[:, off:off + n].reshape(pt[0].shape)
+        pool.backward(pt, [True], pb)
+        want += pb[0].diff
+        off += n
+    np.testing.assert_allclose(b[0].diff, want, rtol=1e-12, atol=1e-14)
+
+
+def test_spp_single_level_and_reshape():
+    layer, b, t = run('type: "SPP" spp_param { pyramid_height: 1 pool: AVE }', [(2, 3, 4, 5)])
+    assert t[0].shape == (2, 3, 1, 1)
+    np.testing.assert_allclose(t[0].data[:, :, 0, 0], b[0].data.mean(axis=(2, 3)), rtol=1e-13)
+    layer = make_layer('type: "SPP" spp_param { pyramid_height: 2 }')
+    bottom, top = gaussian_blobs([(1, 2, 4, 4)]), empty_tops(1)
+    layer.setup(bottom, top)
+    bottom[0].reshape((1, 2, 6, 5))  # a new size rebuilds the pyramid
+    bottom[0].data[...] = np.random.default_rng(2).normal(size=(1, 2, 6, 5))
+    layer.forward(bottom, top)
+    np.testing.assert_allclose(top[0].data, spp_ref(bottom[0].data, 2, "MAX"), rtol=1e-13)
+
+
+def test_spp_gradient():
+    for mode in ("MAX", "AVE"):
+        checker = GradientChecker(1e-4, 1e-2)  # test_spp_layer.cpp's
+        checker.check_gradient(make_layer('type: "SPP" spp_param { pyramid_height: 2 pool: %s }'
+                                          % mode), gaussian_blobs([(2, 2, 5, 4)]), empty_tops(1))
+        assert checker.checked == 80
+
+
+def test_spp_errors_name_the_layer():
+    with pytest.raises(CaffeError, match="SPP layer spp: spp_param.pyramid_height"):
+        run('type: "SPP" name: "spp"', [(1, 1, 4, 4)])
+    with pytest.raises(CaffeError, match="SPP layer spp: pyramid level 2 of a 3×5 bottom: "
+                                         "Pooling layer spp/pool2: .*pad"):
+        run('type: "SPP" name: "spp" spp_param { pyramid_height: 3 }', [(1, 1, 3, 5)])
+    with pytest.raises(CaffeError, match="SPP Layer spp: .*4 axes"):
+        run('type: "SPP" name: "spp" spp_param { pyramid_height: 2 }', [(1, 4, 4)])

@@ -81,3 +81,34 @@ def test_embed():
 def test_argmax_falls_back():
     compare('type: "ArgMax" argmax_param { top_k: 2 out_max_val: true }', [gauss(2, 5)],
             backward=False, on_device=False)
+
+
+def test_parameter():
+    spec = 'type: "Parameter" parameter_param { shape { dim: 2 dim: 3 } }'
+
+    def prepare(layer):
+        layer.blobs[0].data[...] = gauss(2, 3, seed=4)
+    compare(spec, [], prepare=prepare)
+    compare(spec, [], prepare=prepare, dtype=np.float32)
+
+
+def test_filter():
+    sel = np.array([[1.0], [0], [2], [0], [1]])
+    compare('type: "Filter"', [gauss(5, 2, 3), gauss(5, 4, seed=1), sel], n_tops=2,
+            propagate_down=[True, True, False])
+    compare('type: "Filter"', [gauss(5, 3), sel], dtype=np.float32, propagate_down=[True, False])
+    compare('type: "Filter"', [gauss(5, 3), np.zeros((5, 1))], propagate_down=[True, False])
+
+
+def test_batch_reindex():
+    idx = np.array([2.0, 0, 2, 3, 2, 2])
+    compare('type: "BatchReindex"', [gauss(4, 2, 3), idx], propagate_down=[True, False])
+    compare('type: "BatchReindex"', [gauss(4, 3), idx], dtype=np.float32,
+            propagate_down=[True, False])
+
+
+def test_filter_batch_reindex_gradient():
+    gradcheck_gpu('type: "BatchReindex"', [gauss(4, 3, seed=2), np.array([3.0, 1, 1, 0])],
+                  check_bottom=0)
+    gradcheck_gpu('type: "Filter"', [gauss(4, 3, seed=2), np.array([[1.0], [0], [1], [1]])],
+                  check_bottom=0)

@@ -77,3 +77,31 @@ def test_crop():
             [gauss(2, 2, 5, 5), gauss(2, 1, 3, 2)], propagate_down=[True, False])
     compare('type: "Crop" crop_param { axis: 1 offset: 1 }',
             [gauss(2, 3, 4, 4), gauss(2, 2, 2, 2)], propagate_down=[True, False])
+
+
+@pytest.mark.parametrize("geom", [
+    "kernel_h: 2 kernel_w: 3 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0",
+    "kernel_size: 2 pad: 1 dilation: 2", "kernel_size: 1"])
+def test_im2col(geom):
+    spec = 'type: "Im2col" convolution_param { %s }' % geom
+    compare(spec, [gauss(2, 2, 4, 5)])
+    compare(spec, [gauss(2, 2, 4, 5)], dtype=np.float32)
+
+
+def test_im2col_1d_and_gradient():
+    compare('type: "Im2col" convolution_param { kernel_size: 3 pad: 1 stride: 2 }',
+            [gauss(2, 3, 5)])
+    gradcheck_gpu('type: "Im2col" convolution_param { kernel_size: 2 stride: 1 pad: 1 }',
+                  [gauss(1, 2, 3, 3, seed=3)])
+
+
+@pytest.mark.parametrize("spec", ["pyramid_height: 3 pool: MAX", "pyramid_height: 2 pool: AVE",
+                                  "pyramid_height: 1 pool: MAX"])
+def test_spp(spec):
+    compare('type: "SPP" spp_param { %s }' % spec, [gauss(2, 2, 7, 9)])
+    compare('type: "SPP" spp_param { %s }' % spec, [gauss(2, 2, 8, 8)], dtype=np.float32)
+
+
+def test_spp_gradient():
+    gradcheck_gpu('type: "SPP" spp_param { pyramid_height: 2 pool: AVE }',
+                  [gauss(1, 2, 5, 4, seed=2)], stepsize=1e-4, threshold=1e-2)
