@@ -46,7 +46,7 @@ def user_threads(environ=None):
     Variables that ``apply()`` set do not count."""
     environ = os.environ if environ is None else environ
     for var in THREAD_VARS:
-        if var in environ and DEFAULTED.get(var) != environ[var]:
+        if environ.get(var) and DEFAULTED.get(var) != environ[var]:
             n = _count(environ[var])
             if n is not None:
                 return n
@@ -155,7 +155,7 @@ def apply(environ=None):
     n = default_threads(environ)
     numba_loaded = environ is os.environ and "numba" in sys.modules
     for var in THREAD_VARS:
-        if var in environ and DEFAULTED.get(var) != environ[var]:
+        if environ.get(var) and DEFAULTED.get(var) != environ[var]:
             continue   # the user's (even one we cannot parse: the library's to read)
         if var == "NUMBA_NUM_THREADS" and numba_loaded:
             continue   # a different value once its pool runs makes Numba's next compile fail
