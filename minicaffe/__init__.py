@@ -20,6 +20,12 @@ import os as _os
 OMP_WAIT_POLICY_DEFAULTED = "OMP_WAIT_POLICY" not in _os.environ  # tools/benchmark's PyTorch
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")                # runs without it
 
+# The compute threads follow the cores this process may use (affinity mask, cgroup CPU quota)
+# unless the user set OMP_NUM_THREADS / OPENBLAS_ / MKL_ / NUMBA_NUM_THREADS: set here, before
+# numpy and numba load and start their pools (minicaffe/threads.py).
+from . import threads  # noqa: E402
+threads.apply()
+
 from . import backend, io  # noqa: F401
 from .backend import Timer, set_device, set_mode_cpu, set_mode_gpu, set_random_seed  # noqa: F401
 from .blob import Blob  # noqa: F401

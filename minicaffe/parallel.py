@@ -35,7 +35,7 @@ import traceback
 
 import numpy as np
 
-from . import backend
+from . import backend, threads
 from .errors import CaffeError
 
 log = logging.getLogger("minicaffe")
@@ -49,9 +49,6 @@ _LAUNCHER_VARS = (("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
                   ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS"))
 _LOCAL_RANK_VARS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK",
                     "SLURM_LOCALID")
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMBA_NUM_THREADS")
 
 _ACTIONS = {None: (0, 0), "stop": (1, 0), "snapshot": (0, 1), "stop_snapshot": (1, 1)}
 
@@ -154,15 +151,14 @@ class DataParallel:
         """Unless the user set OMP_NUM_THREADS (or OPENBLAS_, MKL_, NUMBA_NUM_THREADS), give
         each rank its share of the machine's cores for numba's and BLAS's thread pools (BLAS
         through threadpoolctl, part of the mpi extra): N ranks each running as many threads
-        as there are cores slow every rank down. Returns the thread count, or None."""
-        if any(os.environ.get(v) for v in _THREAD_VARS):
+        as there are cores slow every rank down. A rank the launcher bound to some cores gets
+        those; unbound ranks share the cores this process may use (``threads.usable_cores``:
+        the affinity mask and the cgroup CPU quota). Returns the thread count, or None."""
+        if threads.user_set():
             return None
-        cores = os.cpu_count() or 1
-        try:
-            bound = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            bound = cores
-        n = bound if bound < cores else max(1, cores // self.local_size)
+        usable = threads.usable_cores()
+        bound = threads.affinity_cores() < (os.cpu_count() or 1)
+        n = usable if bound else max(1, usable // self.local_size)
         try:
             import numba
             numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))

@@ -1,10 +1,12 @@
 """tools/benchmark: the nets it builds, and a --quick run end to end (LeNet and the ToyHome
-DAH net, minicaffe always, PyTorch when it is installed)."""
+DAH net, minicaffe always, PyTorch when it is installed); --load with the measurement faked."""
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from minicaffe.commands import benchmark
 from minicaffe.commands.benchmark import minicaffe_net_param
@@ -115,3 +117,111 @@ def test_import_sets_passive_omp_wait_unless_the_user_chose():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["ACTIVE", "False", "True", "True"]
+
+
+# --- --load N: busy processes beside the measurements (the measurement itself faked) ---------
+
+def _load_children():
+    """Pids of this process's children that run tools/benchmark's --load loop (zombies not
+    counted)."""
+    me, out = os.getpid(), []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if int(fields[1]) == me and fields[0] != "Z" and b"tools/benchmark --load" in cmd:
+            out.append(int(d))
+    return sorted(out)
+
+
+def _fake_measure(monkeypatch, fail=None):
+    """Replace the measurement subprocess: record the --load processes alive at each
+    measurement, then return a made-up result (or raise ``fail``)."""
+    seen = []
+
+    def measure(spec, env, cwd, timeout):
+        seen.append(_load_children())
+        if fail is not None:
+            raise fail
+        return {"step_ms": [2.0, 1.0, 3.0], "update_ms": [0.5, 0.5, 0.5], "build_s": 0.1,
+                "first_step_s": 0.2, "loss": 1.0, "params": 1, "peak_rss_mib": 100.0}
+    monkeypatch.setattr(benchmark, "measure", measure)
+    return seen
+
+
+def _gone(pids):
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):   # killed and reaped: no zombie left
+            os.kill(pid, 0)
+
+
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+
+
+@needs_proc
+def test_load_processes_run_beside_the_measurements(tmp_path, monkeypatch, capsys):
+    seen = _fake_measure(monkeypatch)
+    out = tmp_path / "b.json"
+    assert benchmark.main(["--quick", "--no_torch", "--load", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    pids = sorted(result["load_pids"])
+    assert len(pids) == 2 and seen == [pids, pids]          # lenet and toy, both loaded
+    assert _load_children() == []
+    _gone(pids)
+    assert result["settings"]["load"] == 2 and [r["load"] for r in result["rows"]] == [2, 2]
+    text = capsys.readouterr().out
+    assert "with 2 busy process(es) beside it (--load 2)" in text
+    table = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    assert table[0].startswith("| net | batch | threads | load | minicaffe img/s |")
+    assert [ln.split(" | ")[3] for ln in table[2:]] == ["2", "2"]
+    assert [ln.split(" | ")[7] for ln in table[2:]] == ["2 (0)", "2 (0)"]   # median step ms
+
+
+@needs_proc
+@pytest.mark.parametrize("fail, status", [(RuntimeError("boom"), None),
+                                          (KeyboardInterrupt(), 130)])
+def test_load_processes_end_when_the_benchmark_does_not(monkeypatch, capsys, fail, status):
+    seen = _fake_measure(monkeypatch, fail=fail)
+    if status is None:
+        with pytest.raises(RuntimeError, match="boom"):
+            benchmark.main(["--quick", "--no_torch", "--nets", "lenet", "--load", "1"])
+    else:   # Ctrl-C
+        assert benchmark.main(["--quick", "--no_torch", "--nets", "lenet", "--load", "1"]) == 130
+    assert len(seen) == 1 and len(seen[0]) == 1
+    assert _load_children() == []
+    _gone(seen[0])
+
+
+def test_load_0_changes_nothing(tmp_path, monkeypatch, capsys):
+    seen = _fake_measure(monkeypatch)
+    outputs = []
+    for extra in ([], ["--load", "0"]):
+        out = tmp_path / "b.json"
+        assert benchmark.main(["--quick", "--no_torch", "--json", str(out)] + extra) == 0
+        result = json.loads(out.read_text())
+        for key in ("command", "load_average"):
+            del result[key]
+        text = [ln for ln in capsys.readouterr().out.splitlines()
+                if not ln.startswith("load average")]
+        outputs.append((text, result))
+    assert outputs[0] == outputs[1]
+    text, result = outputs[0]
+    assert seen == [[], [], [], []] and "load_pids" not in result
+    assert result["settings"]["load"] == 0
+    assert "busy" not in "\n".join(text) and "| load |" not in text[2]
+
+
+def test_pytorch_runs_without_minicaffes_thread_defaults(monkeypatch):
+    from minicaffe import threads
+    monkeypatch.setattr(threads, "DEFAULTED", {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"})
+    env = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "3", "PATH": "/bin"}   # MKL: the user's
+    assert benchmark._framework_env(env, "pytorch")["MKL_NUM_THREADS"] == "3"
+    assert "OMP_NUM_THREADS" not in benchmark._framework_env(env, "pytorch")
+    assert benchmark._framework_env(env, "pytorch", threads=2)["OMP_NUM_THREADS"] == "2"
+    assert benchmark._framework_env(env, "minicaffe")["OMP_NUM_THREADS"] == "2"

@@ -2,7 +2,7 @@
 
     tools/benchmark [--nets vgg,lenet,toy] [--batches 8,16,32] [--steps 10] [--warmup 2]
                     [--threads N[,M]] [--rounds 1] [--quick] [--json OUT] [--no_torch]
-                    [--save_nets DIR]
+                    [--load N] [--save_nets DIR]
 
 A step is forward + backward + SGD update (momentum 0.9, weight decay 5e-4, each net's
 ``lr_mult`` / ``decay_mult``), fp32, on inputs that stay in memory (no data loading):
@@ -29,11 +29,20 @@ alone: build the net, ``--warmup`` steps, then ``--steps`` timed steps; a row's 
 batch over the median step. The minicaffe and PyTorch subprocesses of a row run alternately
 (``--rounds`` times each). ``--threads`` sets OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
 MKL_NUM_THREADS and NUMBA_NUM_THREADS in the subprocesses (and ``torch.set_num_threads``);
-without it they inherit this environment. ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` are
-reported as set, never changed. PyTorch is optional: without it the PyTorch columns say why.
+without it they inherit this environment, where ``import minicaffe`` set the ones the user
+did not to ``minicaffe.threads.default_threads()`` (PyTorch runs without those).
+``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` are reported as set, never changed. PyTorch is
+optional: without it the PyTorch columns say why.
 ``--save_nets DIR`` writes the minicaffe nets as prototxt files, for ``tools/time --model``.
+
+``--load N`` measures on a loaded machine: N processes, each a plain Python busy loop on one
+CPU, start before the first measurement and are killed (and reaped) after the last, on an
+error or Ctrl-C too; they end by themselves if the benchmark dies. The table then has a
+``load`` column, its title names the load, and the JSON has ``settings.load`` (also with 0)
+and ``load_pids``.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -487,12 +496,56 @@ def _minicaffe_defaulted():
     return minicaffe.OMP_WAIT_POLICY_DEFAULTED
 
 
-def _framework_env(env, fw):
+def _framework_env(env, fw, threads=None):
     """PyTorch runs in the user's environment: without the OMP_WAIT_POLICY=PASSIVE that
-    importing minicaffe sets when the user has not (see minicaffe/__init__.py)."""
-    if fw == "pytorch" and _minicaffe_defaulted():
-        env = {k: v for k, v in env.items() if k != "OMP_WAIT_POLICY"}
+    importing minicaffe sets when the user has not (see minicaffe/__init__.py), and without the
+    thread counts it sets (minicaffe/threads.py) unless ``--threads`` gave them."""
+    if fw == "pytorch":
+        from minicaffe import threads as mc_threads
+        drop = {"OMP_WAIT_POLICY"} if _minicaffe_defaulted() else set()
+        if not threads:
+            drop |= {k for k, v in mc_threads.DEFAULTED.items() if env.get(k) == v}
+        env = {k: v for k, v in env.items() if k not in drop}
     return env
+
+
+# A --load process: a bounded busy loop, ending by itself past its time limit or when the
+# benchmark that started it has gone; Ctrl-C is the benchmark's to handle (it kills them).
+_SPIN = ("# tools/benchmark --load\n"
+         "import os, signal, sys, time\n"
+         "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+         "end, parent = time.monotonic() + float(sys.argv[1]), int(sys.argv[2])\n"
+         "print('spinning', flush=True)\n"
+         "x, i = 1.0, 0\n"
+         "while True:\n"
+         "    x, i = x * 0.999999 + 1e-6, i + 1\n"
+         "    if i % 100000 == 0 and (time.monotonic() > end or os.getppid() != parent):\n"
+         "        break\n")
+
+
+@contextlib.contextmanager
+def busy_processes(n, limit_s):
+    """``n`` processes each spinning one CPU for the duration of the block (at most
+    ``limit_s`` seconds); yields their pids once all are running. They are killed and reaped
+    when the block ends, by an error or Ctrl-C too."""
+    procs = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", _SPIN, "%g" % limit_s, str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True))
+        for p in procs:
+            if p.stdout.readline().strip() != "spinning":
+                from minicaffe.errors import CaffeError
+                raise CaffeError("a --load process did not start (exit status %s)" % p.wait())
+        yield [p.pid for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for p in procs:
+            p.wait()
+            p.stdout.close()
 
 
 def measure(spec, env, cwd, timeout):
@@ -545,6 +598,9 @@ def build_parser():
     p.add_argument("--json", default="", help="also write the numbers to this file")
     p.add_argument("--save_nets", default="",
                    help="write the minicaffe nets as prototxt files to this folder")
+    p.add_argument("--load", type=int, default=0,
+                   help="run this many busy processes (one CPU spin loop each) beside the "
+                        "measurements: the speed on a loaded machine (default 0)")
     p.add_argument("--timeout", type=float, default=1800.0,
                    help="seconds allowed for one measurement")
     return p
@@ -580,13 +636,20 @@ def _fmt_blas(blas):
 
 def environment_lines(result):
     env = result["environment"]
-    lines = ["cpu: %s, %s logical CPUs, %s usable (affinity)"
-             % (env["cpu"], env["cpu_count"], env["affinity"]),
+    quota = env.get("cgroup_cpu_limit")
+    lines = ["cpu: %s, %s logical CPUs, %s usable (affinity)%s"
+             % (env["cpu"], env["cpu_count"], env["affinity"],
+                ", cgroup CPU quota %g" % quota if quota else ", no cgroup CPU quota"),
              "python %s, %s" % (env["python"], env["platform"]),
              "variables: " + ", ".join("%s=%s" % (k, env["variables"].get(k) or "unset")
                                        for k in REPORTED_VARS)
              + (" (OMP_WAIT_POLICY: %s)" % env["omp_wait_policy"] if "omp_wait_policy" in env
                 else "")]
+    if env.get("threads_defaulted"):
+        lines.append("threads without --threads: %s = %d, minicaffe's default "
+                     "(minicaffe/threads.py: the usable cores, or a thread variable you set); "
+                     "PyTorch runs without it"
+                     % (", ".join(env["threads_defaulted"]), env["default_threads"]))
     for threads, seen in env["seen"].items():
         mc, pt = seen.get("minicaffe"), seen.get("pytorch")
         head = "threads %s: " % threads
@@ -605,7 +668,10 @@ def environment_lines(result):
 
 
 def table_lines(rows):
-    head = ["net", "batch", "threads", "minicaffe img/s", "PyTorch img/s",
+    """The markdown table; a "load" column (busy processes beside it) when a row had some."""
+    loaded = any(r.get("load") for r in rows)
+    head = ["net", "batch", "threads"] + (["load"] if loaded else []) + [
+            "minicaffe img/s", "PyTorch img/s",
             "minicaffe / PyTorch", "minicaffe step ms (update)", "PyTorch step ms (update)",
             "minicaffe peak RSS MiB", "PyTorch peak RSS MiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -621,7 +687,8 @@ def table_lines(rows):
         ratio = ("%.2f" % (mc["images_per_s"] / pt["images_per_s"])
                  if "images_per_s" in mc and "images_per_s" in pt else "—")
         lines.append("| " + " | ".join([
-            r["label"], str(r["batch"]), str(r["threads"]),
+            r["label"], str(r["batch"]), str(r["threads"])] + (
+            [str(r.get("load", 0))] if loaded else []) + [
             cell(mc, "images_per_s", "%.1f"), cell(pt, "images_per_s", "%.1f"), ratio,
             (cell(mc, "median_step_ms", "%.0f") + (" (%.0f)" % mc["median_update_ms"]
                                                   if "median_update_ms" in mc else "")),
@@ -663,9 +730,9 @@ def benchmark_cmd(args):
     batches = args.batches or ([2] if args.quick else [8, 16, 32])
     steps = args.steps if args.steps is not None else (3 if args.quick else 10)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
-    if steps < 1 or warmup < 0 or args.rounds < 1:
+    if steps < 1 or warmup < 0 or args.rounds < 1 or args.load < 0:
         from ._cli import UsageError
-        raise UsageError("--steps and --rounds must be >= 1, --warmup >= 0")
+        raise UsageError("--steps and --rounds must be >= 1, --warmup and --load >= 0")
     threads_list = args.threads or [None]
     with_torch = not args.no_torch
     torch_note = ""
@@ -686,14 +753,17 @@ def benchmark_cmd(args):
                 protoio.write_proto_text(path, minicaffe_net_param(name, b))
                 print("wrote %s" % path, file=sys.stderr)
 
+    from minicaffe import threads as mc_threads
     result = {"command": ["tools/benchmark"] + list(sys.argv[1:]),
               "settings": {"nets": nets, "batches": batches, "steps": steps, "warmup": warmup,
-                           "threads": threads_list, "rounds": args.rounds},
+                           "threads": threads_list, "rounds": args.rounds, "load": args.load},
               "load_average": {"start": _load()},
               "environment": {
                   "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
-                  "affinity": (len(os.sched_getaffinity(0))
-                               if hasattr(os, "sched_getaffinity") else os.cpu_count()),
+                  "affinity": mc_threads.affinity_cores(),
+                  "cgroup_cpu_limit": mc_threads.cgroup_cpu_limit(),
+                  "default_threads": mc_threads.default_threads(),
+                  "threads_defaulted": sorted(mc_threads.DEFAULTED),
                   "python": platform.python_version(), "platform": platform.platform(),
                   "variables": {k: os.environ.get(k) for k in REPORTED_VARS},
                   "omp_wait_policy": ("minicaffe's default, set on import; PyTorch runs "
@@ -701,9 +771,18 @@ def benchmark_cmd(args):
                                       else "as set, for both"),
                   "torch": torch_note or "measured", "seen": {}},
               "rows": []}
+    frameworks = ["minicaffe"] + (["pytorch"] if with_torch else [])
+    measurements = (len(threads_list) * args.rounds * len(frameworks)
+                    * sum(len(batches) if name == "vgg" else 1 for name in nets))
     workdir = tempfile.mkdtemp(prefix="minicaffe_benchmark_")
     failed = False
+    load = contextlib.ExitStack()
     try:
+        if args.load:
+            result["load_pids"] = load.enter_context(
+                busy_processes(args.load, args.timeout * measurements + 60.0))
+            print("benchmark: %d busy process(es) beside the measurements: pid %s"
+                  % (args.load, " ".join(map(str, result["load_pids"]))), file=sys.stderr)
         for threads in threads_list:
             env = dict(os.environ)
             if threads:
@@ -713,8 +792,8 @@ def benchmark_cmd(args):
             for name in nets:
                 for batch in (batches if name == "vgg" else [None]):
                     n = net_batch(name, batch)
-                    row = {"net": name, "label": LABELS[name], "batch": n, "threads": key}
-                    frameworks = ["minicaffe"] + (["pytorch"] if with_torch else [])
+                    row = {"net": name, "label": LABELS[name], "batch": n, "threads": key,
+                           "load": args.load}
                     got = {f: [] for f in frameworks}
                     for _ in range(args.rounds):
                         for fw in frameworks:
@@ -722,7 +801,8 @@ def benchmark_cmd(args):
                                     "warmup": warmup, "threads": threads,
                                     "toy_sizes": _toy_sizes() if name == "toy" else None}
                             t0 = time.perf_counter()
-                            r = measure(spec, _framework_env(env, fw), workdir, args.timeout)
+                            r = measure(spec, _framework_env(env, fw, threads), workdir,
+                                        args.timeout)
                             print("benchmark: %-9s %-5s batch %-3d threads %-3s %s (%.0f s, "
                                   "load %s)" % (fw, name, n, key, (
                                       "%.0f ms/step" % statistics.median(r["step_ms"])
@@ -743,11 +823,14 @@ def benchmark_cmd(args):
                         row["pytorch"] = {"skipped": torch_note}
                     result["rows"].append(row)
     finally:
+        load.close()
         shutil.rmtree(workdir, ignore_errors=True)
     result["load_average"]["end"] = _load()
     lines = ["minicaffe vs PyTorch, CPU training step (forward + backward + SGD momentum %g, "
-             "weight decay %g, fp32); median of %d steps after %d warm-up, %d round(s)"
-             % (MOMENTUM, WEIGHT_DECAY, steps, warmup, args.rounds), ""]
+             "weight decay %g, fp32); median of %d steps after %d warm-up, %d round(s)%s"
+             % (MOMENTUM, WEIGHT_DECAY, steps, warmup, args.rounds,
+                "; with %d busy process(es) beside it (--load %d)" % (args.load, args.load)
+                if args.load else ""), ""]
     lines += table_lines(result["rows"]) + [""]
     if torch_note:
         lines.append("PyTorch: not measured (%s)" % torch_note)

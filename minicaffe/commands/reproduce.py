@@ -83,6 +83,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from minicaffe import threads
 from minicaffe.datasets import lists as lists_mod
 from minicaffe.errors import CaffeError
 
@@ -588,10 +589,7 @@ def worker_count(jobs, pending):
     """How many trainings run at once: ``jobs`` (0: the cores this process may use), never
     more than are pending, at least 1."""
     if not jobs:
-        try:
-            jobs = len(os.sched_getaffinity(0))
-        except AttributeError:   # not on Linux
-            jobs = os.cpu_count() or 1
+        jobs = threads.usable_cores()   # affinity mask and cgroup CPU quota
     return max(1, min(jobs, pending))
 
 
@@ -631,7 +629,7 @@ def _worker(tasks, results, log_level, gpu, parent):
         results.put(("done", job.name, model, time.time() - t0))
 
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_VARS = threads.THREAD_VARS
 
 
 @contextlib.contextmanager
@@ -642,8 +640,9 @@ def _spawning():
     and a ``__main__`` run by path hidden, as "spawn" would run it again in every child and
     the tools/ scripts have no main guard."""
     saved = {v: os.environ.get(v) for v in THREAD_VARS}
-    for v in THREAD_VARS:
-        os.environ.setdefault(v, "1")
+    if not threads.user_set():   # import minicaffe's defaults are not the user's choice
+        for v in THREAD_VARS:
+            os.environ[v] = "1"
     main = sys.modules.get("__main__")
     path = None
     if getattr(getattr(main, "__spec__", None), "name", None) is None:
