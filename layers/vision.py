@@ -80,27 +80,7 @@ class _BaseConvolutionLayer(Layer):
         return vals * nsp if len(vals) == 1 else vals
 
     def layer_setup(self, bottom, top):
-        p = self.layer_param.convolution_param
-        self.channel_axis = bottom[0].canonical_axis(p.axis)
-        self.num_axes = bottom[0].num_axes
-        nsp = self.num_axes - self.channel_axis - 1
-        if nsp not in (1, 2):
-            raise _error(self, "only 1-D and 2-D spatial convolution is supported (bottom shape "
-                               "%s with channel axis %d has %d spatial axes)"
-                         % (bottom[0].shape, self.channel_axis, nsp))
-        self.num_spatial_axes = nsp
-        kernel = self._per_axis(p, "kernel_size", "kernel_h", "kernel_w", None, nsp)
-        stride = self._per_axis(p, "stride", "stride_h", "stride_w", 1, nsp)
-        pad = self._per_axis(p, "pad", "pad_h", "pad_w", 0, nsp)
-        dilation = self._per_axis(p, "dilation", None, None, 1, nsp)
-        if any(k <= 0 for k in kernel):
-            raise _error(self, "convolution_param kernel dimensions must be nonzero, got %s"
-                         % kernel)
-        if any(s <= 0 for s in stride):
-            raise _error(self, "convolution_param stride dimensions must be nonzero, got %s"
-                         % stride)
-        if any(d <= 0 for d in dilation):
-            raise _error(self, "convolution_param dilation must be nonzero, got %s" % dilation)
+        p, nsp, kernel, stride, pad, dilation = _conv_geometry(self, bottom, "convolution is")
         self.kernel_shape = tuple(kernel)
         if nsp == 1:
             kernel, stride, pad, dilation = [1] + kernel, [1] + stride, [0] + pad, [1] + dilation
@@ -348,6 +328,33 @@ class _BaseConvolutionLayer(Layer):
             gpu.sum_odi(t.gpu_diff(False), self.num, self.num_output,
                         t.count() // max(1, self.num * self.num_output),
                         self.blobs[1].gpu_diff(), 1.0, 1.0)
+
+
+def _conv_geometry(layer, bottom, what):
+    """convolution_param's channel axis and per-spatial-axis kernel, stride, pad and dilation
+    (checked, Caffe's CHECKs as one-line errors), for Convolution/Deconvolution and Im2col;
+    sets the layer's channel_axis, num_axes and num_spatial_axes."""
+    p = layer.layer_param.convolution_param
+    layer.channel_axis = bottom[0].canonical_axis(p.axis)
+    layer.num_axes = bottom[0].num_axes
+    nsp = layer.num_axes - layer.channel_axis - 1
+    if nsp not in (1, 2):
+        raise _error(layer, "only 1-D and 2-D spatial %s supported (bottom shape %s with channel "
+                            "axis %d has %d spatial axes)"
+                     % (what, bottom[0].shape, layer.channel_axis, nsp))
+    layer.num_spatial_axes = nsp
+    per_axis = _BaseConvolutionLayer._per_axis
+    kernel = per_axis(layer, p, "kernel_size", "kernel_h", "kernel_w", None, nsp)
+    stride = per_axis(layer, p, "stride", "stride_h", "stride_w", 1, nsp)
+    pad = per_axis(layer, p, "pad", "pad_h", "pad_w", 0, nsp)
+    dilation = per_axis(layer, p, "dilation", None, None, 1, nsp)
+    if any(k <= 0 for k in kernel):
+        raise _error(layer, "convolution_param kernel dimensions must be nonzero, got %s" % kernel)
+    if any(s <= 0 for s in stride):
+        raise _error(layer, "convolution_param stride dimensions must be nonzero, got %s" % stride)
+    if any(d <= 0 for d in dilation):
+        raise _error(layer, "convolution_param dilation must be nonzero, got %s" % dilation)
+    return p, nsp, kernel, stride, pad, dilation
 
 
 @register("Convolution", "CONVOLUTION")
@@ -911,30 +918,9 @@ class Im2colLayer(Layer):
     Both devices run im2col.py's im2col / col2im (and their GPU twins)."""
     exact_num_bottom = 1
     exact_num_top = 1
-    _per_axis = _BaseConvolutionLayer._per_axis
 
     def layer_setup(self, bottom, top):
-        p = self.layer_param.convolution_param
-        self.channel_axis = bottom[0].canonical_axis(p.axis)
-        self.num_axes = bottom[0].num_axes
-        nsp = self.num_axes - self.channel_axis - 1
-        if nsp not in (1, 2):
-            raise _error(self, "only 1-D and 2-D spatial inputs are supported (bottom shape %s "
-                               "with channel axis %d has %d spatial axes)"
-                         % (bottom[0].shape, self.channel_axis, nsp))
-        self.num_spatial_axes = nsp
-        kernel = self._per_axis(p, "kernel_size", "kernel_h", "kernel_w", None, nsp)
-        stride = self._per_axis(p, "stride", "stride_h", "stride_w", 1, nsp)
-        pad = self._per_axis(p, "pad", "pad_h", "pad_w", 0, nsp)
-        dilation = self._per_axis(p, "dilation", None, None, 1, nsp)
-        if any(k <= 0 for k in kernel):
-            raise _error(self, "convolution_param kernel dimensions must be nonzero, got %s"
-                         % kernel)
-        if any(s <= 0 for s in stride):
-            raise _error(self, "convolution_param stride dimensions must be nonzero, got %s"
-                         % stride)
-        if any(d <= 0 for d in dilation):
-            raise _error(self, "convolution_param dilation must be nonzero, got %s" % dilation)
+        p, nsp, kernel, stride, pad, dilation = _conv_geometry(self, bottom, "inputs are")
         self.spatial = (kernel, stride, pad, dilation)
         if nsp == 1:
             kernel, stride, pad, dilation = [1] + kernel, [1] + stride, [0] + pad, [1] + dilation
