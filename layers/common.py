@@ -109,11 +109,13 @@ def _tile_bwd(dy, tiles, inner, dx):
 
 
 @cuda.jit
-def _embed_fwd(idx, w, n_out, y):
+def _rows_gather(src, rows, inner, dst):
+    # dst viewed as (len(rows), inner) = src viewed as (N, inner) [rows]: Embed's lookup,
+    # Filter's and BatchReindex's forward
     i = cuda.grid(1)
-    while i < y.size:
-        m = i // n_out
-        y[i] = w[idx[m] * n_out + i - m * n_out]
+    while i < dst.size:
+        m = i // inner
+        dst[i] = src[rows[m] * inner + i - m * inner]
         i += cuda.gridsize(1)
 
 
@@ -200,7 +202,7 @@ class InnerProductLayer(Layer):
         # y (M×N) = x·Wᵀ, or x·W with transpose
         gpu.gemm(False, not self.transpose, self.M, self.N, self.K, 1.0, x, w, 0.0, y)
         if self.bias_term:
-            gpu.add_bias(y, self.blobs[1].gpu_data(False), self.N, 1)
+            gpu.add_bias(y, self.blobs[1].gpu_data(False), 1)
 
     def backward_gpu(self, top, propagate_down, bottom):
         dy, x = top[0].gpu_diff(False), bottom[0].gpu_data(False)
@@ -907,9 +909,9 @@ class EmbedLayer(Layer):
         self._idx_dev = gpu.to_device(self._indices(bottom).astype(np.int64))
         y = top[0].gpu_data()
         if y.size:
-            _embed_fwd[gpu.grid(y.size)](self._idx_dev, self.blobs[0].gpu_data(False), self.N, y)
+            _rows_gather[gpu.grid(y.size)](self.blobs[0].gpu_data(False), self._idx_dev, self.N, y)
         if self.bias_term:
-            gpu.add_bias(y, self.blobs[1].gpu_data(False), self.N, 1)
+            gpu.add_bias(y, self.blobs[1].gpu_data(False), 1)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
@@ -922,16 +924,6 @@ class EmbedLayer(Layer):
 
 
 # --- Parameter, Filter, BatchReindex ------------------------------------------------------------
-
-@cuda.jit
-def _rows_gather(src, rows, inner, dst):
-    # dst viewed as (len(rows), inner) = src viewed as (N, inner) [rows]
-    i = cuda.grid(1)
-    while i < dst.size:
-        m = i // inner
-        dst[i] = src[rows[m] * inner + i - m * inner]
-        i += cuda.gridsize(1)
-
 
 @cuda.jit
 def _rows_scatter(dy, order, begin, count, inner, dx):

@@ -336,8 +336,7 @@ class ScaleLayer(Layer):
         y = top[0].gpu_data()
         mul.gpu(x, self._scale(bottom).gpu_data(False), out=y, inner=i)
         if self.bias_id is not None:
-            bo, bd, bi = self.bias_dims
-            gpu.add_bias(y, self.blobs[self.bias_id].gpu_data(False), bd, bi)
+            gpu.add_bias(y, self.blobs[self.bias_id].gpu_data(False), self.bias_dims[2])
 
     def backward_gpu(self, top, propagate_down, bottom):
         o, d, i = self.dims

@@ -320,7 +320,7 @@ class _BaseConvolutionLayer(Layer):
 
     def _add_bias_gpu(self, t):
         if self.bias_term:
-            gpu.add_bias(t.gpu_data(), self.blobs[1].gpu_data(False), self.num_output,
+            gpu.add_bias(t.gpu_data(), self.blobs[1].gpu_data(False),
                          t.count() // max(1, self.num * self.num_output))
 
     def _bias_backward_gpu(self, t):

@@ -153,8 +153,8 @@ def sign_axpy(a, x, y):
         _sign_axpy[grid(y.size)](a, x, y)
 
 
-def add_bias(x, b, dim, inner):
-    """x viewed as (outer, dim, inner) += b[None, :, None]."""
+def add_bias(x, b, inner):
+    """x viewed as (outer, b.size, inner) += b[None, :, None]."""
     kernels.add.gpu(x, b, out=x, inner=inner)
 
 

@@ -50,6 +50,6 @@ def test_reductions_and_elementwise():
     np.testing.assert_allclose(out.copy_to_host(), 2 * X.sum((0, 2)) + 1)
     y = gpu.to_device(np.ones(37))
     gpu.sign_axpy(0.5, x, y)
-    gpu.add_bias(y, gpu.to_device(np.arange(37.0)), 37, 1)
+    gpu.add_bias(y, gpu.to_device(np.arange(37.0)), 1)
     np.testing.assert_allclose(y.copy_to_host(), 1 + 0.5 * np.sign(h) + np.arange(37.0))
     assert gpu.asum(gpu.empty(0, np.float32)) == 0.0
