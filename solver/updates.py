@@ -10,6 +10,8 @@ by ``to_host()`` before a snapshot and ``from_host()`` after a restore.
 """
 import math
 
+from numba.extending import register_jitable
+
 from minicaffe.errors import CaffeError
 from minicaffe.kernels import in_place
 
@@ -21,10 +23,17 @@ from minicaffe.kernels import in_place
 # is left in the diff, as in Caffe. a, b: momentum / rms_decay / β1, β2 as each rule needs;
 # corr: Adam's bias correction.
 
+@register_jitable
+def _regularized(w, g, scale, decay, l1):
+    """Normalize and Regularize of one element: g·scale + decay·(sign(w) for L1, else w); a
+    register_jitable function, so the host loop and the device kernel of every rule call it."""
+    return g * scale + decay * ((1.0 if w > 0 else (-1.0 if w < 0 else 0.0)) if l1 else w)
+
+
 @in_place(3)
 def sgd(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
     """h = μh + lr·g; step = h."""
-    g = g * scale + decay * ((1.0 if w > 0 else (-1.0 if w < 0 else 0.0)) if l1 else w)
+    g = _regularized(w, g, scale, decay, l1)
     h = a * h + lr * g
     return w - h, h, h
 
@@ -32,7 +41,7 @@ def sgd(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
 @in_place(3)
 def nesterov(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
     """h' = μh + lr·g; step = (1 + μ)h' − μh."""
-    g = g * scale + decay * ((1.0 if w > 0 else (-1.0 if w < 0 else 0.0)) if l1 else w)
+    g = _regularized(w, g, scale, decay, l1)
     hn = a * h + lr * g
     step = (1 + a) * hn - a * h
     return w - step, step, hn
@@ -41,7 +50,7 @@ def nesterov(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
 @in_place(3)
 def adagrad(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
     """H += g²; step = lr·g / (√H + δ)."""
-    g = g * scale + decay * ((1.0 if w > 0 else (-1.0 if w < 0 else 0.0)) if l1 else w)
+    g = _regularized(w, g, scale, decay, l1)
     h = h + g * g
     step = g * (lr / (math.sqrt(h) + delta))
     return w - step, step, h
@@ -50,7 +59,7 @@ def adagrad(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
 @in_place(3)
 def rmsprop(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
     """v = ρv + (1 − ρ)g²; step = lr·g / (√v + δ)."""
-    g = g * scale + decay * ((1.0 if w > 0 else (-1.0 if w < 0 else 0.0)) if l1 else w)
+    g = _regularized(w, g, scale, decay, l1)
     h = a * h + (1 - a) * g * g
     step = g * (lr / (math.sqrt(h) + delta))
     return w - step, step, h
@@ -59,7 +68,7 @@ def rmsprop(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
 @in_place(4)
 def adadelta(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
     """Eg = μEg + (1 − μ)g²; u = g·√((Eu + δ)/(Eg + δ)); Eu = μEu + (1 − μ)u²; step = lr·u."""
-    g = g * scale + decay * ((1.0 if w > 0 else (-1.0 if w < 0 else 0.0)) if l1 else w)
+    g = _regularized(w, g, scale, decay, l1)
     h = a * h + (1 - a) * g * g
     u = g * math.sqrt((h2 + delta) / (h + delta))
     h2 = a * h2 + (1 - a) * u * u
@@ -70,7 +79,7 @@ def adadelta(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
 def adam(w, g, h, h2, scale, decay, l1, lr, a, b, delta, corr):
     """m = β1m + (1 − β1)g; v = β2v + (1 − β2)g²; step = corr·m/(√v + ε) with
     corr = lr·√(1 − β2^t)/(1 − β1^t) (ε outside the correction, as Caffe)."""
-    g = g * scale + decay * ((1.0 if w > 0 else (-1.0 if w < 0 else 0.0)) if l1 else w)
+    g = _regularized(w, g, scale, decay, l1)
     h = a * h + (1 - a) * g
     h2 = b * h2 + (1 - b) * g * g
     step = h / (math.sqrt(h2) + delta) * corr
