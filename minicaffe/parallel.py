@@ -371,14 +371,20 @@ class DataParallel:
         except BaseException as exc:
             if isinstance(exc, SystemExit) and exc.code in (None, 0):
                 raise
+            text = ""
             if not isinstance(exc, (CaffeError, OSError, KeyboardInterrupt, SystemExit)):
-                traceback.print_exc()
+                text = traceback.format_exc()
             what = " ".join((str(exc) or type(exc).__name__).split())
             if isinstance(exc, KeyboardInterrupt):
                 what = "interrupted"
-            sys.stderr.write("%s: error: rank %d of %d failed: %s\n"
-                             % (prog, self.rank, self.size, what))
+            text += "%s: error: rank %d of %d failed: %s\n" % (prog, self.rank, self.size, what)
+            # one write, then a moment for the launcher to forward it: MPI_Abort kills the
+            # ranks at once and Hydra's proxy drops whatever it has not read from the pipe yet
+            sys.stdout.flush()
+            sys.stderr.write(text)
             sys.stderr.flush()
+            if self.size > 1:
+                time.sleep(0.5)
             code = 130 if isinstance(exc, KeyboardInterrupt) else 2
             self.comm.Abort(code)
             if self.mpi is not None and hasattr(self.mpi, "Get_version"):
