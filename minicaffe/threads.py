@@ -19,16 +19,33 @@ one of those four variables the user left unset to ``default_threads()`` (so a u
 which it set in ``DEFAULTED``. Child processes inherit the values. A library that was loaded
 before ``import minicaffe`` keeps its pool; then Numba is capped with ``numba.set_num_threads``
 (in the importing thread) and BLAS through threadpoolctl when it is installed.
+
+That count is the most threads minicaffe runs, not the count it always runs. On a busy machine
+(another job on the cores) every Numba parallel region and every threaded BLAS call waits for
+its slowest thread, and a descheduled thread makes a small net many times slower than one
+thread would be. So while a ``Solver`` trains on the CPU (and while ``tools/time`` times), a
+``Governor`` times the iterations and picks, among ``most, most/2, ..., 1`` threads, the count
+that is fastest *now*: it tries each for a few iterations, runs the fastest for a window that
+doubles while the choice holds (16 → 512 iterations), and tries again at the window's end or as
+soon as the iterations get 1.5× slower than when it chose (the load changed). The thread count
+does not change a result: every kernel gives the same bits at any count (tests/test_threads.py
+trains with the count switching under it). It stays off when the user set a thread variable
+(their count is kept), on one core, on the GPU and under MPI (parallel.py splits the cores).
 """
 import math
 import os
+import statistics
 import sys
+import time
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 CGROUP_ROOT = "/sys/fs/cgroup"
 PROC_CGROUP = "/proc/self/cgroup"
 
 DEFAULTED = {}   # {variable: value} that apply() set because the user had not
+# apply() names the variables it set here, so that a child process (tools/reproduce's jobs,
+# tools/benchmark's measurements, MPI ranks) knows they are minicaffe's default, not the user's
+MARKER = "MINICAFFE_DEFAULTED_THREADS"
 
 
 def _count(text):
@@ -148,10 +165,20 @@ def default_threads(environ=None, root=CGROUP_ROOT, proc_cgroup=PROC_CGROUP):
     return n if n is not None else usable_cores(root, proc_cgroup)
 
 
+def _inherit(environ):
+    """DEFAULTED from a parent's MARKER ("2:OMP_NUM_THREADS,..."): the variables it lists that
+    still hold its value were minicaffe's default there, so they are here."""
+    value, _, names = environ.get(MARKER, "").partition(":")
+    for var in names.split(","):
+        if var in THREAD_VARS and environ.get(var) == value:
+            DEFAULTED.setdefault(var, value)
+
+
 def apply(environ=None):
     """Set each THREAD_VARS variable the user left unset to ``default_threads()``; cap the
     pools of Numba and BLAS when they were loaded before. Returns the thread count."""
     environ = os.environ if environ is None else environ
+    _inherit(environ)
     n = default_threads(environ)
     numba_loaded = environ is os.environ and "numba" in sys.modules
     for var in THREAD_VARS:
@@ -160,9 +187,154 @@ def apply(environ=None):
         if var == "NUMBA_NUM_THREADS" and numba_loaded:
             continue   # a different value once its pool runs makes Numba's next compile fail
         environ[var] = DEFAULTED[var] = str(n)
+    if not user_set(environ):   # the count is minicaffe's: its children may govern it too
+        environ[MARKER] = "%d:%s" % (n, ",".join(THREAD_VARS))
     if environ is os.environ:
         _cap_loaded(n)
     return n
+
+
+_BLAS = None   # threadpoolctl's controllers of the loaded BLAS libraries, found once
+
+
+def _blas_controllers():
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+        except Exception:   # threadpoolctl is missing or cannot read a library
+            _BLAS = []
+    return _BLAS
+
+
+def set_compute_threads(n):
+    """Run Numba's parallel regions (from the calling thread) and BLAS calls on ``n`` threads
+    (at most the pools' size). Cheap: a Governor calls it when it switches."""
+    import numba
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    for c in _blas_controllers():
+        c.set_num_threads(n)
+
+
+class Governor:
+    """Picks the fastest thread count while iterations run (see the module's docstring).
+
+    ``with governor.iteration(): ...`` around each iteration's compute (forward, backward,
+    update; not tests or snapshots). ``choices`` lists every decision as (iteration, threads,
+    {threads: median seconds}); ``set_threads`` and ``clock`` are replaceable for tests."""
+
+    PROBE = 3            # timed iterations per thread count in a trial
+    FIRST_WINDOW = 16    # iterations run on a choice before the next trial; doubles while it holds
+    MAX_WINDOW = 512
+    DRIFT = 1.5          # the recent median this much slower than at the choice: try again
+    RECENT = 5
+
+    def __init__(self, most, set_threads=set_compute_threads, clock=time.perf_counter,
+                 warmup=1, log=None):
+        self.counts = []
+        k = max(1, int(most))
+        while k not in self.counts:
+            self.counts.append(k)
+            k = max(1, k // 2)
+        self._set, self.clock, self.log = set_threads, clock, log
+        self.threads, self.best, self.reference = self.counts[0], None, None
+        self.window, self.choices, self.iterations = self.FIRST_WINDOW, [], 0
+        self._warmup, self._since, self._recent, self._trial, self._times = warmup, 0, [], [], {}
+        self._set(self.threads)
+        self._start_trial()
+
+    @classmethod
+    def for_training(cls, log=None):
+        """A Governor for this process, or None when the count is not minicaffe's to choose:
+        the user set a thread variable, one core, the GPU, or MPI ranks."""
+        from . import backend
+        n = default_threads()
+        if user_set() or n <= 1 or backend.mode() != backend.CPU:
+            return None
+        try:
+            import numba
+            numba.set_num_threads(numba.get_num_threads())   # no threading layer: no Governor
+        except Exception:
+            return None
+        return cls(n, log=log)
+
+    def iteration(self):
+        return _Timed(self)
+
+    def resume(self):
+        """Back to this Governor's count (after ``pause`` or another Governor's)."""
+        self._set(self.threads)
+
+    def pause(self):
+        """Every thread again, for the code that runs between ``Solver.step`` calls."""
+        self._set(self.counts[0])
+
+    def record(self, seconds):
+        """One iteration took ``seconds`` at ``self.threads``: maybe switch for the next."""
+        self.iterations += 1
+        if self._warmup > 0:       # the first iterations compile kernels, fill caches
+            self._warmup -= 1
+            return
+        if self._trial:
+            times = self._times.setdefault(self.threads, [])
+            times.append(seconds)
+            if len(times) >= self.PROBE:
+                self._trial.pop(0)
+                if self._trial:
+                    self._switch(self._trial[0])
+                else:
+                    self._decide()
+            return
+        self._since += 1
+        self._recent = (self._recent + [seconds])[-self.RECENT:]
+        drifted = (len(self._recent) == self.RECENT
+                   and statistics.median(self._recent) > self.DRIFT * self.reference)
+        if drifted or self._since >= self.window:
+            if drifted:
+                self.window = self.FIRST_WINDOW
+            self._start_trial()
+
+    def _start_trial(self):
+        self._trial = [self.threads] + [c for c in self.counts if c != self.threads]
+        self._times = {}
+
+    def _decide(self):
+        medians = {c: statistics.median(t) for c, t in self._times.items()}
+        best = min(medians, key=lambda c: (medians[c], -c))
+        if best == self.best:
+            self.window = min(2 * self.window, self.MAX_WINDOW)
+        else:
+            self.window = self.FIRST_WINDOW
+            if self.log is not None:
+                self.log.info("Threads: %d of %d (an iteration: %s)", best, self.counts[0],
+                              ", ".join("%d threads %.4g ms" % (c, medians[c] * 1000)
+                                        for c in sorted(medians, reverse=True)))
+        self.best, self.reference = best, medians[best]
+        self._since, self._recent = 0, []
+        self.choices.append((self.iterations, best, medians))
+        self._switch(best)
+
+    def _switch(self, n):
+        if n != self.threads:
+            self._set(n)
+            self.threads = n
+
+
+class _Timed:
+    __slots__ = ("gov", "t0")
+
+    def __init__(self, gov):
+        self.gov = gov
+
+    def __enter__(self):
+        self.t0 = self.gov.clock()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.gov.record(self.gov.clock() - self.t0)
+        return False
 
 
 def _cap_loaded(n):

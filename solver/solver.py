@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from minicaffe import backend, protoio
+from minicaffe import backend, protoio, threads
 from minicaffe.errors import CaffeError, ModelFileError
 from minicaffe.io import blobproto_bytes, blobproto_to_array
 from minicaffe.net import Net
@@ -112,6 +112,7 @@ class Solver:
         self.dtype = np.dtype(dtype)
         self.rule, self.num_histories = RULES[p.type]
         self.parallel = parallel
+        self._thread_governor = None
         seed = parallel.agree_seed(p.random_seed) if parallel else p.random_seed
         if seed >= 0:
             backend.set_random_seed(seed)
@@ -264,7 +265,24 @@ class Solver:
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
+    def _governor(self):
+        """The thread Governor of this solver's iterations (minicaffe/threads.py), or None."""
+        if self._thread_governor is None:
+            gov = None if self.parallel else threads.Governor.for_training(log)
+            self._thread_governor = gov or False
+        return self._thread_governor or None
+
     def _step(self, iters):
+        gov = self._governor()
+        if gov is None:
+            return self._iterate(iters, None)
+        gov.resume()
+        try:
+            return self._iterate(iters, gov)
+        finally:
+            gov.pause()
+
+    def _iterate(self, iters, gov):
         p = self.param
         start_iter = self.iter
         stop_iter = self.iter + iters
@@ -277,6 +295,7 @@ class Solver:
                 self.test_all()
                 if self.requested_action == "stop":
                     break
+            t_compute = gov.clock() if gov else 0.0   # the Governor times the compute only
             for on_start, _ in self.callbacks:
                 if on_start:
                     on_start()
@@ -311,6 +330,8 @@ class Solver:
                 if on_grad:
                     on_grad()
             self.apply_update()
+            if gov:
+                gov.record(gov.clock() - t_compute)
             if self.requested_action == "snapshot":
                 self.snapshot()
                 self.requested_action = None

@@ -115,7 +115,16 @@ def test_apply_fills_the_unset_variables(monkeypatch):
     monkeypatch.setattr(threads, "DEFAULTED", {})
     env = {}
     assert threads.apply(env) == 3
-    assert env == {v: "3" for v in threads.THREAD_VARS} == threads.DEFAULTED
+    assert threads.DEFAULTED == {v: "3" for v in threads.THREAD_VARS}
+    assert env == dict(threads.DEFAULTED, MINICAFFE_DEFAULTED_THREADS="3:" + ",".join(threads.THREAD_VARS))
+    # a child inherits that environment: the values are still minicaffe's, not the user's
+    monkeypatch.setattr(threads, "DEFAULTED", {})
+    child = dict(env)
+    assert threads.apply(child) == 3 and not threads.user_set(child)
+    child["OMP_NUM_THREADS"] = "1"                       # the parent (or the user) chose 1 for it
+    monkeypatch.setattr(threads, "DEFAULTED", {})
+    assert threads.apply(child) == 1 and threads.user_set(child)
+    assert {child[v] for v in threads.THREAD_VARS} == {"1"}
 
 
 def test_import_sets_them_before_numba_loads():
@@ -176,3 +185,137 @@ def test_mpi_ranks_share_the_usable_cores(monkeypatch):
     assert set_to[-1] == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "1")           # the user's: left alone
     assert dp.limit_threads() is None
+
+
+# --- the Governor: the thread count that is fastest now --------------------------------------
+
+class _Machine:
+    """A fake clock whose iterations take ``cost[threads]`` seconds; records every switch."""
+
+    def __init__(self, cost):
+        self.cost, self.now, self.switches, self.threads = dict(cost), 0.0, [], None
+
+    def set_threads(self, n):
+        self.threads = n
+        self.switches.append(n)
+
+    def clock(self):
+        return self.now
+
+    def run(self, gov, n):
+        for _ in range(n):
+            with gov.iteration():
+                self.now += self.cost[self.threads]
+
+
+def test_governor_tries_each_count_and_keeps_the_fastest():
+    m = _Machine({4: 0.30, 2: 0.10, 1: 0.20})
+    gov = threads.Governor(4, set_threads=m.set_threads, clock=m.clock, warmup=1)
+    assert gov.counts == [4, 2, 1] and m.threads == 4
+    m.run(gov, 1 + 3 * 3)                    # the warm-up iteration, then 3 of each count
+    assert gov.best == 2 and m.threads == 2
+    assert gov.choices[-1][2] == pytest.approx({4: 0.30, 2: 0.10, 1: 0.20})
+    m.run(gov, gov.FIRST_WINDOW)             # a window on 2 threads, then the next trial
+    assert m.threads == 2 and gov._trial     # the trial starts on the current count
+    m.run(gov, 9)
+    assert gov.best == 2 and gov.window == 2 * gov.FIRST_WINDOW   # it held: a longer window
+    tried = len(m.switches)
+    m.run(gov, 2 * gov.FIRST_WINDOW - 1)
+    assert len(m.switches) == tried          # no trial inside the window
+
+
+def test_governor_tries_again_when_the_load_changes():
+    m = _Machine({2: 0.05, 1: 0.08})         # quiet: two threads win
+    gov = threads.Governor(2, set_threads=m.set_threads, clock=m.clock, warmup=0)
+    m.run(gov, 6)
+    assert gov.best == 2
+    m.cost = {2: 0.40, 1: 0.10}              # another job took a core: 2 threads wait for it
+    m.run(gov, gov.RECENT)                   # 1.5x slower than at the choice: a trial at once
+    assert gov._trial
+    m.run(gov, 6)
+    assert gov.best == 1 and m.threads == 1 and gov.window == gov.FIRST_WINDOW
+    m.cost = {2: 0.05, 1: 0.08}              # quiet again: found at the window's end
+    m.run(gov, gov.FIRST_WINDOW + 6)
+    assert gov.best == 2 and m.threads == 2
+    assert [c[1] for c in gov.choices] == [2, 1, 2]
+
+
+def test_governor_is_off_when_the_count_is_not_its_to_choose(monkeypatch):
+    monkeypatch.setattr(threads, "DEFAULTED", {})
+    monkeypatch.setattr(threads, "usable_cores", lambda *a: 2)
+    for v in threads.THREAD_VARS:
+        monkeypatch.delenv(v, raising=False)
+    assert isinstance(threads.Governor.for_training(), threads.Governor)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")          # the user's count is kept
+    assert threads.Governor.for_training() is None
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(threads, "usable_cores", lambda *a: 1)
+    assert threads.Governor.for_training() is None
+
+
+def _toy_solver(max_iter):
+    import numpy as np
+
+    from minicaffe.commands import benchmark
+    from minicaffe.proto import caffe_pb2
+    from minicaffe.solver import Solver
+    sp = caffe_pb2.SolverParameter(type="SGD", base_lr=0.01, lr_policy="fixed", momentum=0.9,
+                                   weight_decay=5e-4, display=0, max_iter=max_iter, snapshot=0,
+                                   random_seed=3, snapshot_prefix="unused")
+    sp.train_net_param.CopyFrom(benchmark.minicaffe_net_param("toy", 0))
+    solver = Solver(sp)
+    rng = np.random.default_rng(0)
+    for name, b in solver.net.blobs.items():
+        if name.endswith("label"):
+            b.data[...] = np.arange(b.shape[0]) * 12 // b.shape[0]
+        elif name.endswith("data"):
+            b.data[...] = rng.standard_normal(b.shape, np.float32)
+    return solver
+
+
+def test_the_thread_count_never_changes_a_result(monkeypatch):
+    """The ToyHome DAH net (convolutions, pooling, BatchNorm, the three MMD losses, the hash
+    and entropy losses, SGD): 5 iterations with the count switching every iteration give the
+    bits of 5 iterations on one thread, so a Governor's choices cannot change a training."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba's pool has one thread here (NUMBA_NUM_THREADS=1): nothing to switch")
+    monkeypatch.setattr(threads.Governor, "for_training", classmethod(lambda cls, log=None: None))
+    runs = []
+    for schedule in ([1] * 5, [2, 1, 2, 1, 2]):
+        solver = _toy_solver(5)
+        for n in schedule:
+            threads.set_compute_threads(n)
+            solver.step(1)
+        runs.append({(k, i): b.data.copy() for k, v in solver.net.params.items()
+                     for i, b in enumerate(v)})
+    threads.set_compute_threads(numba.config.NUMBA_NUM_THREADS)
+    assert runs[0].keys() == runs[1].keys() and len(runs[0]) > 10
+    for k in runs[0]:
+        assert (runs[0][k] == runs[1][k]).all(), k
+
+
+def test_the_solver_runs_its_iterations_under_a_governor(monkeypatch):
+    import numba
+    m = _Machine({2: 0.4, 1: 0.1})
+    made = []
+
+    def for_training(cls, log=None):
+        made.append(threads.Governor(2, set_threads=m.set_threads, clock=m.clock, warmup=0))
+        return made[-1]
+
+    monkeypatch.setattr(threads.Governor, "for_training", classmethod(for_training))
+    solver = _toy_solver(3)
+    before = numba.get_num_threads()
+
+    def tick():   # each iteration "costs" its count's time on the fake clock
+        m.now += m.cost[m.threads]
+
+    solver.add_callback(on_start=tick)
+    solver.step(3)
+    gov, = made
+    assert gov.iterations == 3 and m.threads == 2       # paused: every thread between steps
+    solver.step(3)
+    assert len(made) == 1 and gov.iterations == 6 and gov.best == 1
+    assert m.switches[-2:] == [1, 2]                    # step ran on 1, then gave them back
+    assert numba.get_num_threads() == before

@@ -3,6 +3,7 @@
     tools/time --model M [--iterations 50] [--phase TRAIN|TEST] [--gpu N] [--level N] [--stage a,b]
 """
 import argparse
+import contextlib
 import logging
 import time as _time
 
@@ -24,8 +25,10 @@ def build_parser():
     return p
 
 
-def time_net(net, iterations, sync=lambda: None):
-    """{layer name: (forward ms, backward ms)} averaged over ``iterations``, plus totals."""
+def time_net(net, iterations, sync=lambda: None, governor=None):
+    """{layer name: (forward ms, backward ms)} averaged over ``iterations``, plus totals.
+    ``governor`` (a minicaffe.threads.Governor) picks the thread count as in training."""
+    timed = governor.iteration if governor else contextlib.nullcontext
     n = len(net.layers)
     fwd, bwd = [0.0] * n, [0.0] * n
     total_fb = 0.0
@@ -34,20 +37,21 @@ def time_net(net, iterations, sync=lambda: None):
     net._backward_from_to(n - 1, 0)
     iters = []
     for j in range(iterations):
-        t_iter = _time.perf_counter()
-        for i in range(n):
-            t = _time.perf_counter()
-            net.layers[i].forward(net._bottom_vecs[i], net._top_vecs[i])
-            sync()
-            fwd[i] += _time.perf_counter() - t
-        for i in range(n - 1, -1, -1):
-            t = _time.perf_counter()
-            if net._layer_need_backward[i]:
-                net.layers[i].backward(net._top_vecs[i], net._bottom_need_backward[i],
-                                       net._bottom_vecs[i])
-            sync()
-            bwd[i] += _time.perf_counter() - t
-        dt = (_time.perf_counter() - t_iter) * 1000
+        with timed():
+            t_iter = _time.perf_counter()
+            for i in range(n):
+                t = _time.perf_counter()
+                net.layers[i].forward(net._bottom_vecs[i], net._top_vecs[i])
+                sync()
+                fwd[i] += _time.perf_counter() - t
+            for i in range(n - 1, -1, -1):
+                t = _time.perf_counter()
+                if net._layer_need_backward[i]:
+                    net.layers[i].backward(net._top_vecs[i], net._bottom_need_backward[i],
+                                           net._bottom_vecs[i])
+                sync()
+                bwd[i] += _time.perf_counter() - t
+            dt = (_time.perf_counter() - t_iter) * 1000
         iters.append(dt)
         total_fb += dt
         log.info("Iteration: %d forward-backward time: %.3f ms.", j + 1, dt)
@@ -72,7 +76,9 @@ def time_cmd(args):
     log.info("Testing for %d iterations.", args.iterations)
     from minicaffe import backend
     sync = backend.synchronize if backend.mode() == backend.GPU else (lambda: None)
-    per_layer, f, b, fb, total = time_net(net, args.iterations, sync=sync)
+    from minicaffe import threads
+    governor = threads.Governor.for_training(log)
+    per_layer, f, b, fb, total = time_net(net, args.iterations, sync=sync, governor=governor)
     log.info("Average time per layer: ")
     for name, (lf, lb) in per_layer.items():
         log.info("%10s\tforward: %.4f ms.", name, lf)
