@@ -1,5 +1,6 @@
 """tools/benchmark: the nets it builds, and a --quick run end to end (LeNet and the ToyHome
 DAH net, minicaffe always, PyTorch when it is installed); --load with the measurement faked."""
+import argparse
 import importlib.util
 import json
 import os
@@ -225,3 +226,29 @@ def test_pytorch_runs_without_minicaffes_thread_defaults(monkeypatch):
     assert "OMP_NUM_THREADS" not in benchmark._framework_env(env, "pytorch")
     assert benchmark._framework_env(env, "pytorch", threads=2)["OMP_NUM_THREADS"] == "2"
     assert benchmark._framework_env(env, "minicaffe")["OMP_NUM_THREADS"] == "2"
+
+
+def test_thread_settings_take_turns_within_each_round(monkeypatch, capsys):
+    """--threads auto,1 --rounds 2: auto, 1, auto, 1 for each net (a load that drifts during the
+    run falls on every setting alike); the table still has one set of rows per setting."""
+    calls = []
+
+    def measure(spec, env, cwd, timeout):
+        calls.append((spec["net"], spec["threads"], env.get("OMP_NUM_THREADS")))
+        return {"step_ms": [2.0 if spec["threads"] else 4.0], "update_ms": [0.5], "build_s": 0.1,
+                "first_step_s": 0.2, "loss": 1.0, "params": 1, "peak_rss_mib": 100.0}
+    monkeypatch.setattr(benchmark, "measure", measure)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    assert benchmark.main(["--quick", "--no_torch", "--threads", "auto,1", "--rounds", "2"]) == 0
+    assert calls == [("lenet", None, "7"), ("lenet", 1, "1")] * 2 + [("toy", None, "7"), ("toy", 1, "1")] * 2
+    table = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ")][2:]
+    assert [(ln.split(" | ")[0][2:7], ln.split(" | ")[2]) for ln in table] == [
+        ("LeNet", "auto"), ("ToyHo", "auto"), ("LeNet", "1"), ("ToyHo", "1")]
+
+
+def test_threads_option_parses_counts_and_auto():
+    assert benchmark._threads_list("auto,1,2") == [None, 1, 2]
+    assert benchmark._threads_list("2, 2,auto,auto") == [2, None]
+    for bad in ("x", "0", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            benchmark._threads_list(bad)

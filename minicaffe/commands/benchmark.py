@@ -1,7 +1,7 @@
 """``tools/benchmark``: a CPU training step in minicaffe and in PyTorch, measured side by side.
 
     tools/benchmark [--nets vgg,lenet,toy] [--batches 8,16,32] [--steps 10] [--warmup 2]
-                    [--threads N[,M]] [--rounds 1] [--quick] [--json OUT] [--no_torch]
+                    [--threads auto|N[,...]] [--rounds 1] [--quick] [--json OUT] [--no_torch]
                     [--load N] [--save_nets DIR]
 
 A step is forward + backward + SGD update (momentum 0.9, weight decay 5e-4, each net's
@@ -26,11 +26,13 @@ them.
 
 Each measurement is its own subprocess, so its peak RSS (``ru_maxrss``) is that framework's
 alone: build the net, ``--warmup`` steps, then ``--steps`` timed steps; a row's images/s is the
-batch over the median step. The minicaffe and PyTorch subprocesses of a row run alternately
-(``--rounds`` times each). ``--threads`` sets OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
+batch over the median step. For each net the measurements of every framework and every
+``--threads`` setting take turns (``--rounds`` times each), so a load that drifts during the
+run falls on all of them. ``--threads`` sets OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
 MKL_NUM_THREADS and NUMBA_NUM_THREADS in the subprocesses (and ``torch.set_num_threads``);
-without it they inherit this environment, where ``import minicaffe`` set the ones the user
-did not to ``minicaffe.threads.default_threads()`` (PyTorch runs without those).
+``auto`` (and no ``--threads``) leaves them to this environment, where ``import minicaffe``
+set the ones the user did not to ``minicaffe.threads.default_threads()`` (PyTorch runs
+without those): minicaffe's default, whose thread Governor picks the count as it trains.
 ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` are reported as set, never changed. PyTorch is
 optional: without it the PyTorch columns say why.
 ``--save_nets DIR`` writes the minicaffe nets as prototxt files, for ``tools/time --model``.
@@ -574,6 +576,18 @@ def _int_list(text):
     return values
 
 
+def _threads_list(text):
+    """--threads: counts, and ``auto`` for the environment's (minicaffe's default: the thread
+    Governor's choice; None here)."""
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    counts = _int_list(",".join(w for w in words if w != "auto") or "1")
+    if not words:
+        raise argparse.ArgumentTypeError("expected comma-separated counts or auto, got %r" % text)
+    it = iter(counts)
+    out = [None if w == "auto" else next(it) for w in words]
+    return [t for i, t in enumerate(out) if t not in out[:i]]
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="benchmark",
@@ -587,11 +601,13 @@ def build_parser():
                         "64, the ToyHome net at its training batch")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 10)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2)")
-    p.add_argument("--threads", type=_int_list, default=None,
-                   help="threads for both frameworks (several: one set of rows each); "
-                        "default: as the environment says")
+    p.add_argument("--threads", type=_threads_list, default=None,
+                   help="threads for both frameworks, comma-separated counts or auto (the "
+                        "environment's: minicaffe's default picks them as it trains); several: "
+                        "one set of rows each, measured in turn; default: auto")
     p.add_argument("--rounds", type=int, default=1,
-                   help="alternate minicaffe / PyTorch measurements this many times per row")
+                   help="alternate the measurements (frameworks and --threads) this many times "
+                        "per row")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: lenet,toy, 1 warm-up and 3 timed steps")
     p.add_argument("--no_torch", action="store_true", help="minicaffe only")
@@ -783,19 +799,18 @@ def benchmark_cmd(args):
                 busy_processes(args.load, args.timeout * measurements + 60.0))
             print("benchmark: %d busy process(es) beside the measurements: pid %s"
                   % (args.load, " ".join(map(str, result["load_pids"]))), file=sys.stderr)
-        for threads in threads_list:
-            env = dict(os.environ)
-            if threads:
-                env.update({k: str(threads) for k in THREAD_VARS})
-            key = str(threads) if threads else "env"
-            seen = result["environment"]["seen"].setdefault(key, {})
-            for name in nets:
-                for batch in (batches if name == "vgg" else [None]):
-                    n = net_batch(name, batch)
-                    row = {"net": name, "label": LABELS[name], "batch": n, "threads": key,
-                           "load": args.load}
-                    got = {f: [] for f in frameworks}
-                    for _ in range(args.rounds):
+        rows = {}
+        for name in nets:
+            for batch in (batches if name == "vgg" else [None]):
+                n = net_batch(name, batch)
+                got = {(t, f): [] for t in threads_list for f in frameworks}
+                for _ in range(args.rounds):   # every setting in turn: a drifting load hits all
+                    for threads in threads_list:
+                        env = dict(os.environ)
+                        if threads:
+                            env.update({k: str(threads) for k in THREAD_VARS})
+                        key = str(threads) if threads else "auto"
+                        seen = result["environment"]["seen"].setdefault(key, {})
                         for fw in frameworks:
                             spec = {"framework": fw, "net": name, "batch": n, "steps": steps,
                                     "warmup": warmup, "threads": threads,
@@ -811,9 +826,13 @@ def benchmark_cmd(args):
                                       " ".join(map(str, _load() or ()))), file=sys.stderr)
                             if "info" in r:
                                 seen.setdefault(fw, r["info"])
-                            got[fw].append(r)
+                            got[threads, fw].append(r)
+                for threads in threads_list:
+                    key = str(threads) if threads else "auto"
+                    row = {"net": name, "label": LABELS[name], "batch": n, "threads": key,
+                           "load": args.load}
                     for fw in frameworks:
-                        m = _merge(got[fw])
+                        m = _merge(got[threads, fw])
                         if "error" not in m:
                             m["images_per_s"] = n / (m["median_step_ms"] / 1000.0)
                         else:
@@ -821,7 +840,9 @@ def benchmark_cmd(args):
                         row[fw] = m
                     if not with_torch:
                         row["pytorch"] = {"skipped": torch_note}
-                    result["rows"].append(row)
+                    rows.setdefault(threads, []).append(row)
+        for threads in threads_list:   # the table's order: a set of rows per thread setting
+            result["rows"] += rows.get(threads, [])
     finally:
         load.close()
         shutil.rmtree(workdir, ignore_errors=True)
