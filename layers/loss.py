@@ -801,8 +801,7 @@ class InfogainLossLayer(LossLayer):
                 raise CaffeError("InfogainLoss layer %s: infogain_loss_param.source (the "
                                  "infogain matrix H) must be specified when there is no third "
                                  "bottom" % self.name)
-            from minicaffe.io import blobproto_to_array
-            from minicaffe.protoio import read_blob_proto
+            from minicaffe.protoio import blobproto_to_array, read_blob_proto
             self.H = blobproto_to_array(read_blob_proto(p.source)).astype(self.dtype)
 
     def reshape(self, bottom, top):

@@ -128,13 +128,6 @@ def device_empty(shape, dtype):
     return cuda().device_array(shape, dtype=dtype)
 
 
-def device_zeros(n, dtype):
-    """A zeroed flat device buffer, filled on the device (no host buffer, no copy)."""
-    cuda()
-    from . import gpu
-    return gpu.zeros(n, dtype)
-
-
 def synchronize():
     """Wait for the device's queued work (timings); a no-op in CPU mode."""
     if _state["mode"] == GPU:

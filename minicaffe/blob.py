@@ -114,7 +114,8 @@ class SyncedMemory:
         if self.zero:
             self._zero_now()
         if self.head == UNINITIALIZED:
-            self._dev = backend.device_zeros(self.capacity, self.dtype)
+            from . import gpu   # filled on the device: no host buffer, no copy
+            self._dev = gpu.zeros(self.capacity, self.dtype)
             self.head = HEAD_AT_GPU
         elif self.head == HEAD_AT_CPU:
             self._dev = backend.to_device(self._host, self._dev)
@@ -375,7 +376,7 @@ class Blob:
         return tuple(proto.shape.dim) == self._shape
 
     def to_proto(self, proto, write_diff=False):
-        from .io import array_to_blobproto_into
+        from .protoio import array_to_blobproto_into
         array_to_blobproto_into(self.cpu_data(), proto, self.cpu_diff() if write_diff else None)
         return proto
 

@@ -726,7 +726,7 @@ class Net:
         return plan
 
     def _plan_copy(self, param, label):
-        from .io import blobproto_to_array
+        from .protoio import blobproto_to_array
         plan = []
         with_weights = [n for n, layer in zip(self._layer_names, self.layers) if layer.blobs]
         matched = 0
@@ -743,7 +743,7 @@ class Net:
                                                                      len(sl.blobs), len(target)))
             for j, (tb, sb) in enumerate(zip(target, sl.blobs)):
                 if not tb.shape_equals_proto(sb):
-                    from .io import blobproto_shape
+                    from .protoio import blobproto_shape
                     raise ModelFileError(
                         "%s: Cannot copy param %d weights from layer '%s'; shape mismatch. Source "
                         "param shape is %s; target param shape is %s. To learn this layer's "
@@ -850,8 +850,7 @@ class Net:
         C-contiguous float32 (N, C, H, W) array matching memory_data_param, ``labels`` float32
         of shape (N,) or (N, 1, 1, 1), N a multiple of batch_size. The arrays are used in place
         (not copied), as in Caffe."""
-        from .layers.data import MemoryDataLayer
-        if not self.layers or not isinstance(self.layers[0], MemoryDataLayer):
+        if not self.layers or self.layers[0].type != "MemoryData":
             raise NetError("set_input_arrays may only be called if the first layer is a "
                            "MemoryData layer")
         md = self.layers[0]

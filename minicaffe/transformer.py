@@ -27,6 +27,7 @@ import numpy as np
 
 from . import backend
 from .errors import CaffeError
+from .protoio import load_mean
 
 TRAIN, TEST = 0, 1
 
@@ -189,7 +190,6 @@ class DataTransformer:
     """Caffe's DataTransformer for one layer. ``who`` names the layer in error messages."""
 
     def __init__(self, param, phase, who="Data layer"):
-        from .io import load_mean
         self.param = param
         self.phase = int(phase)
         self.who = who

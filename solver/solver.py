@@ -23,9 +23,9 @@ import numpy as np
 
 from minicaffe import backend, protoio, threads
 from minicaffe.errors import CaffeError, ModelFileError
-from minicaffe.io import blobproto_bytes, blobproto_to_array
 from minicaffe.net import Net
 from minicaffe.proto import caffe_pb2
+from minicaffe.protoio import blobproto_bytes, blobproto_to_array
 
 from .lr_policy import check_policy, learning_rate
 from .updates import RULES, GPUUpdater, apply_rule, check_solver_param

@@ -32,9 +32,9 @@ import sys
 from .. import classifier, coord_map, detector, draw, io, net_spec, proto  # noqa: F401  (caffe.<submodule>)
 from ..backend import Timer, set_device, set_mode_cpu, set_mode_gpu, set_random_seed  # noqa: F401
 from ..classifier import Classifier  # noqa: F401
-from ..commands._cli import setup_logging
 from ..detector import Detector  # noqa: F401
 from ..errors import ArgumentError, CaffeError
+from ..glog import setup_logging
 from ..layer import layer_type_list  # noqa: F401
 from ..layers.python import PyLayer as Layer  # noqa: F401
 from ..net import Net  # noqa: F401
