@@ -7,4 +7,4 @@ InnerProduct, Eltwise, Concat, Slice, Split, ..., Parameter, Filter, BatchReinde
 Softmax and the losses, Accuracy · dah: MMDLoss, HashLoss, EntropyLoss, QuantizationLoss,
 GradientScaler · python: Python layers.
 """
-from . import common, dah, data, hdf5, loss, neuron, normalization, python, vision  # noqa: F401
+from . import common, dah, data, hdf5, loss, neuron, normalization, python, vision, window  # noqa: F401
