@@ -38,6 +38,10 @@ def _read_h5_list(source, who):
     for name, lineno in names:
         if not os.path.isfile(name):
             what = "is a directory" if os.path.isdir(name) else "does not exist"
+            beside = os.path.join(os.path.dirname(source), name)
+            if not os.path.isabs(name) and os.path.isfile(beside):
+                what += (" (relative names are opened from the current directory, as Caffe "
+                         "does; %s is beside the list file)" % beside)
             raise CaffeError("%s: HDF5 file %s (%s line %d) %s"
                              % (who, name, source, lineno, what))
     return names

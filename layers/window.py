@@ -1,5 +1,7 @@
 """WindowData: R-CNN's batches of image windows (window_data_layer.cpp), read on the prefetch
 thread of the other image data layers."""
+import logging
+
 import numpy as np
 
 from minicaffe import backend
@@ -8,6 +10,8 @@ from minicaffe.layer import register
 from minicaffe.transformer import DataTransformer, ImageReadError, decode_image, read_image, resize_linear
 
 from .data import _PrefetchingDataLayer, _rng_state, _set_rng_state, _ShardedStream
+
+log = logging.getLogger("minicaffe")
 
 
 def _tokens(path, who):
@@ -253,6 +257,9 @@ class WindowDataLayer(_PrefetchingDataLayer):
         if p.crop_mode not in ("warp", "square"):
             raise CaffeError("%s: crop_mode must be \"warp\" or \"square\", got %r"
                              % (who, p.crop_mode))
+        if t.scale != 1:
+            log.warning("%s: transform_param.scale %g is ignored: WindowData scales by "
+                        "window_data_param.scale (%g), as Caffe's load_batch", who, t.scale, p.scale)
         transformer = DataTransformer(t, self.phase, who)  # BaseDataLayer's (mean, InitRand)
         images, fg, bg = read_window_file(p.source, p.root_folder, p.fg_threshold,
                                           p.bg_threshold, who)

@@ -187,7 +187,8 @@ def _one_line_error(source, tops=("data", "label"), extra="", layer_extra=""):
     return msg
 
 
-def test_errors_name_the_layer_and_the_file(tmp_path):
+def test_errors_name_the_layer_and_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path / "..")
     msg = _one_line_error(str(tmp_path / "nope.txt"))
     assert "failed to open source file %s" % (tmp_path / "nope.txt") in msg
     empty = tmp_path / "empty.txt"
@@ -213,6 +214,13 @@ def test_errors_name_the_layer_and_the_file(tmp_path):
     lst.write_text("%s\n%s\n" % (good, other))
     msg = _one_line_error(str(lst))
     assert "rows of shape (5,)" in msg and str(other) in msg and "line 2" in msg
+    (tmp_path / "sub").mkdir()
+    write_h5(tmp_path / "sub" / "near.h5", data=np.zeros((2, 1), np.float32))
+    (tmp_path / "sub" / "l.txt").write_text("near.h5\n")
+    msg = _one_line_error(str(tmp_path / "sub" / "l.txt"), ("data",))
+    assert "HDF5 file near.h5 (%s line 1) does not exist (relative names are opened from the " \
+        "current directory" % (tmp_path / "sub" / "l.txt") in msg
+    assert "%s is beside the list file" % (tmp_path / "sub" / "near.h5") in msg
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not hdf5 at all")
     lst.write_text("%s\n" % bad)
@@ -266,6 +274,18 @@ def test_solver_trains_a_net_fed_by_hdf5data(tmp_path):
     first = losses()
     assert np.mean(first[-5:]) < 0.5 * np.mean(first[:5])
     assert first == losses()  # random_seed reproduces the shuffled stream
+    p.snapshot, p.snapshot_prefix = 12, str(tmp_path / "snap")
+    s = caffe.get_solver(p)
+    s.step(12)
+    caffe.set_random_seed(1234)
+    p.ClearField("snapshot")
+    resumed = caffe.get_solver(p)
+    resumed.restore(str(tmp_path / "snap_iter_12.solverstate"))  # the shuffle position too
+    rest = []
+    for _ in range(18):
+        resumed.step(1)
+        rest.append(float(resumed.net.blobs["loss"].data))
+    assert rest == first[12:]
 
 
 # --- HDF5Output --------------------------------------------------------------------------------

@@ -267,14 +267,17 @@ def test_errors_name_the_layer_and_the_file(windows, tmp_path):
         source, root, transform="crop_size: 16 mean_value: 1 mean_value: 2")
 
 
-def test_v1_window_data_net_upgrades(windows):
+def test_v1_window_data_net_upgrades(windows, caplog):
+    """The upgrade moves crop_size, mirror, mean_file and scale into transform_param; Caffe's
+    load_batch still reads window_data_param.scale, so the moved scale is ignored (warned)."""
     source, root = windows
     net = caffe.Net("""
     layers { name: "win" type: WINDOW_DATA top: "data" top: "label"
              window_data_param { source: "%s" root_folder: "%s" batch_size: 2 crop_size: 32
                                  fg_threshold: 0.5 bg_threshold: 0.3 fg_fraction: 0.5
-                                 context_pad: 8 } }
+                                 context_pad: 8 scale: 3 } }
     """ % (source, root), caffe.TEST)
+    assert "transform_param.scale 3 is ignored" in caplog.text
     out = net.forward()
     np.testing.assert_array_equal(out["label"], [0, 2])
     np.testing.assert_array_equal(out["data"][1], reference(0, FG_BOX, 32, 8))
