@@ -257,6 +257,11 @@ class WindowDataLayer(_PrefetchingDataLayer):
         if p.crop_mode not in ("warp", "square"):
             raise CaffeError("%s: crop_mode must be \"warp\" or \"square\", got %r"
                              % (who, p.crop_mode))
+        v1 = [f for f in ("mirror", "mean_file") if p.HasField(f)]
+        if v1:
+            log.warning("%s: window_data_param.%s ignored, as Caffe ignores it in a V2 net (the "
+                        "upgrade of V1 nets moves it to transform_param): set it in "
+                        "transform_param", who, " and ".join(v1))
         if t.scale != 1:
             log.warning("%s: transform_param.scale %g is ignored: WindowData scales by "
                         "window_data_param.scale (%g), as Caffe's load_batch", who, t.scale, p.scale)

@@ -233,7 +233,7 @@ def _error(source, root="", extra="", transform="crop_size: 16"):
     return msg
 
 
-def test_errors_name_the_layer_and_the_file(windows, tmp_path):
+def test_errors_name_the_layer_and_the_file(windows, tmp_path, caplog):
     source, root = windows
     assert "failed to open window file %s" % (tmp_path / "no.txt") in _error(str(tmp_path / "no.txt"))
     bad = tmp_path / "bad.txt"
@@ -263,6 +263,9 @@ def test_errors_name_the_layer_and_the_file(windows, tmp_path):
     msg = _error(source, root, extra="crop_size: 16", transform="mirror: true")
     assert "transform_param.crop_size must be positive (window_data_param.crop_size" in msg
     assert "crop_mode must be" in _error(source, root, extra='crop_mode: "fit"')
+    layer, _ = window_layer(source, root, crop=16, extra="mirror: true")
+    layer.close()
+    assert "window_data_param.mirror ignored" in caplog.text
     assert "specify either 1 mean_value or as many as channels: 3" in _error(
         source, root, transform="crop_size: 16 mean_value: 1 mean_value: 2")
 
