@@ -215,8 +215,9 @@ class HDF5DataLayer(Layer):
     ``shuffle`` shuffles the file order at set-up and after each pass over the files, and the
     row order of a file when it is loaded and at each of its ends, as HDF5DataLayer::Next; a
     file's rows are all read before the next file's (never interleaved). The shuffles come
-    from a generator seeded from ``backend.rng()`` at set-up (``caffe.set_random_seed``
-    reproduces them). transform_param is refused, as in Caffe. Only the file being read is
+    from a generator seeded from ``backend.rng()`` at set-up when ``shuffle`` is on
+    (``caffe.set_random_seed`` reproduces them; Caffe's std::random_shuffle ignores
+    random_seed). transform_param is refused, as in Caffe. Only the file being read is
     in memory. No prefetch thread (Caffe's HDF5Data has none either).
 
     Data-parallel (``set_shard(r, N)``): rank r reads batch r of every N consecutive batches,
@@ -236,7 +237,7 @@ class HDF5DataLayer(Layer):
             raise CaffeError("%s: hdf5_data_param.batch_size must be positive" % who)
         tops = list(self.layer_param.top)[:len(top)]
         files = _read_h5_list(p.source, who)
-        seed = int(backend.rng().integers(0, 2 ** 63))
+        seed = int(backend.rng().integers(0, 2 ** 63)) if p.shuffle else None
         self._source = _HDF5Source(who, p.source, files, tops, int(p.batch_size),
                                    bool(p.shuffle), self.dtype, seed)
         for k in self._source.file_perm:  # every file's datasets checked now, not hours later
