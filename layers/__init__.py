@@ -1,9 +1,10 @@
 """Layer implementations, one module per family; importing this registers every type.
 
-data: Input, DummyData, MemoryData, ImageData, Data · vision: Convolution, Deconvolution,
-Pooling, LRN, Crop, Im2col, SPP · neuron: elementwise activations, Dropout · normalization:
-BatchNorm, Scale, Bias, MVN · common: InnerProduct, Eltwise, Concat, Slice, Split, ...,
-Parameter, Filter, BatchReindex · loss: Softmax and the losses, Accuracy · dah: MMDLoss,
-HashLoss, EntropyLoss, QuantizationLoss, GradientScaler · python: Python layers.
+data: Input, DummyData, MemoryData, ImageData, Data · hdf5: HDF5Data, HDF5Output · window:
+WindowData · vision: Convolution, Deconvolution, Pooling, LRN, Crop, Im2col, SPP · neuron:
+elementwise activations, Dropout · normalization: BatchNorm, Scale, Bias, MVN · common:
+InnerProduct, Eltwise, Concat, Slice, Split, ..., Parameter, Filter, BatchReindex · loss:
+Softmax and the losses, Accuracy · dah: MMDLoss, HashLoss, EntropyLoss, QuantizationLoss,
+GradientScaler · python: Python layers.
 """
-from . import common, dah, data, loss, neuron, normalization, python, vision  # noqa: F401
+from . import common, dah, data, hdf5, loss, neuron, normalization, python, vision, window  # noqa: F401
