@@ -4,6 +4,7 @@ data: Input, DummyData, MemoryData, ImageData, Data · vision: Convolution, Deco
 Pooling, LRN, Crop, Im2col, SPP · neuron: elementwise activations, Dropout · normalization:
 BatchNorm, Scale, Bias, MVN · common: InnerProduct, Eltwise, Concat, Slice, Split, ...,
 Parameter, Filter, BatchReindex · loss: Softmax and the losses, Accuracy · dah: MMDLoss,
-HashLoss, EntropyLoss, QuantizationLoss, GradientScaler · python: Python layers.
+HashLoss, EntropyLoss, QuantizationLoss, GradientScaler · recurrent: RNN, LSTM, LSTMUnit ·
+python: Python layers.
 """
-from . import common, dah, data, loss, neuron, normalization, python, vision  # noqa: F401
+from . import common, dah, data, loss, neuron, normalization, python, recurrent, vision  # noqa: F401
