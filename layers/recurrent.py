@@ -258,6 +258,12 @@ class _Device:
 _HOST, _DEVICE = _Host(), _Device()
 
 
+def _bottom_label(layer, i):
+    """"bottom[i] 'name'" for messages (a layer built outside a net may have no names)."""
+    names = layer.layer_param.bottom
+    return "bottom[%d] '%s'" % (i, names[i]) if i < len(names) else "bottom[%d]" % i
+
+
 # --- the Recurrent machinery -----------------------------------------------------------------
 
 class _Recurrent(Layer):
@@ -289,6 +295,9 @@ class _Recurrent(Layer):
 
     def _who(self):
         return "%s Layer %s" % (self.type, self.name)
+
+    def _bottom(self, i):
+        return _bottom_label(self, i)
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.recurrent_param
@@ -322,13 +331,11 @@ class _Recurrent(Layer):
     def _check_x(self, bottom):
         x, cont = bottom[0], bottom[1]
         if len(x.shape) < 2:
-            raise ShapeError("%s: bottom[0] must have at least 2 axes -- (#timesteps, #streams, "
-                             "...); bottom '%s' has shape %s"
-                             % (self._who(), self.layer_param.bottom[0], x.shape))
+            raise ShapeError("%s: %s must have at least 2 axes -- (#timesteps, #streams, ...), "
+                             "got shape %s" % (self._who(), self._bottom(0), x.shape))
         if cont.shape != x.shape[:2]:
-            raise ShapeError("%s: cont (bottom[1] '%s') must have shape (#timesteps, #streams) = "
-                             "%s, got %s" % (self._who(), self.layer_param.bottom[1],
-                                             x.shape[:2], cont.shape))
+            raise ShapeError("%s: cont (%s) must have shape (#timesteps, #streams) = %s, got %s"
+                             % (self._who(), self._bottom(1), x.shape[:2], cont.shape))
 
     def reshape(self, bottom, top):
         self._check_x(bottom)
@@ -337,22 +344,20 @@ class _Recurrent(Layer):
             raise ShapeError("%s: input number of timesteps changed from %d to %d"
                              % (self._who(), self.T, x.shape[0]))
         if x.count(2) != self.K:
-            raise self.shape_error("the input size per timestep of bottom '%s'"
-                                   % self.layer_param.bottom[0], (x.count(2),), (self.K,))
+            raise self.shape_error("the input size per timestep of %s" % self._bottom(0),
+                                   (x.count(2),), (self.K,))
         self.N = N = x.shape[1]
         if self.static:
             s = bottom[2]
             if len(s.shape) < 1 or s.shape[0] != N or s.count(1) != self.Ks:
-                raise ShapeError("%s: x_static (bottom[2] '%s') must have shape (%d, ...) with %d "
-                                 "values per stream, got %s" % (self._who(), self.layer_param.bottom[2],
-                                                                N, self.Ks, s.shape))
+                raise ShapeError("%s: x_static (%s) must have shape (%d, ...) with %d values per "
+                                 "stream, got %s" % (self._who(), self._bottom(2), N, self.Ks, s.shape))
         state_shape = (1, N, self.H)
         for j in range(self.exposed):
             b = bottom[2 + self.static + j]
             if b.shape != state_shape:
-                raise ShapeError("%s: initial state bottom[%d] '%s' must have shape %s, got %s"
-                                 % (self._who(), 2 + self.static + j,
-                                    self.layer_param.bottom[2 + self.static + j], state_shape, b.shape))
+                raise ShapeError("%s: initial state %s must have shape %s, got %s"
+                                 % (self._who(), self._bottom(2 + self.static + j), state_shape, b.shape))
         for s in self._state:
             if s.shape != state_shape:   # a new batch size starts from zeros
                 s.reshape(state_shape)
@@ -425,8 +430,8 @@ class _Recurrent(Layer):
 
     def backward_with(self, ops, top, propagate_down, bottom):
         if propagate_down[1]:
-            raise CaffeError("%s: cannot backpropagate to the sequence indicators (bottom[1] "
-                             "'%s', cont)" % (self._who(), self.layer_param.bottom[1]))
+            raise CaffeError("%s: cannot backpropagate to the sequence indicators (cont, %s)"
+                             % (self._who(), self._bottom(1)))
         T, N, H, G, K = self.T, self.N, self.H, self.G, self.K
         NH, NG = N * H, N * G
         ppd = self.param_propagate_down
@@ -624,9 +629,8 @@ class LSTMUnitLayer(Layer):
         want = [(1, n, self.H), (1, n, 4 * self.H), (1, n)]
         for i, (b, shape) in enumerate(zip(bottom, want)):
             if b.shape != shape or self.H < 0:
-                raise ShapeError("%s: bottom[%d] '%s' has shape %s, expected %s (c_prev 1 × N × H, "
-                                 "x 1 × N × 4H, cont 1 × N)" % (who, i, self.layer_param.bottom[i],
-                                                                b.shape, shape))
+                raise ShapeError("%s: %s has shape %s, expected %s (c_prev 1 × N × H, x 1 × N × "
+                                 "4H, cont 1 × N)" % (who, _bottom_label(self, i), b.shape, shape))
         top[0].reshape(bottom[0].shape)
         top[1].reshape(bottom[0].shape)
 
@@ -637,7 +641,7 @@ class LSTMUnitLayer(Layer):
     def _bwd(self, ops, top, propagate_down, bottom):
         if propagate_down[2]:
             raise CaffeError("LSTMUnit Layer %s: cannot backpropagate to the sequence indicators "
-                             "(bottom[2] '%s', cont)" % (self.name, self.layer_param.bottom[2]))
+                             "(cont, %s)" % (self.name, _bottom_label(self, 2)))
         if not (propagate_down[0] or propagate_down[1]):
             return
         ops.unit_bwd(ops.data(bottom[1], False), ops.data(bottom[0], False), ops.data(top[0], False),
