@@ -259,7 +259,7 @@ _HOST, _DEVICE = _Host(), _Device()
 
 
 def _bottom_label(layer, i):
-    """"bottom[i] 'name'" for messages (a layer built outside a net may have no names)."""
+    """The label "bottom[i] 'name'" for messages (a layer built outside a net has no names)."""
     names = layer.layer_param.bottom
     return "bottom[%d] '%s'" % (i, names[i]) if i < len(names) else "bottom[%d]" % i
 
@@ -279,6 +279,10 @@ class _Recurrent(Layer):
     h_T/c_T with the exposed blobs, so no gradient reaches the h_0/c_0 bottoms and the diffs
     of the h_T/c_T tops are ignored; here they are the true gradients (the diff of each top
     enters backward, and h_0/c_0 get theirs). Without exposed states the two agree exactly.
+
+    A subclass gives ``_param_shapes`` and the steps that differ: ``_hidden`` (the blob holding
+    h_1 … h_T), ``_begin`` / ``_step`` / ``_finish`` / ``_finals`` (forward), ``_seed_diffs`` /
+    ``_step_back`` / ``_end_back`` (backward).
     """
     n_states = 1      # recurrent state blobs: RNN h; LSTM h, c
     gates = 1         # rows of the pre-activation per hidden unit: RNN 1, LSTM 4 (i, f, o, g)
@@ -295,9 +299,6 @@ class _Recurrent(Layer):
 
     def _who(self):
         return "%s Layer %s" % (self.type, self.name)
-
-    def _bottom(self, i):
-        return _bottom_label(self, i)
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.recurrent_param
@@ -332,10 +333,10 @@ class _Recurrent(Layer):
         x, cont = bottom[0], bottom[1]
         if len(x.shape) < 2:
             raise ShapeError("%s: %s must have at least 2 axes -- (#timesteps, #streams, ...), "
-                             "got shape %s" % (self._who(), self._bottom(0), x.shape))
+                             "got shape %s" % (self._who(), _bottom_label(self, 0), x.shape))
         if cont.shape != x.shape[:2]:
             raise ShapeError("%s: cont (%s) must have shape (#timesteps, #streams) = %s, got %s"
-                             % (self._who(), self._bottom(1), x.shape[:2], cont.shape))
+                             % (self._who(), _bottom_label(self, 1), x.shape[:2], cont.shape))
 
     def reshape(self, bottom, top):
         self._check_x(bottom)
@@ -344,20 +345,20 @@ class _Recurrent(Layer):
             raise ShapeError("%s: input number of timesteps changed from %d to %d"
                              % (self._who(), self.T, x.shape[0]))
         if x.count(2) != self.K:
-            raise self.shape_error("the input size per timestep of %s" % self._bottom(0),
+            raise self.shape_error("the input size per timestep of %s" % _bottom_label(self, 0),
                                    (x.count(2),), (self.K,))
         self.N = N = x.shape[1]
         if self.static:
             s = bottom[2]
             if len(s.shape) < 1 or s.shape[0] != N or s.count(1) != self.Ks:
                 raise ShapeError("%s: x_static (%s) must have shape (%d, ...) with %d values per "
-                                 "stream, got %s" % (self._who(), self._bottom(2), N, self.Ks, s.shape))
+                                 "stream, got %s" % (self._who(), _bottom_label(self, 2), N, self.Ks, s.shape))
         state_shape = (1, N, self.H)
         for j in range(self.exposed):
             b = bottom[2 + self.static + j]
             if b.shape != state_shape:
                 raise ShapeError("%s: initial state %s must have shape %s, got %s"
-                                 % (self._who(), self._bottom(2 + self.static + j), state_shape, b.shape))
+                                 % (self._who(), _bottom_label(self, 2 + self.static + j), state_shape, b.shape))
         for s in self._state:
             if s.shape != state_shape:   # a new batch size starts from zeros
                 s.reshape(state_shape)
@@ -431,7 +432,7 @@ class _Recurrent(Layer):
     def backward_with(self, ops, top, propagate_down, bottom):
         if propagate_down[1]:
             raise CaffeError("%s: cannot backpropagate to the sequence indicators (cont, %s)"
-                             % (self._who(), self._bottom(1)))
+                             % (self._who(), _bottom_label(self, 1)))
         T, N, H, G, K = self.T, self.N, self.H, self.G, self.K
         NH, NG = N * H, N * G
         ppd = self.param_propagate_down
