@@ -361,3 +361,34 @@ def test_net_trains_saves_and_loads(tmp_path):
     w = [a.astype(np.float32).astype(np.float64) for a in arrays]
     ref, _, _ = ref_lstm(net.blobs["x"].data.astype(np.float64), _cont(3, 2), w[0], w[1], w[2])
     np.testing.assert_allclose(net.blobs["h"].data, ref, rtol=1e-5, atol=1e-6)
+
+
+EXPOSED_NET = """
+name: "exposed"
+force_backward: true
+layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 dim: 4 } } }
+layer { name: "cont" type: "Input" top: "cont" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "h0" type: "Input" top: "h0" input_param { shape { dim: 1 dim: 3 dim: 5 } } }
+layer { name: "target" type: "Input" top: "target" input_param { shape { dim: 2 dim: 3 dim: 5 } } }
+layer { name: "rnn" type: "RNN" bottom: "x" bottom: "cont" bottom: "h0" top: "o" top: "hT"
+        recurrent_param { num_output: 5 expose_hidden: true weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "o" bottom: "target" top: "loss" }
+"""
+
+
+def test_exposed_states_in_a_net():
+    """h_0 in, h_T out as extra blobs of a net; force_backward gives x and h_0 their diffs but
+    never cont (allow_force_backward)."""
+    net = caffe.Net(EXPOSED_NET, caffe.TRAIN)
+    rng = np.random.default_rng(0)
+    for name in ("x", "h0", "target"):
+        net.blobs[name].data[...] = rng.normal(size=net.blobs[name].shape)
+    net.blobs["cont"].data[...] = 1
+    net.forward()
+    p = [b.data.astype(np.float64) for b in net.params["rnn"]]
+    ref, h_t = ref_rnn(net.blobs["x"].data, np.ones((2, 3)), *p, h0=net.blobs["h0"].data)
+    np.testing.assert_allclose(net.blobs["o"].data, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.blobs["hT"].data[0], h_t, rtol=1e-5, atol=1e-6)
+    net.backward()
+    assert np.abs(net.blobs["x"].diff).sum() > 0 and np.abs(net.blobs["h0"].diff).sum() > 0
+    assert not np.any(net.blobs["cont"].diff)
