@@ -5,6 +5,6 @@ WindowData · vision: Convolution, Deconvolution, Pooling, LRN, Crop, Im2col, SP
 elementwise activations, Dropout · normalization: BatchNorm, Scale, Bias, MVN · common:
 InnerProduct, Eltwise, Concat, Slice, Split, ..., Parameter, Filter, BatchReindex · loss:
 Softmax and the losses, Accuracy · dah: MMDLoss, HashLoss, EntropyLoss, QuantizationLoss,
-GradientScaler · python: Python layers.
+GradientScaler · recurrent: RNN, LSTM, LSTMUnit · python: Python layers.
 """
-from . import common, dah, data, hdf5, loss, neuron, normalization, python, vision, window  # noqa: F401
+from . import common, dah, data, hdf5, loss, neuron, normalization, python, recurrent, vision, window  # noqa: F401
