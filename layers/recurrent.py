@@ -275,14 +275,14 @@ class _Recurrent(Layer):
     one (zeros at first), as Caffe copies h_T (and c_T) into h_0 (c_0); a 0 in cont starts a
     sequence afresh. Gradients stop at h_0 then (truncated back-propagation through time).
 
-    Deliberate difference: with ``expose_hidden`` Caffe shares only the *data* of h_0/c_0 and
-    h_T/c_T with the exposed blobs, so no gradient reaches the h_0/c_0 bottoms and the diffs
-    of the h_T/c_T tops are ignored; here they are the true gradients (the diff of each top
-    enters backward, and h_0/c_0 get theirs). Without exposed states the two agree exactly.
+    With ``expose_hidden``, as in Caffe (which shares only the *data* of h_0/c_0 and h_T/c_T
+    with the exposed blobs): the diffs of the h_T/c_T tops are ignored and the h_0/c_0 bottoms
+    get a zero gradient, so a net's gradients equal Caffe's (and its exposed states serve
+    step-by-step inference, as there).
 
     A subclass gives ``_param_shapes`` and the steps that differ: ``_hidden`` (the blob holding
     h_1 … h_T), ``_begin`` / ``_step`` / ``_finish`` / ``_finals`` (forward), ``_seed_diffs`` /
-    ``_step_back`` / ``_end_back`` (backward).
+    ``_step_back`` (backward).
     """
     n_states = 1      # recurrent state blobs: RNN h; LSTM h, c
     gates = 1         # rows of the pre-activation per hidden unit: RNN 1, LSTM 4 (i, f, o, g)
@@ -442,24 +442,20 @@ class _Recurrent(Layer):
         hc, dh = ops.data(self._hc, False), ops.diff(self._dh)
         hs = self._hidden(ops, top, False)
         dhc = ops.data(self._tmp)[:NH]
-        self._seed_diffs(ops, top, hs, dh)   # dh = ∂E/∂h_t from the tops
-        if self.exposed:                     # the h_T top's diff
-            last = dh[(T - 1) * NH: T * NH]
-            ops.add(last, ops.diff(top[1], False), out=last)
+        self._seed_diffs(ops, top, hs, dh)   # dh = ∂E/∂h_t from the output top (not h_T's)
+        for j in range(self.exposed):        # h_0, c_0: no gradient, as Caffe
+            if propagate_down[2 + self.static + j]:
+                ops.fill(ops.diff(bottom[2 + self.static + j]), 0.0)
         for t in range(T - 1, -1, -1):
             cont_t = cont[t * N: (t + 1) * N]
             self._step_back(ops, t, pre[t * NG: (t + 1) * NG], cont_t, hs[t * NH: (t + 1) * NH],
                             dh[t * NH: (t + 1) * NH], dpre[t * NG: (t + 1) * NG])
             # through h_conted_{t−1} = cont_t·h_{t−1} and W_hh / W_hc
-            if t > 0 or (self.exposed and propagate_down[2 + self.static]):
+            if t > 0:
                 ops.gemm(False, False, N, H, G, 1.0, dpre[t * NG: (t + 1) * NG], w[self._rec], 0.0, dhc)
                 ops.scale_rows(dhc, cont_t, H, out=dhc)
-                if t > 0:
-                    prev = dh[(t - 1) * NH: t * NH]
-                    ops.add(prev, dhc, out=prev)
-                else:
-                    ops.copy(dhc, ops.diff(bottom[2 + self.static]))
-        self._end_back(ops, propagate_down, bottom)
+                prev = dh[(t - 1) * NH: t * NH]
+                ops.add(prev, dhc, out=prev)
         db = [ops.diff(b) if ppd[i] else None for i, b in enumerate(self.blobs)]
         if ppd[self._rec]:
             ops.gemm(True, False, G, H, T * N, 1.0, dpre, hc, 1.0, db[self._rec])
@@ -540,9 +536,6 @@ class RNNLayer(_Recurrent):
     def _step_back(self, ops, t, pre_t, cont_t, h_t, dh_t, dpre_t):
         ops.apply(_tanh_grad, dh_t, h_t, out=dpre_t)
 
-    def _end_back(self, ops, propagate_down, bottom):
-        pass
-
 
 @register("LSTM")
 class LSTMLayer(_Recurrent):
@@ -592,22 +585,13 @@ class LSTMLayer(_Recurrent):
 
     def _seed_diffs(self, ops, top, hs, dh):
         ops.copy(ops.diff(top[0], False), dh)
-        dc = ops.diff(self._c)[:self.N * self.H]
-        if self.exposed:
-            ops.copy(ops.diff(top[2], False), dc)
-        else:
-            ops.fill(dc, 0.0)
+        ops.fill(ops.diff(self._c)[:self.N * self.H], 0.0)   # c_T's top diff is ignored (Caffe)
 
     def _step_back(self, ops, t, pre_t, cont_t, h_t, dh_t, dpre_t):
         NH = self.N * self.H
         c, dc = ops.data(self._c, False), ops.diff(self._c)[:NH]
         ops.unit_bwd(pre_t, c[t * NH: (t + 1) * NH], c[(t + 1) * NH: (t + 2) * NH], cont_t, dc,
                      dh_t, self.H, dpre_t, dc)
-
-    def _end_back(self, ops, propagate_down, bottom):
-        j = 2 + self.static + 1
-        if self.exposed and propagate_down[j]:
-            ops.copy(ops.diff(self._c)[:self.N * self.H], ops.diff(bottom[j]))
 
 
 @register("LSTMUnit")

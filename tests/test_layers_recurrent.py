@@ -208,11 +208,46 @@ def _bottoms(kind, static, expose):
 @pytest.mark.parametrize("kind", ["LSTM", "RNN"])
 @pytest.mark.parametrize("static,expose", [(False, False), (True, False), (True, True)])
 def test_gradient(kind, static, expose):
+    """Finite differences on x, x_static and the parameters. With exposed states the objective
+    is the output top's alone: as in Caffe, h_T/c_T's diffs do not enter backward (next test)."""
     bottom, n = _bottoms(kind, static, expose)
-    checks = [0] + ([2] if static else []) + list(range(2 + static, 2 + static + n))
-    for cb in checks:
-        GradientChecker(1e-2, 1e-3).check_gradient_exhaustive(
-            make_layer(spec(kind, expose)), bottom, empty_tops(1 + n), check_bottom=cb)
+    for cb in [0] + ([2] if static else []):
+        layer, top = make_layer(spec(kind, expose)), empty_tops(1 + n)
+        checker = GradientChecker(1e-2, 1e-3)
+        if not expose:
+            checker.check_gradient_exhaustive(layer, bottom, top, check_bottom=cb)
+            continue
+        layer.setup(bottom, top)
+        layer.reshape(bottom, top)
+        for j in range(top[0].count()):
+            checker.check_gradient_single(layer, bottom, top, check_bottom=cb, top_id=0, top_data_id=j)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+def test_exposed_states_get_and_give_no_gradient_as_caffe(kind):
+    """Caffe's RecurrentLayer shares only the data of h_0/c_0 and h_T/c_T with the exposed
+    blobs: the h_T/c_T top diffs change nothing and the h_0/c_0 bottoms get zeros."""
+    bottom, n = _bottoms(kind, True, True)
+    layer = make_layer(spec(kind, True))
+    top = run(layer, bottom, 1 + n)
+    layer.param_propagate_down = [True] * len(layer.blobs)
+    rng = np.random.default_rng(5)
+    top[0].diff[...] = rng.normal(size=top[0].shape)
+    grads = []
+    for scale in (0.0, 1.0):
+        for t in top[1:]:
+            t.diff[...] = scale * rng.normal(size=t.shape)
+        for b in layer.blobs + bottom:
+            b.diff[...] = 7.0                      # stale values: overwritten (bottoms), reset here
+        for b in layer.blobs:
+            b.diff[...] = 0.0
+        layer.backward(top, [True, False, True] + [True] * n, bottom)
+        grads.append([b.diff.copy() for b in layer.blobs + [bottom[0], bottom[2]]])
+        for h in bottom[3:]:
+            assert not np.any(h.diff)
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+    assert all(np.abs(g).sum() > 0 for g in grads[0])
 
 
 def test_no_gradient_to_cont_and_param_diffs_accumulate():
@@ -377,8 +412,8 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "o" bottom: "target" top: "lo
 
 
 def test_exposed_states_in_a_net():
-    """h_0 in, h_T out as extra blobs of a net; force_backward gives x and h_0 their diffs but
-    never cont (allow_force_backward)."""
+    """h_0 in, h_T out as extra blobs of a net; force_backward gives x its diff, h_0 a zero one
+    (Caffe shares only the states' data) and never touches cont (allow_force_backward)."""
     net = caffe.Net(EXPOSED_NET, caffe.TRAIN)
     rng = np.random.default_rng(0)
     for name in ("x", "h0", "target"):
@@ -390,5 +425,5 @@ def test_exposed_states_in_a_net():
     np.testing.assert_allclose(net.blobs["o"].data, ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(net.blobs["hT"].data[0], h_t, rtol=1e-5, atol=1e-6)
     net.backward()
-    assert np.abs(net.blobs["x"].diff).sum() > 0 and np.abs(net.blobs["h0"].diff).sum() > 0
+    assert np.abs(net.blobs["x"].diff).sum() > 0 and not np.any(net.blobs["h0"].diff)   # as Caffe
     assert not np.any(net.blobs["cont"].diff)

@@ -33,10 +33,7 @@ def test_recurrent_gradient(kind):
     # a sample of each blob's elements: every forward under the simulator is slow
     gradcheck_gpu(spec(kind), [x, cont, xs], check_bottom=0, samples=5)
     gradcheck_gpu(spec(kind), [x, cont, xs], check_bottom=2, samples=5)
-    h = [gauss(1, 2, 3, seed=7 + i) for i in range(2 if kind == "LSTM" else 1)]
-    for j in range(len(h)):
-        gradcheck_gpu(spec(kind, True), [x, np.ones((2, 2))] + h, check_bottom=2 + j, n_tops=1 + len(h),
-                      samples=5)
+    # exposed states carry no gradient, as in Caffe: test_recurrent compares their zeros
 
 
 @pytest.mark.parametrize("cont", [[0.0, 1.0, 1.0], [0.5, 0.0, 1.0]])
