@@ -26,8 +26,9 @@ its slowest thread, and a descheduled thread makes a small net many times slower
 thread would be. So while a ``Solver`` trains on the CPU (and while ``tools/time`` times), a
 ``Governor`` times the iterations and picks, among ``most, most/2, ..., 1`` threads, the count
 that is fastest *now*: it tries each for a few iterations, runs the fastest for a window that
-doubles while the choice holds (16 → 512 iterations), and tries again at the window's end or as
-soon as the iterations get 1.5× slower than when it chose (the load changed). The thread count
+doubles while the choice holds (16 → 512 iterations, and never so short that the trials' slow
+samples cost more than 5 % of the time), and tries again at the window's end or as soon as
+the iterations get 1.5× slower or faster than when it chose (the load changed). The thread count
 does not change a result: every kernel gives the same bits at any count (tests/test_threads.py
 trains with the count switching under it). It stays off when the user set a thread variable
 (their count is kept), on one core, on the GPU and under MPI (parallel.py splits the cores).
@@ -221,14 +222,23 @@ class Governor:
     """Picks the fastest thread count while iterations run (see the module's docstring).
 
     ``with governor.iteration(): ...`` around each iteration's compute (forward, backward,
-    update; not tests or snapshots). ``choices`` lists every decision as (iteration, threads,
-    {threads: median seconds}); ``set_threads`` and ``clock`` are replaceable for tests."""
+    update; not tests or snapshots). A trial times the current count first, then each other
+    count: ``PROBE`` iterations, or one when it is already ``ABORT``× slower than the current
+    (a descheduled thread can make an iteration ten times slower: one such sample is enough).
+    Counts are compared by their mean time, which those outliers belong to. The next trial
+    comes after a window that doubles while the choice holds, and never sooner than the
+    iterations that pay for the last trial's losing samples within ``BUDGET`` of the time;
+    a change of speed by ``DRIFT``× (median of the last ``RECENT``) brings it forward.
+    ``choices`` lists every decision as (iteration, threads, {threads: mean seconds});
+    ``set_threads`` and ``clock`` are replaceable for tests."""
 
     PROBE = 3            # timed iterations per thread count in a trial
-    FIRST_WINDOW = 16    # iterations run on a choice before the next trial; doubles while it holds
+    ABORT = 1.5          # a count this much slower than the current one after a sample loses
+    FIRST_WINDOW = 16    # iterations on a choice before the next trial; doubles while it holds
     MAX_WINDOW = 512
-    DRIFT = 1.5          # the recent median this much slower than at the choice: try again
-    RECENT = 5
+    BUDGET = 0.05        # the trials' losing samples cost at most this share of the time
+    DRIFT = 1.5          # the recent median this much slower or faster than at the choice
+    RECENT = 8
 
     def __init__(self, most, set_threads=set_compute_threads, clock=time.perf_counter,
                  warmup=1, log=None):
@@ -239,7 +249,7 @@ class Governor:
             k = max(1, k // 2)
         self._set, self.clock, self.log = set_threads, clock, log
         self.threads, self.best, self.reference = self.counts[0], None, None
-        self.window, self.choices, self.iterations = self.FIRST_WINDOW, [], 0
+        self.window, self.gap, self.choices, self.iterations = self.FIRST_WINDOW, 0, [], 0
         self._warmup, self._since, self._recent, self._trial, self._times = warmup, 0, [], [], {}
         self._set(self.threads)
         self._start_trial()
@@ -279,7 +289,9 @@ class Governor:
         if self._trial:
             times = self._times.setdefault(self.threads, [])
             times.append(seconds)
-            if len(times) >= self.PROBE:
+            first = self._times[self._trial_first]
+            if len(times) >= self.PROBE or (self.threads != self._trial_first and
+                                            statistics.mean(times) > self.ABORT * statistics.mean(first)):
                 self._trial.pop(0)
                 if self._trial:
                     self._switch(self._trial[0])
@@ -288,31 +300,36 @@ class Governor:
             return
         self._since += 1
         self._recent = (self._recent + [seconds])[-self.RECENT:]
-        drifted = (len(self._recent) == self.RECENT
-                   and statistics.median(self._recent) > self.DRIFT * self.reference)
-        if drifted or self._since >= self.window:
-            if drifted:
-                self.window = self.FIRST_WINDOW
+        if self._since >= max(self.window, self.gap):
             self._start_trial()
+        elif self._since >= self.gap and len(self._recent) == self.RECENT:
+            now = statistics.median(self._recent)
+            if now > self.DRIFT * self.reference or now * self.DRIFT < self.reference:
+                self.window = self.FIRST_WINDOW   # the load changed: look again soon
+                self._start_trial()
 
     def _start_trial(self):
         self._trial = [self.threads] + [c for c in self.counts if c != self.threads]
+        self._trial_first = self.threads
         self._times = {}
 
     def _decide(self):
-        medians = {c: statistics.median(t) for c, t in self._times.items()}
-        best = min(medians, key=lambda c: (medians[c], -c))
+        means = {c: statistics.mean(t) for c, t in self._times.items()}
+        best = min(means, key=lambda c: (means[c], -c))
         if best == self.best:
             self.window = min(2 * self.window, self.MAX_WINDOW)
         else:
             self.window = self.FIRST_WINDOW
             if self.log is not None:
                 self.log.info("Threads: %d of %d (an iteration: %s)", best, self.counts[0],
-                              ", ".join("%d threads %.4g ms" % (c, medians[c] * 1000)
-                                        for c in sorted(medians, reverse=True)))
-        self.best, self.reference = best, medians[best]
+                              ", ".join("%d threads %.4g ms" % (c, means[c] * 1000)
+                                        for c in sorted(means, reverse=True)))
+        # what the losing samples cost, in iterations of the best, spread over BUDGET
+        lost = sum(sum(t) - len(t) * means[best] for c, t in self._times.items() if c != best)
+        self.gap = math.ceil(lost / (self.BUDGET * means[best])) if means[best] > 0 else 0
+        self.best, self.reference = best, statistics.median(self._times[best])
         self._since, self._recent = 0, []
-        self.choices.append((self.iterations, best, medians))
+        self.choices.append((self.iterations, best, means))
         self._switch(best)
 
     def _switch(self, n):

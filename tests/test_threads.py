@@ -215,27 +215,46 @@ def test_governor_tries_each_count_and_keeps_the_fastest():
     m.run(gov, 1 + 3 * 3)                    # the warm-up iteration, then 3 of each count
     assert gov.best == 2 and m.threads == 2
     assert gov.choices[-1][2] == pytest.approx({4: 0.30, 2: 0.10, 1: 0.20})
-    m.run(gov, gov.FIRST_WINDOW)             # a window on 2 threads, then the next trial
-    assert m.threads == 2 and gov._trial     # the trial starts on the current count
-    m.run(gov, 9)
-    assert gov.best == 2 and gov.window == 2 * gov.FIRST_WINDOW   # it held: a longer window
+    # the losers' samples cost 0.6 + 0.3 s: 180 iterations of 0.1 s pay for them at 5 %
+    assert gov.gap == 180 and gov.window == gov.FIRST_WINDOW
     tried = len(m.switches)
-    m.run(gov, 2 * gov.FIRST_WINDOW - 1)
-    assert len(m.switches) == tried          # no trial inside the window
+    m.run(gov, 179)
+    assert len(m.switches) == tried and not gov._trial
+    m.run(gov, 1 + 3)                        # the next trial starts on the current count...
+    assert gov._trial and m.threads == 4
+    m.run(gov, 2)                            # ...and one sample rejects a count 1.5x slower
+    assert gov.best == 2 and m.threads == 2 and len(gov.choices) == 2
+    assert gov.window == 2 * gov.FIRST_WINDOW and gov.gap == 60   # it held: (0.2 + 0.1) / 0.005
+
+
+def test_governor_counts_the_outliers_a_median_would_hide():
+    """Two threads beside a busy process: most iterations fast, one in three 10x slower."""
+    class Spiky(_Machine):
+        def run(self, gov, n):
+            for _ in range(n):
+                with gov.iteration():
+                    self.k = getattr(self, "k", 0) + 1
+                    self.now += 1.0 if self.threads == 2 and self.k % 3 == 0 else 0.1 * (
+                        1.0 if self.threads == 2 else 1.2)
+    m = Spiky({})
+    gov = threads.Governor(2, set_threads=m.set_threads, clock=m.clock, warmup=0)
+    m.run(gov, 3 + 3)
+    assert gov.best == 1          # medians 0.1 against 0.12; means 0.4 against 0.12
 
 
 def test_governor_tries_again_when_the_load_changes():
     m = _Machine({2: 0.05, 1: 0.08})         # quiet: two threads win
     gov = threads.Governor(2, set_threads=m.set_threads, clock=m.clock, warmup=0)
-    m.run(gov, 6)
-    assert gov.best == 2
+    m.run(gov, 3 + 1)                        # 1 thread: rejected after one sample
+    assert gov.best == 2 and gov.gap == 12   # 0.03 s lost / (5 % of 0.05 s)
+    m.run(gov, 4)
     m.cost = {2: 0.40, 1: 0.10}              # another job took a core: 2 threads wait for it
     m.run(gov, gov.RECENT)                   # 1.5x slower than at the choice: a trial at once
-    assert gov._trial
+    assert gov._trial and gov.iterations == 4 + 4 + gov.RECENT < 4 + gov.FIRST_WINDOW + 1
     m.run(gov, 6)
     assert gov.best == 1 and m.threads == 1 and gov.window == gov.FIRST_WINDOW
-    m.cost = {2: 0.05, 1: 0.08}              # quiet again: found at the window's end
-    m.run(gov, gov.FIRST_WINDOW + 6)
+    m.cost = {2: 0.05, 1: 0.08}              # quiet again: 1 thread 1.25x faster, no drift: found at the window's end
+    m.run(gov, max(gov.window, gov.gap) + 6)
     assert gov.best == 2 and m.threads == 2
     assert [c[1] for c in gov.choices] == [2, 1, 2]
 
