@@ -114,7 +114,7 @@ class SyncedMemory:
         if self.zero:
             self._zero_now()
         if self.head == UNINITIALIZED:
-            from . import gpu   # filled on the device: no host buffer, no copy
+            from . import gpu  # filled on the device: no host buffer, no copy
             self._dev = gpu.zeros(self.capacity, self.dtype)
             self.head = HEAD_AT_GPU
         elif self.head == HEAD_AT_CPU:

@@ -25,10 +25,12 @@ That count is the most threads minicaffe runs, not the count it always runs. On 
 its slowest thread, and a descheduled thread makes a small net many times slower than one
 thread would be. So while a ``Solver`` trains on the CPU (and while ``tools/time`` times), a
 ``Governor`` times the iterations and picks, among ``most, most/2, ..., 1`` threads, the count
-that is fastest *now*: it tries each for a few iterations, runs the fastest for a window that
-doubles while the choice holds (16 → 512 iterations, and never so short that the trials' slow
-samples cost more than 5 % of the time), and tries again at the window's end or as soon as
-the iterations get 1.5× slower or faster than when it chose (the load changed). The thread count
+that is fastest *now*: it tries each for a few iterations (6, or 1–2 for a clearly slower one),
+compares their mean times (the rare 10× iterations of a descheduled thread belong to the
+cost), runs the fastest for a window that doubles while the choice holds (16 → 512 iterations,
+never so short that the trials' slow samples cost more than 5 % of the time), and tries again
+at the window's end or as soon as the iterations get 1.5× slower or faster than just after it
+chose (the load changed). The thread count
 does not change a result: every kernel gives the same bits at any count (tests/test_threads.py
 trains with the count switching under it). It stays off when the user set a thread variable
 (their count is kept), on one core, on the GPU and under MPI (parallel.py splits the cores).
@@ -223,16 +225,17 @@ class Governor:
 
     ``with governor.iteration(): ...`` around each iteration's compute (forward, backward,
     update; not tests or snapshots). A trial times the current count first, then each other
-    count: ``PROBE`` iterations, or one when it is already ``ABORT``× slower than the current
+    count: ``PROBE`` iterations, fewer when it is already ``ABORT``× slower than the current
     (a descheduled thread can make an iteration ten times slower: one such sample is enough).
     Counts are compared by their mean time, which those outliers belong to. The next trial
     comes after a window that doubles while the choice holds, and never sooner than the
     iterations that pay for the last trial's losing samples within ``BUDGET`` of the time;
-    a change of speed by ``DRIFT``× (median of the last ``RECENT``) brings it forward.
+    a change of speed by ``DRIFT``× (the median of the last ``RECENT`` against that of the
+    first ``RECENT`` after the choice) brings it forward.
     ``choices`` lists every decision as (iteration, threads, {threads: mean seconds});
     ``set_threads`` and ``clock`` are replaceable for tests."""
 
-    PROBE = 3            # timed iterations per thread count in a trial
+    PROBE = 6            # timed iterations per thread count in a trial
     ABORT = 1.5          # a count this much slower than the current one after a sample loses
     FIRST_WINDOW = 16    # iterations on a choice before the next trial; doubles while it holds
     MAX_WINDOW = 512
@@ -289,9 +292,7 @@ class Governor:
         if self._trial:
             times = self._times.setdefault(self.threads, [])
             times.append(seconds)
-            first = self._times[self._trial_first]
-            if len(times) >= self.PROBE or (self.threads != self._trial_first and
-                                            statistics.mean(times) > self.ABORT * statistics.mean(first)):
+            if len(times) >= self.PROBE or self._loses(times):
                 self._trial.pop(0)
                 if self._trial:
                     self._switch(self._trial[0])
@@ -300,13 +301,24 @@ class Governor:
             return
         self._since += 1
         self._recent = (self._recent + [seconds])[-self.RECENT:]
+        if self._since == self.RECENT:   # the speed of the choice, from as many as the drift's
+            self.reference = statistics.median(self._recent)
         if self._since >= max(self.window, self.gap):
             self._start_trial()
-        elif self._since >= self.gap and len(self._recent) == self.RECENT:
+        elif self._since >= max(self.gap, 2 * self.RECENT):
             now = statistics.median(self._recent)
             if now > self.DRIFT * self.reference or now * self.DRIFT < self.reference:
                 self.window = self.FIRST_WINDOW   # the load changed: look again soon
                 self._start_trial()
+
+    def _loses(self, times):
+        """A count under trial is out early when its mean is ABORT× the current count's
+        (after 2 samples; after 1 when that one is 2·ABORT× slower: a descheduled thread)."""
+        if self.threads == self._trial_first:
+            return False
+        first = statistics.mean(self._times[self._trial_first])
+        mean = statistics.mean(times)
+        return mean > (self.ABORT if len(times) >= 2 else 2 * self.ABORT) * first
 
     def _start_trial(self):
         self._trial = [self.threads] + [c for c in self.counts if c != self.threads]
@@ -326,8 +338,8 @@ class Governor:
                                         for c in sorted(means, reverse=True)))
         # what the losing samples cost, in iterations of the best, spread over BUDGET
         lost = sum(sum(t) - len(t) * means[best] for c, t in self._times.items() if c != best)
-        self.gap = math.ceil(lost / (self.BUDGET * means[best])) if means[best] > 0 else 0
-        self.best, self.reference = best, statistics.median(self._times[best])
+        self.gap = math.ceil(lost / (self.BUDGET * means[best]) - 1e-6) if means[best] > 0 else 0
+        self.best, self.reference = best, None
         self._since, self._recent = 0, []
         self.choices.append((self.iterations, best, means))
         self._switch(best)

@@ -208,23 +208,28 @@ class _Machine:
                 self.now += self.cost[self.threads]
 
 
+def test_governor_constants():   # the tests below count iterations with these
+    G = threads.Governor
+    assert (G.PROBE, G.ABORT, G.FIRST_WINDOW, G.BUDGET, G.DRIFT, G.RECENT) == (6, 1.5, 16, 0.05, 1.5, 8)
+
+
 def test_governor_tries_each_count_and_keeps_the_fastest():
     m = _Machine({4: 0.30, 2: 0.10, 1: 0.20})
     gov = threads.Governor(4, set_threads=m.set_threads, clock=m.clock, warmup=1)
     assert gov.counts == [4, 2, 1] and m.threads == 4
-    m.run(gov, 1 + 3 * 3)                    # the warm-up iteration, then 3 of each count
+    m.run(gov, 1 + 3 * 6)                    # the warm-up iteration, then 6 of each count
     assert gov.best == 2 and m.threads == 2
     assert gov.choices[-1][2] == pytest.approx({4: 0.30, 2: 0.10, 1: 0.20})
-    # the losers' samples cost 0.6 + 0.3 s: 180 iterations of 0.1 s pay for them at 5 %
-    assert gov.gap == 180 and gov.window == gov.FIRST_WINDOW
+    # the losers' samples cost 6·0.2 + 6·0.1 s: 360 iterations of 0.1 s pay for them at 5 %
+    assert gov.gap == 360 and gov.window == gov.FIRST_WINDOW
     tried = len(m.switches)
-    m.run(gov, 179)
+    m.run(gov, 359)
     assert len(m.switches) == tried and not gov._trial
-    m.run(gov, 1 + 3)                        # the next trial starts on the current count...
+    m.run(gov, 1 + 6)                        # the next trial times the current count first...
     assert gov._trial and m.threads == 4
-    m.run(gov, 2)                            # ...and one sample rejects a count 1.5x slower
+    m.run(gov, 2 + 2)                        # ...and two samples reject a count 1.5x slower
     assert gov.best == 2 and m.threads == 2 and len(gov.choices) == 2
-    assert gov.window == 2 * gov.FIRST_WINDOW and gov.gap == 60   # it held: (0.2 + 0.1) / 0.005
+    assert gov.window == 2 * gov.FIRST_WINDOW and gov.gap == 120   # it held; (0.4 + 0.2) / 0.005
 
 
 def test_governor_counts_the_outliers_a_median_would_hide():
@@ -234,29 +239,38 @@ def test_governor_counts_the_outliers_a_median_would_hide():
             for _ in range(n):
                 with gov.iteration():
                     self.k = getattr(self, "k", 0) + 1
-                    self.now += 1.0 if self.threads == 2 and self.k % 3 == 0 else 0.1 * (
-                        1.0 if self.threads == 2 else 1.2)
+                    self.now += (1.0 if self.k % 3 == 0 else 0.1) if self.threads == 2 else 0.12
     m = Spiky({})
     gov = threads.Governor(2, set_threads=m.set_threads, clock=m.clock, warmup=0)
-    m.run(gov, 3 + 3)
+    m.run(gov, 6 + 6)
     assert gov.best == 1          # medians 0.1 against 0.12; means 0.4 against 0.12
+
+
+def test_governor_drops_a_count_after_one_very_slow_sample():
+    m = _Machine({2: 0.1, 1: 0.5})
+    gov = threads.Governor(2, set_threads=m.set_threads, clock=m.clock, warmup=0)
+    m.run(gov, 6 + 1)
+    assert gov.best == 2 and len(gov.choices) == 1 and gov.gap == 80   # 0.4 / 0.005
 
 
 def test_governor_tries_again_when_the_load_changes():
     m = _Machine({2: 0.05, 1: 0.08})         # quiet: two threads win
     gov = threads.Governor(2, set_threads=m.set_threads, clock=m.clock, warmup=0)
-    m.run(gov, 3 + 1)                        # 1 thread: rejected after one sample
-    assert gov.best == 2 and gov.gap == 12   # 0.03 s lost / (5 % of 0.05 s)
-    m.run(gov, 4)
+    m.run(gov, 6 + 2)                        # 1 thread: out after two samples
+    assert gov.best == 2 and gov.gap == 24   # 2·0.03 s lost / (5 % of 0.05 s)
+    m.run(gov, 24 + 8)                       # the window's end: the same choice, a longer window
+    assert gov.best == 2 and gov.window == 32 and gov.gap == 24
+    m.run(gov, 10)
     m.cost = {2: 0.40, 1: 0.10}              # another job took a core: 2 threads wait for it
-    m.run(gov, gov.RECENT)                   # 1.5x slower than at the choice: a trial at once
-    assert gov._trial and gov.iterations == 4 + 4 + gov.RECENT < 4 + gov.FIRST_WINDOW + 1
-    m.run(gov, 6)
+    m.run(gov, 14)                           # 1.5x slower than after the choice: a trial at 24,
+    assert gov._trial and gov._since == 24   # before the window's end (32)
+    m.run(gov, 12)
     assert gov.best == 1 and m.threads == 1 and gov.window == gov.FIRST_WINDOW
-    m.cost = {2: 0.05, 1: 0.08}              # quiet again: 1 thread 1.25x faster, no drift: found at the window's end
-    m.run(gov, max(gov.window, gov.gap) + 6)
+    assert gov.gap == 360                    # 6·0.4 − 6·0.1 s lost / (5 % of 0.1 s)
+    m.cost = {2: 0.05, 1: 0.08}              # quiet again: 1 thread 1.25x faster, no drift,
+    m.run(gov, 360 + 12)                     # found at the next trial
     assert gov.best == 2 and m.threads == 2
-    assert [c[1] for c in gov.choices] == [2, 1, 2]
+    assert [c[1] for c in gov.choices] == [2, 2, 1, 2]
 
 
 def test_governor_is_off_when_the_count_is_not_its_to_choose(monkeypatch):
@@ -324,17 +338,17 @@ def test_the_solver_runs_its_iterations_under_a_governor(monkeypatch):
         return made[-1]
 
     monkeypatch.setattr(threads.Governor, "for_training", classmethod(for_training))
-    solver = _toy_solver(3)
+    solver = _toy_solver(12)
     before = numba.get_num_threads()
 
     def tick():   # each iteration "costs" its count's time on the fake clock
         m.now += m.cost[m.threads]
 
     solver.add_callback(on_start=tick)
-    solver.step(3)
+    solver.step(6)
     gov, = made
-    assert gov.iterations == 3 and m.threads == 2       # paused: every thread between steps
-    solver.step(3)
-    assert len(made) == 1 and gov.iterations == 6 and gov.best == 1
+    assert gov.iterations == 6 and gov.threads == 1 and m.threads == 2   # paused: every thread
+    solver.step(6)
+    assert len(made) == 1 and gov.iterations == 12 and gov.best == 1
     assert m.switches[-2:] == [1, 2]                    # step ran on 1, then gave them back
     assert numba.get_num_threads() == before
