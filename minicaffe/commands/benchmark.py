@@ -238,6 +238,10 @@ def _minicaffe_step(spec):
     except ValueError:  # no parallel kernel has run
         pass
     info["blas"] = _blas_info(np)
+    gov = solver._governor()
+    if gov is not None:   # minicaffe's default: what the thread Governor chose, and when
+        info["governor"] = [[it, n, {str(k): round(v * 1000, 2) for k, v in m.items()}]
+                            for it, n, m in gov.choices]
     return {"step_ms": steps, "update_ms": updates, "build_s": build_s, "first_step_s": first,
             "loss": float(solver.smoothed_loss), "info": info,
             "params": int(sum(b.count() for b in net.learnable_params))}
@@ -833,6 +837,9 @@ def benchmark_cmd(args):
                            "load": args.load}
                     for fw in frameworks:
                         m = _merge(got[threads, fw])
+                        chosen = [r.get("info", {}).get("governor") for r in got[threads, fw]]
+                        if any(chosen):
+                            m["governor"] = chosen   # per round: [iteration, threads, {ms}]
                         if "error" not in m:
                             m["images_per_s"] = n / (m["median_step_ms"] / 1000.0)
                         else:
