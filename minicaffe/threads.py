@@ -251,7 +251,9 @@ class Governor:
             self.counts.append(k)
             k = max(1, k // 2)
         self._set, self.clock, self.log = set_threads, clock, log
-        self.threads, self.best, self.reference = self.counts[0], None, None
+        # the first trial starts on one thread: the count a busy machine never makes wait, so
+        # the others are measured against it and a very slow one is out after one sample
+        self.threads, self.best, self.reference = self.counts[-1], None, None
         self.window, self.gap, self.choices, self.iterations = self.FIRST_WINDOW, 0, [], 0
         self._warmup, self._since, self._recent, self._trial, self._times = warmup, 0, [], [], {}
         self._set(self.threads)

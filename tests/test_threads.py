@@ -214,22 +214,22 @@ def test_governor_constants():   # the tests below count iterations with these
 
 
 def test_governor_tries_each_count_and_keeps_the_fastest():
-    m = _Machine({4: 0.30, 2: 0.10, 1: 0.20})
+    m = _Machine({4: 0.35, 2: 0.10, 1: 0.20})
     gov = threads.Governor(4, set_threads=m.set_threads, clock=m.clock, warmup=1)
-    assert gov.counts == [4, 2, 1] and m.threads == 4
-    m.run(gov, 1 + 3 * 6)                    # the warm-up iteration, then 6 of each count
+    assert gov.counts == [4, 2, 1] and m.threads == 1   # the first trial starts on one thread
+    m.run(gov, 1 + 6 + 2 + 6)      # the warm-up, 6 on 1 thread, 4 threads out after 2, 6 on 2
     assert gov.best == 2 and m.threads == 2
-    assert gov.choices[-1][2] == pytest.approx({4: 0.30, 2: 0.10, 1: 0.20})
-    # the losers' samples cost 6·0.2 + 6·0.1 s: 360 iterations of 0.1 s pay for them at 5 %
-    assert gov.gap == 360 and gov.window == gov.FIRST_WINDOW
+    assert gov.choices[-1][2] == pytest.approx({4: 0.35, 2: 0.10, 1: 0.20})
+    # the losers' samples cost 2·0.25 + 6·0.1 s: 220 iterations of 0.1 s pay for them at 5 %
+    assert gov.gap == 220 and gov.window == gov.FIRST_WINDOW
     tried = len(m.switches)
-    m.run(gov, 359)
+    m.run(gov, 219)
     assert len(m.switches) == tried and not gov._trial
     m.run(gov, 1 + 6)                        # the next trial times the current count first...
     assert gov._trial and m.threads == 4
-    m.run(gov, 2 + 2)                        # ...and two samples reject a count 1.5x slower
+    m.run(gov, 1 + 2)                        # ...then 4 threads (3.5x) go after one sample
     assert gov.best == 2 and m.threads == 2 and len(gov.choices) == 2
-    assert gov.window == 2 * gov.FIRST_WINDOW and gov.gap == 120   # it held; (0.4 + 0.2) / 0.005
+    assert gov.window == 2 * gov.FIRST_WINDOW and gov.gap == 90   # it held; (0.25 + 0.2) / 0.005
 
 
 def test_governor_counts_the_outliers_a_median_would_hide():
@@ -242,23 +242,25 @@ def test_governor_counts_the_outliers_a_median_would_hide():
                     self.now += (1.0 if self.k % 3 == 0 else 0.1) if self.threads == 2 else 0.12
     m = Spiky({})
     gov = threads.Governor(2, set_threads=m.set_threads, clock=m.clock, warmup=0)
-    m.run(gov, 6 + 6)
-    assert gov.best == 1          # medians 0.1 against 0.12; means 0.4 against 0.12
+    m.run(gov, 6 + 3)
+    assert gov.best == 1 and len(gov.choices) == 1   # medians 0.1 vs 0.12; means 0.4 vs 0.12
 
 
 def test_governor_drops_a_count_after_one_very_slow_sample():
-    m = _Machine({2: 0.1, 1: 0.5})
+    m = _Machine({2: 0.5, 1: 0.1})           # a loaded machine, at start-up
     gov = threads.Governor(2, set_threads=m.set_threads, clock=m.clock, warmup=0)
     m.run(gov, 6 + 1)
-    assert gov.best == 2 and len(gov.choices) == 1 and gov.gap == 80   # 0.4 / 0.005
+    assert gov.best == 1 and len(gov.choices) == 1 and gov.gap == 80   # 0.4 / 0.005
+    assert m.switches == [1, 2, 1]
 
 
 def test_governor_tries_again_when_the_load_changes():
     m = _Machine({2: 0.05, 1: 0.08})         # quiet: two threads win
     gov = threads.Governor(2, set_threads=m.set_threads, clock=m.clock, warmup=0)
-    m.run(gov, 6 + 2)                        # 1 thread: out after two samples
-    assert gov.best == 2 and gov.gap == 24   # 2·0.03 s lost / (5 % of 0.05 s)
-    m.run(gov, 24 + 8)                       # the window's end: the same choice, a longer window
+    m.run(gov, 6 + 6)
+    assert gov.best == 2 and gov.gap == 72   # 6·0.03 s lost / (5 % of 0.05 s)
+    m.run(gov, 72 + 6 + 2)                   # the next trial: 1 thread out after two samples
+    assert gov.best == 2 and gov.window == 32 and gov.gap == 24
     assert gov.best == 2 and gov.window == 32 and gov.gap == 24
     m.run(gov, 10)
     m.cost = {2: 0.40, 1: 0.10}              # another job took a core: 2 threads wait for it
@@ -347,7 +349,7 @@ def test_the_solver_runs_its_iterations_under_a_governor(monkeypatch):
     solver.add_callback(on_start=tick)
     solver.step(6)
     gov, = made
-    assert gov.iterations == 6 and gov.threads == 1 and m.threads == 2   # paused: every thread
+    assert gov.iterations == 6 and m.threads == 2      # paused: every thread between steps
     solver.step(6)
     assert len(made) == 1 and gov.iterations == 12 and gov.best == 1
     assert m.switches[-2:] == [1, 2]                    # step ran on 1, then gave them back
