@@ -47,7 +47,8 @@ PROC_CGROUP = "/proc/self/cgroup"
 
 DEFAULTED = {}   # {variable: value} that apply() set because the user had not
 # apply() names the variables it set here, so that a child process (tools/reproduce's jobs,
-# tools/benchmark's measurements, MPI ranks) knows they are minicaffe's default, not the user's
+# tools/benchmark's measurements, MPI ranks) knows they are minicaffe's default, not the user's;
+# a program that sets a count for its child itself drops it (tools/benchmark --threads N)
 MARKER = "MINICAFFE_DEFAULTED_THREADS"
 
 

@@ -235,10 +235,13 @@ def test_thread_settings_take_turns_within_each_round(monkeypatch, capsys):
 
     def measure(spec, env, cwd, timeout):
         calls.append((spec["net"], spec["threads"], env.get("OMP_NUM_THREADS")))
+        assert (threads.MARKER in env) == (spec["threads"] is None)   # a count of ours: kept
         return {"step_ms": [2.0 if spec["threads"] else 4.0], "update_ms": [0.5], "build_s": 0.1,
                 "first_step_s": 0.2, "loss": 1.0, "params": 1, "peak_rss_mib": 100.0}
     monkeypatch.setattr(benchmark, "measure", measure)
+    from minicaffe import threads
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.setenv(threads.MARKER, "7:OMP_NUM_THREADS")
     assert benchmark.main(["--quick", "--no_torch", "--threads", "auto,1", "--rounds", "2"]) == 0
     assert calls == [("lenet", None, "7"), ("lenet", 1, "1")] * 2 + [("toy", None, "7"), ("toy", 1, "1")] * 2
     table = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ")][2:]

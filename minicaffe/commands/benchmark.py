@@ -811,8 +811,9 @@ def benchmark_cmd(args):
                 for _ in range(args.rounds):   # every setting in turn: a drifting load hits all
                     for threads in threads_list:
                         env = dict(os.environ)
-                        if threads:
+                        if threads:   # a count of ours: the child keeps it (no Governor)
                             env.update({k: str(threads) for k in THREAD_VARS})
+                            env.pop(mc_threads.MARKER, None)
                         key = str(threads) if threads else "auto"
                         seen = result["environment"]["seen"].setdefault(key, {})
                         for fw in frameworks:
