@@ -379,6 +379,22 @@ def _set_rng_state(g, s):
         g.bit_generator.state = s
 
 
+def _file_tokens(path, who, what):
+    """(token, line number) of every whitespace-separated token of a text file that Caffe
+    reads with ``infile >> ...`` (line breaks only separate): HDF5Data's source list, the
+    window file. ``what`` names the file in the one-line errors."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        raise CaffeError("%s: failed to open %s %s: no such file" % (who, what, path)) from None
+    except IsADirectoryError:
+        raise CaffeError("%s: %s %s is a directory" % (who, what, path)) from None
+    except OSError as exc:
+        raise CaffeError("%s: failed to open %s %s: %s" % (who, what, path, exc.strerror or exc)) from None
+    return [(tok, n) for n, line in enumerate(text.splitlines(), 1) for tok in line.split()]
+
+
 class _ShardedStream:
     """A source's batch stream, sharded for data-parallel training: rank r of N skips r
     batches, reads one, then skips the N − 1 − r left in its group, so the state it hands

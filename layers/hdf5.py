@@ -14,25 +14,13 @@ from minicaffe.hdf5 import require_h5py
 from minicaffe.layer import Layer, register
 from minicaffe.protoio import atomic_write
 
-from .data import _rng_state, _set_rng_state, _ShardedStream
+from .data import _file_tokens, _rng_state, _set_rng_state, _ShardedStream
 
 
 def _read_h5_list(source, who):
     """The list file's names with their line numbers: whitespace-separated tokens, as
     Caffe's ``source_file >> line`` reads them (blank lines skipped, one name per token)."""
-    try:
-        with open(source, "rb") as f:
-            text = f.read().decode("utf-8", errors="surrogateescape")
-    except FileNotFoundError:
-        raise CaffeError("%s: failed to open source file %s: no such file" % (who, source)) from None
-    except IsADirectoryError:
-        raise CaffeError("%s: source file %s is a directory, not a list of .h5 files"
-                         % (who, source)) from None
-    except OSError as exc:
-        raise CaffeError("%s: failed to open source file %s: %s"
-                         % (who, source, exc.strerror or exc)) from None
-    names = [(tok, lineno) for lineno, line in enumerate(text.splitlines(), 1)
-             for tok in line.split()]
+    names = _file_tokens(source, who, "source file")
     if not names:
         raise CaffeError("%s: must have at least 1 HDF5 filename listed in %s" % (who, source))
     for name, lineno in names:

@@ -9,25 +9,9 @@ from minicaffe.errors import CaffeError
 from minicaffe.layer import register
 from minicaffe.transformer import DataTransformer, ImageReadError, decode_image, read_image, resize_linear
 
-from .data import _PrefetchingDataLayer, _rng_state, _set_rng_state, _ShardedStream
+from .data import _file_tokens, _PrefetchingDataLayer, _rng_state, _set_rng_state, _ShardedStream
 
 log = logging.getLogger("minicaffe")
-
-
-def _tokens(path, who):
-    """(token, line number) of every whitespace-separated token: Caffe reads the window file
-    with ``infile >> ...``, so line breaks are only separators."""
-    try:
-        with open(path, "rb") as f:
-            text = f.read().decode("utf-8", errors="surrogateescape")
-    except FileNotFoundError:
-        raise CaffeError("%s: failed to open window file %s: no such file" % (who, path)) from None
-    except IsADirectoryError:
-        raise CaffeError("%s: window file %s is a directory" % (who, path)) from None
-    except OSError as exc:
-        raise CaffeError("%s: failed to open window file %s: %s"
-                         % (who, path, exc.strerror or exc)) from None
-    return [(tok, n) for n, line in enumerate(text.splitlines(), 1) for tok in line.split()]
 
 
 def read_window_file(path, root_folder, fg_threshold, bg_threshold, who):
@@ -36,7 +20,7 @@ def read_window_file(path, root_folder, fg_threshold, bg_threshold, who):
     A window with overlap >= fg_threshold is foreground (its label must be > 0); one with
     overlap < bg_threshold is background (label and overlap forced to 0); others are dropped.
     Overlaps compare in float32, as Caffe's floats."""
-    toks = _tokens(path, who)
+    toks = _file_tokens(path, who, "window file")
     if not toks:
         raise CaffeError("%s: window file %s is empty" % (who, path))
     pos = [0]
