@@ -266,7 +266,24 @@ def _bottom_label(layer, i):
 
 # --- the Recurrent machinery -----------------------------------------------------------------
 
-class _Recurrent(Layer):
+class _OneCode(Layer):
+    """The layers of this module write forward and backward once, as ``forward_with(ops, ...)``
+    / ``backward_with(ops, ...)``; ``ops`` is _HOST or _DEVICE."""
+
+    def forward_cpu(self, bottom, top):
+        self.forward_with(_HOST, bottom, top)
+
+    def forward_gpu(self, bottom, top):
+        self.forward_with(_DEVICE, bottom, top)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        self.backward_with(_HOST, top, propagate_down, bottom)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        self.backward_with(_DEVICE, top, propagate_down, bottom)
+
+
+class _Recurrent(_OneCode):
     """What RNN and LSTM share (Caffe's RecurrentLayer): the bottoms and tops, the input
     transform W·x_t + b (+ W_static·x_static), the loop over t with h_{t−1} scaled by cont_t
     before the recurrent product, and the carried state.
@@ -386,18 +403,6 @@ class _Recurrent(Layer):
     @property
     def _rec(self):
         return 2 + self.static
-
-    def forward_cpu(self, bottom, top):
-        self.forward_with(_HOST, bottom, top)
-
-    def forward_gpu(self, bottom, top):
-        self.forward_with(_DEVICE, bottom, top)
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        self.backward_with(_HOST, top, propagate_down, bottom)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        self.backward_with(_DEVICE, top, propagate_down, bottom)
 
     def forward_with(self, ops, bottom, top):
         T, N, H, G, K = self.T, self.N, self.H, self.G, self.K
@@ -595,7 +600,7 @@ class LSTMLayer(_Recurrent):
 
 
 @register("LSTMUnit")
-class LSTMUnitLayer(Layer):
+class LSTMUnitLayer(_OneCode):
     """LSTMUnit (lstm_unit_layer.cpp): bottoms c_prev (1 × N × H), x (1 × N × 4H, the gate
     pre-activations i, f, o, g), cont (1 × N); tops c, h (1 × N × H):
     c = cont·σ(f)·c_prev + σ(i)·tanh(g), h = σ(o)·tanh(c). Backward to c_prev and x (the
@@ -619,11 +624,11 @@ class LSTMUnitLayer(Layer):
         top[0].reshape(bottom[0].shape)
         top[1].reshape(bottom[0].shape)
 
-    def _fwd(self, ops, bottom, top):
+    def forward_with(self, ops, bottom, top):
         ops.unit_fwd(ops.data(bottom[1], False), ops.data(bottom[0], False), ops.data(bottom[2], False),
                      self.H, ops.data(top[0]), ops.data(top[1]))
 
-    def _bwd(self, ops, top, propagate_down, bottom):
+    def backward_with(self, ops, top, propagate_down, bottom):
         if propagate_down[2]:
             raise CaffeError("LSTMUnit Layer %s: cannot backpropagate to the sequence indicators "
                              "(cont, %s)" % (self.name, _bottom_label(self, 2)))
@@ -632,15 +637,3 @@ class LSTMUnitLayer(Layer):
         ops.unit_bwd(ops.data(bottom[1], False), ops.data(bottom[0], False), ops.data(top[0], False),
                      ops.data(bottom[2], False), ops.diff(top[0], False), ops.diff(top[1], False),
                      self.H, ops.diff(bottom[1]), ops.diff(bottom[0]))
-
-    def forward_cpu(self, bottom, top):
-        self._fwd(_HOST, bottom, top)
-
-    def forward_gpu(self, bottom, top):
-        self._fwd(_DEVICE, bottom, top)
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        self._bwd(_HOST, top, propagate_down, bottom)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        self._bwd(_DEVICE, top, propagate_down, bottom)
