@@ -434,13 +434,17 @@ def _same_label(lab, n, s):
 # ------------------------------------------------------------------------------------------
 # Unsupervised entropy loss
 
-def entropy_loss(v, u, labels, num_classes, scale=1.0):
+def entropy_loss(v, u, labels, num_classes, scale=1.0, diversity=0.0):
     """Eq 7 with p_ij of eq 6: A_ik = scale·v_iᵀu_k, p_ij = Σ_{k∈j} e^A_ik / Σ_k e^A_ik,
     H = −(1/n_t) Σ_i Σ_j p_ij log p_ij (0·log 0 = 0; classes absent from the batch have
     p_ij = 0). With p̄_ik = e^A_ik / Σ_k' e^A_ik' and c(k) the class of source k,
     ∂H/∂A_ik = −(1/n_t)·p̄_ik·(log p_i,c(k) − Σ_j p_ij log p_ij), which gives the target
     gradient ∂H/∂v = scale·G·U (eq 32) and the source gradient ∂H/∂u = scale·Gᵀ·V (eq 25).
-    All in log space with max subtraction. Returns (H, dH/dv, dH/du)."""
+
+    ``diversity`` λ > 0 adds −λ·H(p̄) with p̄_j = (1/n_t) Σ_i p_ij, the entropy of the batch's
+    mean prediction (information maximisation; not in the supplement): minimising H alone may
+    put every target image in a few classes. Its ∂/∂A_ik = (λ/n_t)·p̄_ik·(log p̄_c(k) − d_i),
+    d_i = Σ_j p_ij log p̄_j. All in log space with max subtraction. Returns (H, dH/dv, dH/du)."""
     nt = v.shape[0]
     a = scale * (v.astype(np.float64) @ u.astype(np.float64).T)            # (n_t, n_s)
     logz = logsumexp(a, 1)                                                   # (n_t,)
@@ -457,6 +461,12 @@ def entropy_loss(v, u, labels, num_classes, scale=1.0):
     pbar = np.exp(a - logz[:, None])                                         # (n_t, n_s)
     ent = plogp.sum(1)                                                       # Σ_j p_ij log p_ij
     g = -(pbar * (logp[:, labels] - ent[:, None])) / max(nt, 1)              # ∂H/∂A
+    if diversity and nt:
+        pm = p.mean(0)                                                       # p̄_j
+        lpm = np.log(np.where(pm > 0, pm, 1.0))                              # 0 for an absent j
+        h += diversity * float((pm * lpm).sum())                             # − λ·H(p̄)
+        d = (p * lpm).sum(1)
+        g += diversity * pbar * (lpm[labels] - d[:, None]) / nt
     dv = scale * (g @ u.astype(np.float64))
     du = scale * (g.T @ v.astype(np.float64))
     return float(h), dv.astype(v.dtype, copy=False), du.astype(u.dtype, copy=False)
@@ -469,8 +479,10 @@ class EntropyLossLayer(Layer):
 
     Bottoms: target codes v (n_t × d), source codes u (n_s × d), source labels (n_s); top:
     scalar (default loss_weight 1: η of eq 8). ``entropy_loss_param``: ``num_classes`` C
-    (required), ``scale`` (1.0, multiplies the inner products v_iᵀu_k). Target labels are never
-    read. Stable for large-norm codes (log-sum-exp with max subtraction).
+    (required), ``scale`` (1.0, multiplies the inner products v_iᵀu_k), ``diversity_weight``
+    λ (0: eq 7 exactly; λ > 0 subtracts λ·H(p̄), the entropy of the batch's mean prediction,
+    see ``entropy_loss``). Target labels are never read. Stable for large-norm codes
+    (log-sum-exp with max subtraction).
     """
     exact_num_bottom = 3
     exact_num_top = 1
@@ -485,6 +497,9 @@ class EntropyLossLayer(Layer):
         if not p.HasField("num_classes") or p.num_classes < 1:
             raise CaffeError("EntropyLoss layer %s: entropy_loss_param.num_classes is required"
                              % self.name)
+        if p.diversity_weight < 0:
+            raise CaffeError("EntropyLoss layer %s: entropy_loss_param.diversity_weight must be "
+                             ">= 0, got %g" % (self.name, p.diversity_weight))
 
     def reshape(self, bottom, top):
         if bottom[0].count(1) != bottom[1].count(1):
@@ -499,7 +514,7 @@ class EntropyLossLayer(Layer):
         p = self.layer_param.entropy_loss_param
         v, u = _flat(bottom[0]), _flat(bottom[1])
         lab = _labels(bottom[2], u.shape[0], self, p.num_classes)
-        h, self._dv, self._du = entropy_loss(v, u, lab, p.num_classes, p.scale)
+        h, self._dv, self._du = entropy_loss(v, u, lab, p.num_classes, p.scale, p.diversity_weight)
         top[0].data[...] = h
 
     def backward_cpu(self, top, propagate_down, bottom):
@@ -523,13 +538,22 @@ class EntropyLossLayer(Layer):
         logz = gpu.scratch("ent_logz", nt, np.float64)
         logp = gpu.scratch("ent_logp", nt * c, np.float64)
         ent = gpu.scratch("ent_ent", nt, np.float64)
+        lam = float(p.diversity_weight) if nt else 0.0
+        lpm = gpu.scratch("ent_lpm", c, np.float64)        # log p̄_j (diversity only)
+        dot = gpu.scratch("ent_dot", nt, np.float64)       # d_i = Σ_j p_ij log p̄_j
         if nt:
             _row_logsumexp[gpu.grid(nt)](a, ns, logz)
             _class_logp[gpu.grid(nt * c)](a, lab, logz, ns, c, logp)
-            _row_entropy[gpu.grid(nt)](logp, c, ent)
+            if lam:
+                _class_mean_log[gpu.grid(c)](logp, nt, c, lpm)
+            _row_entropy[gpu.grid(nt)](logp, c, ent, lpm, lam, dot)
         h = -gpu.total(ent) / max(nt, 1)
+        if lam:   # + λ Σ_j p̄_j log p̄_j: C numbers, on the host
+            lp = lpm.copy_to_host()[:c]
+            h += lam * float(np.sum(np.where(lp < 0, np.exp(lp) * lp, 0.0)))
         if nt and ns:  # A → G = ∂H/∂A in place
-            _entropy_grad[gpu.grid(nt * ns)](a, lab, logz, logp, ent, ns, c, 1.0 / max(nt, 1))
+            _entropy_grad[gpu.grid(nt * ns)](a, lab, logz, logp, ent, ns, c, 1.0 / max(nt, 1),
+                                             lpm, lam, dot)
         self._dv_dev = gpu.ensure(getattr(self, "_dv_dev", None), nt * d, np.float64)
         self._du_dev = gpu.ensure(getattr(self, "_du_dev", None), ns * d, np.float64)
         gpu.gemm(False, False, nt, d, ns, p.scale, a, u, 0.0, self._dv_dev)  # eq 32
@@ -597,29 +621,51 @@ def _class_logp(a, lab, logz, ns, c, logp):
 
 
 @cuda.jit
-def _row_entropy(logp, c, ent):
-    # Σ_j p_ij log p_ij (0·log 0 = 0)
+def _class_mean_log(logp, nt, c, lpm):
+    # log p̄_j = log (1/n_t) Σ_i p_ij; 0 for a class absent from the batch (p̄_j = 0)
+    j = cuda.grid(1)
+    while j < c:
+        s = 0.0
+        for i in range(nt):
+            lp = logp[i * c + j]
+            if math.isfinite(lp):
+                s += math.exp(lp)
+        lpm[j] = math.log(s / nt) if s > 0 else 0.0
+        j += cuda.gridsize(1)
+
+
+@cuda.jit
+def _row_entropy(logp, c, ent, lpm, lam, dot):
+    # Σ_j p_ij log p_ij (0·log 0 = 0); with the diversity term also d_i = Σ_j p_ij log p̄_j
     i = cuda.grid(1)
     while i < ent.size:
         acc = 0.0
+        d = 0.0
         for j in range(c):
             lp = logp[i * c + j]
             pr = math.exp(lp)
             if pr > 0 and math.isfinite(lp):
                 acc += pr * lp
+                if lam != 0.0:
+                    d += pr * lpm[j]
         ent[i] = acc
+        dot[i] = d
         i += cuda.gridsize(1)
 
 
 @cuda.jit
-def _entropy_grad(a, lab, logz, logp, ent, ns, c, inv_nt):
-    # ∂H/∂A_ik = −p̄_ik·(log p_{i,c(k)} − Σ_j p_ij log p_ij) / n_t, p̄_ik = e^{A_ik − log z_i}
+def _entropy_grad(a, lab, logz, logp, ent, ns, c, inv_nt, lpm, lam, dot):
+    # ∂H/∂A_ik = −p̄_ik·(log p_{i,c(k)} − Σ_j p_ij log p_ij) / n_t, p̄_ik = e^{A_ik − log z_i};
+    # the diversity term adds λ·p̄_ik·(log p̄_{c(k)} − d_i) / n_t
     t = cuda.grid(1)
     while t < a.size:
         i = t // ns
         k = t - i * ns
         pbar = math.exp(a[t] - logz[i])
-        a[t] = -(pbar * (logp[i * c + lab[k]] - ent[i])) * inv_nt
+        g = -(pbar * (logp[i * c + lab[k]] - ent[i])) * inv_nt
+        if lam != 0.0:
+            g += lam * pbar * (lpm[lab[k]] - dot[i]) * inv_nt
+        a[t] = g
         t += cuda.gridsize(1)
 
 

@@ -209,6 +209,50 @@ def test_entropy_gradient_and_value(C, vs, us, labels, scale):
     assert 0 <= loss <= math.log(C) + 1e-12
 
 
+def diversity_loop(v, u, lab, C, scale=1.0):
+    """Σ_j p̄_j log p̄_j = −H(p̄), p̄_j the mean over the target rows of p_ij (eq 6)."""
+    pm = [0.0] * C
+    for i in range(len(v)):
+        e = [math.exp(scale * float(v[i] @ u[k])) for k in range(len(u))]
+        for j in range(C):
+            pm[j] += sum(e[k] for k in range(len(u)) if lab[k] == j) / sum(e) / len(v)
+    return sum(p * math.log(p) for p in pm if p > 0)
+
+
+@pytest.mark.parametrize("C,vs,us,labels,scale", ENT_CASES)
+def test_entropy_diversity_term(C, vs, us, labels, scale):
+    """diversity_weight λ: H − λ·H(p̄) (not in the supplement; 0 is eq 7), value against the
+    loops above, gradients by finite differences; λ = 0 gives eq 7's bits."""
+    param = ('type: "EntropyLoss" entropy_loss_param { num_classes: %d scale: %g diversity_weight: 0.7 }'
+             % (C, scale))
+    v, u = gaussian_blobs([vs, us])
+    lab = blob(np.array(labels, float))
+    c = GradientChecker(1e-3, 1e-3)
+    c.check_gradient_exhaustive(make_layer(param), [v, u, lab], empty_tops(1), check_bottom=0)
+    c.check_gradient_exhaustive(make_layer(param), [v, u, lab], empty_tops(1), check_bottom=1)
+    loss, _ = run(make_layer(param), [v, u, lab])
+    want = entropy_loop(v.data, u.data, labels, C, scale) + 0.7 * diversity_loop(v.data, u.data, labels, C, scale)
+    assert np.isclose(loss, want)
+    plain = 'type: "EntropyLoss" entropy_loss_param { num_classes: %d scale: %g }' % (C, scale)
+    zero = plain.replace("}", "diversity_weight: 0 }")
+    runs = [run(make_layer(p), [v, u, lab]) for p in (plain, zero)]
+    assert runs[0][0] == runs[1][0]
+    with pytest.raises(caffe.CaffeError, match="diversity_weight"):
+        run(make_layer(plain.replace("}", "diversity_weight: -1 }")), [v, u, lab])
+
+
+def test_entropy_diversity_spreads_the_target_over_classes():
+    """Every target row sure of class 0: H is ~0 but H(p̄) too, so the diversity term is ~0 at
+    its worst (−λ·0) and its gradient pushes the rows apart; spread rows score lower."""
+    u = blob(np.array([[4.0, 0], [0, 4.0]]))
+    lab = blob(np.array([0.0, 1.0]))
+    param = 'type: "EntropyLoss" entropy_loss_param { num_classes: 2 diversity_weight: 1 }'
+    same, _ = run(make_layer(param), [blob(np.array([[3.0, 0], [3.0, 0]])), u, lab])
+    spread, _ = run(make_layer(param), [blob(np.array([[3.0, 0], [0, 3.0]])), u, lab])
+    assert spread < same and np.isclose(spread + math.log(2), entropy_loop(
+        np.array([[3.0, 0], [0, 3.0]]), u.data, [0, 1], 2), atol=1e-9)
+
+
 def test_entropy_large_norm_128d_stable():
     v, u = gaussian_blobs([(4, 128), (6, 128)], std=10.0)  # inner products ~ 1e4
     lab = blob(np.array([0, 1, 2, 0, 1, 2], float))

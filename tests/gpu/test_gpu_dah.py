@@ -41,7 +41,8 @@ def test_hash_gradient():
     gradcheck_gpu(HASH[1], [gauss(4, 3, seed=5), labels(4, 2)], check_bottom=0)
 
 
-@pytest.mark.parametrize("params", ["num_classes: 3", "num_classes: 5 scale: 0.7"])
+@pytest.mark.parametrize("params", ["num_classes: 3", "num_classes: 5 scale: 0.7",
+                                    "num_classes: 5 diversity_weight: 0.6"])   # class 3, 4 absent
 def test_entropy(params):
     spec = 'type: "EntropyLoss" loss_weight: 0.8 entropy_loss_param { %s }' % params
     compare(spec, [gauss(3, 4), gauss(5, 4, seed=1), labels(5, 3)],
@@ -67,3 +68,8 @@ def test_quantization_and_gradient_scaler():
     spec = ('type: "GradientScaler" gradient_scaler_param { lower_bound: 0 upper_bound: 1 '
             'alpha: 10 max_iter: 100 }')
     compare(spec, [gauss(2, 3)], iteration=30)
+
+
+def test_entropy_diversity_gradient():
+    gradcheck_gpu('type: "EntropyLoss" entropy_loss_param { num_classes: 3 diversity_weight: 0.8 }',
+                  [gauss(4, 3, seed=6), gauss(5, 3, seed=7), labels(5, 3)], check_bottom=0)
