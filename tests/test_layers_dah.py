@@ -196,17 +196,22 @@ ENT_CASES = [
 ]
 
 
+@pytest.mark.parametrize("lam", [0.0, 0.7])
 @pytest.mark.parametrize("C,vs,us,labels,scale", ENT_CASES)
-def test_entropy_gradient_and_value(C, vs, us, labels, scale):
-    param = 'type: "EntropyLoss" entropy_loss_param { num_classes: %d scale: %g }' % (C, scale)
+def test_entropy_gradient_and_value(C, vs, us, labels, scale, lam):
+    """Eq 7 (λ = 0), and with the diversity term H − λ·H(p̄) (not in the supplement): values
+    against the loops, gradients by finite differences."""
+    param = ('type: "EntropyLoss" entropy_loss_param { num_classes: %d scale: %g diversity_weight: %g }'
+             % (C, scale, lam))
     v, u = gaussian_blobs([vs, us])
     lab = blob(np.array(labels, float))
     c = GradientChecker(1e-3, 1e-3)
     c.check_gradient_exhaustive(make_layer(param), [v, u, lab], empty_tops(1), check_bottom=0)
     c.check_gradient_exhaustive(make_layer(param), [v, u, lab], empty_tops(1), check_bottom=1)
     loss, _ = run(make_layer(param), [v, u, lab])
-    assert np.isclose(loss, entropy_loop(v.data, u.data, labels, C, scale))
-    assert 0 <= loss <= math.log(C) + 1e-12
+    want = entropy_loop(v.data, u.data, labels, C, scale)
+    assert 0 <= want <= math.log(C) + 1e-12
+    assert np.isclose(loss, want + lam * diversity_loop(v.data, u.data, labels, C, scale))
 
 
 def diversity_loop(v, u, lab, C, scale=1.0):
@@ -220,22 +225,11 @@ def diversity_loop(v, u, lab, C, scale=1.0):
 
 
 @pytest.mark.parametrize("C,vs,us,labels,scale", ENT_CASES)
-def test_entropy_diversity_term(C, vs, us, labels, scale):
-    """diversity_weight λ: H − λ·H(p̄) (not in the supplement; 0 is eq 7), value against the
-    loops above, gradients by finite differences; λ = 0 gives eq 7's bits."""
-    param = ('type: "EntropyLoss" entropy_loss_param { num_classes: %d scale: %g diversity_weight: 0.7 }'
-             % (C, scale))
+def test_entropy_diversity_zero_is_eq_7_and_negative_is_refused(C, vs, us, labels, scale):
     v, u = gaussian_blobs([vs, us])
     lab = blob(np.array(labels, float))
-    c = GradientChecker(1e-3, 1e-3)
-    c.check_gradient_exhaustive(make_layer(param), [v, u, lab], empty_tops(1), check_bottom=0)
-    c.check_gradient_exhaustive(make_layer(param), [v, u, lab], empty_tops(1), check_bottom=1)
-    loss, _ = run(make_layer(param), [v, u, lab])
-    want = entropy_loop(v.data, u.data, labels, C, scale) + 0.7 * diversity_loop(v.data, u.data, labels, C, scale)
-    assert np.isclose(loss, want)
     plain = 'type: "EntropyLoss" entropy_loss_param { num_classes: %d scale: %g }' % (C, scale)
-    zero = plain.replace("}", "diversity_weight: 0 }")
-    runs = [run(make_layer(p), [v, u, lab]) for p in (plain, zero)]
+    runs = [run(make_layer(p), [v, u, lab]) for p in (plain, plain.replace("}", "diversity_weight: 0 }"))]
     assert runs[0][0] == runs[1][0]
     with pytest.raises(caffe.CaffeError, match="diversity_weight"):
         run(make_layer(plain.replace("}", "diversity_weight: -1 }")), [v, u, lab])
