@@ -35,6 +35,7 @@ does not change a result: every kernel gives the same bits at any count (tests/t
 trains with the count switching under it). It stays off when the user set a thread variable
 (their count is kept), on one core, on the GPU and under MPI (parallel.py splits the cores).
 """
+import contextlib
 import math
 import os
 import statistics
@@ -275,16 +276,23 @@ class Governor:
             return None
         return cls(n, log=log)
 
+    @contextlib.contextmanager
     def iteration(self):
-        return _Timed(self)
+        """Times the block as one iteration (not when it raises)."""
+        t0 = self.clock()
+        yield self
+        self.record(self.clock() - t0)
 
     def resume(self):
-        """Back to this Governor's count (after ``pause`` or another Governor's)."""
-        self._set(self.threads)
+        """Back to this Governor's count after ``pause`` (between steps every Governor leaves
+        all threads on, so at the full count there is nothing to set)."""
+        if self.threads != self.counts[0]:
+            self._set(self.threads)
 
     def pause(self):
         """Every thread again, for the code that runs between ``Solver.step`` calls."""
-        self._set(self.counts[0])
+        if self.threads != self.counts[0]:
+            self._set(self.counts[0])
 
     def record(self, seconds):
         """One iteration took ``seconds`` at ``self.threads``: maybe switch for the next."""
@@ -351,22 +359,6 @@ class Governor:
         if n != self.threads:
             self._set(n)
             self.threads = n
-
-
-class _Timed:
-    __slots__ = ("gov", "t0")
-
-    def __init__(self, gov):
-        self.gov = gov
-
-    def __enter__(self):
-        self.t0 = self.gov.clock()
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.gov.record(self.gov.clock() - self.t0)
-        return False
 
 
 def _cap_loaded(n):

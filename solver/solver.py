@@ -265,15 +265,17 @@ class Solver:
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def _governor(self):
-        """The thread Governor of this solver's iterations (minicaffe/threads.py), or None."""
+    @property
+    def thread_governor(self):
+        """The thread Governor of this solver's iterations (minicaffe/threads.py), or None
+        where it is off; made at the first ``step``."""
         if self._thread_governor is None:
             gov = None if self.parallel else threads.Governor.for_training(log)
             self._thread_governor = gov or False
         return self._thread_governor or None
 
     def _step(self, iters):
-        gov = self._governor()
+        gov = self.thread_governor
         if gov is None:
             return self._iterate(iters, None)
         gov.resume()

@@ -238,7 +238,7 @@ def _minicaffe_step(spec):
     except ValueError:  # no parallel kernel has run
         pass
     info["blas"] = _blas_info(np)
-    gov = solver._governor()
+    gov = solver.thread_governor
     if gov is not None:   # minicaffe's default: what the thread Governor chose, and when
         info["governor"] = [[it, n, {str(k): round(v * 1000, 2) for k, v in m.items()}]
                             for it, n, m in gov.choices]
@@ -584,12 +584,14 @@ def _threads_list(text):
     """--threads: counts, and ``auto`` for the environment's (minicaffe's default: the thread
     Governor's choice; None here)."""
     words = [w.strip() for w in text.split(",") if w.strip()]
-    counts = _int_list(",".join(w for w in words if w != "auto") or "1")
     if not words:
         raise argparse.ArgumentTypeError("expected comma-separated counts or auto, got %r" % text)
-    it = iter(counts)
-    out = [None if w == "auto" else next(it) for w in words]
-    return [t for i, t in enumerate(out) if t not in out[:i]]
+    out = []
+    for w in words:
+        t = None if w == "auto" else _int_list(w)[0]
+        if t not in out:
+            out.append(t)
+    return out
 
 
 def build_parser():
