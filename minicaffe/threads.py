@@ -255,7 +255,7 @@ class Governor:
         self._set, self.clock, self.log = set_threads, clock, log
         # the first trial starts on one thread: the count a busy machine never makes wait, so
         # the others are measured against it and a very slow one is out after one sample
-        self.threads, self.best, self.reference = self.counts[-1], None, None
+        self.threads, self.reference = self.counts[-1], None
         self.window, self.gap, self.choices, self.iterations = self.FIRST_WINDOW, 0, [], 0
         self._warmup, self._since, self._recent, self._trial, self._times = warmup, 0, [], [], {}
         self._set(self.threads)
@@ -275,6 +275,11 @@ class Governor:
         except Exception:
             return None
         return cls(n, log=log)
+
+    @property
+    def best(self):
+        """The count of the last decision (None before the first)."""
+        return self.choices[-1][1] if self.choices else None
 
     @contextlib.contextmanager
     def iteration(self):
@@ -350,7 +355,7 @@ class Governor:
         # what the losing samples cost, in iterations of the best, spread over BUDGET
         lost = sum(sum(t) - len(t) * means[best] for c, t in self._times.items() if c != best)
         self.gap = math.ceil(lost / (self.BUDGET * means[best]) - 1e-6) if means[best] > 0 else 0
-        self.best, self.reference = best, None
+        self.reference = None
         self._since, self._recent = 0, []
         self.choices.append((self.iterations, best, means))
         self._switch(best)
