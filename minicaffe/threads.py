@@ -49,7 +49,7 @@ PROC_CGROUP = "/proc/self/cgroup"
 DEFAULTED = {}   # {variable: value} that apply() set because the user had not
 # apply() names the variables it set here, so that a child process (tools/reproduce's jobs,
 # tools/benchmark's measurements, MPI ranks) knows they are minicaffe's default, not the user's;
-# a program that sets a count for its child itself drops it (tools/benchmark --threads N)
+# a program that sets a count for its children itself drops it (set_for_children)
 MARKER = "MINICAFFE_DEFAULTED_THREADS"
 
 
@@ -168,6 +168,14 @@ def default_threads(environ=None, root=CGROUP_ROOT, proc_cgroup=PROC_CGROUP):
     """The compute threads to run: the user's THREAD_VARS value, else ``usable_cores()``."""
     n = user_threads(environ)
     return n if n is not None else usable_cores(root, proc_cgroup)
+
+
+def set_for_children(environ, n):
+    """Give the child processes started with ``environ`` ``n`` threads, as their parent's
+    choice: every THREAD_VARS variable, and no MARKER (so they keep the count: no Governor)."""
+    for var in THREAD_VARS:
+        environ[var] = str(n)
+    environ.pop(MARKER, None)
 
 
 def _inherit(environ):

@@ -65,6 +65,8 @@ NETS = ("vgg", "lenet", "toy")
 VGG_CLASSES, VGG_SIZE, LENET_BATCH = 65, 224, 64
 BASE_LR = {"vgg": 1e-5, "lenet": 0.01, "toy": 1e-5}   # the speed does not depend on them
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4
+# minicaffe.threads.THREAD_VARS, not imported: this module loads in the PyTorch worker, which
+# must not import the minicaffe package (its RSS is PyTorch's alone)
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 REPORTED_VARS = THREAD_VARS + ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "NUMBA_THREADING_LAYER",
                                 "OMP_WAIT_POLICY")
@@ -814,8 +816,7 @@ def benchmark_cmd(args):
                     for threads in threads_list:
                         env = dict(os.environ)
                         if threads:   # a count of ours: the child keeps it (no Governor)
-                            env.update({k: str(threads) for k in THREAD_VARS})
-                            env.pop(mc_threads.MARKER, None)
+                            mc_threads.set_for_children(env, threads)
                         key = str(threads) if threads else "auto"
                         seen = result["environment"]["seen"].setdefault(key, {})
                         for fw in frameworks:

@@ -639,10 +639,9 @@ def _spawning():
     itself (numpy and Numba read them at import, so the child's environment must carry them),
     and a ``__main__`` run by path hidden, as "spawn" would run it again in every child and
     the tools/ scripts have no main guard."""
-    saved = {v: os.environ.get(v) for v in THREAD_VARS}
+    saved = {v: os.environ.get(v) for v in THREAD_VARS + (threads.MARKER,)}
     if not threads.user_set():   # import minicaffe's defaults are not the user's choice
-        for v in THREAD_VARS:
-            os.environ[v] = "1"
+        threads.set_for_children(os.environ, 1)
     main = sys.modules.get("__main__")
     path = None
     if getattr(getattr(main, "__spec__", None), "name", None) is None:
