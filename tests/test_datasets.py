@@ -200,6 +200,29 @@ def test_lists_office_home_layout(tmp_path):
     assert first[1] == 0
 
 
+def test_lists_written_by_concurrent_jobs_do_not_collide(tmp_path):
+    # Two jobs writing the same lists at once (tools/reproduce --jobs, two studies on one data set)
+    # once renamed each other's "<list>.tmp" and one died with FileNotFoundError.
+    import threading
+    root = office_home_like(str(tmp_path / "oh"))
+    out, errors = str(tmp_path / "lists"), []
+
+    def job():
+        try:
+            for _ in range(30):
+                lists.write_lists(root, out)
+        except Exception as exc:  # noqa: BLE001 - the test reports any failure
+            errors.append(exc)
+    threads = [threading.Thread(target=job) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(os.listdir(out)) == ["Art.txt", "Clipart.txt", "Real_World.txt", "classes.txt"]
+    assert open(os.path.join(out, "classes.txt")).read() == "Alarm_Clock\nBike\nMug\n"
+
+
 def test_lists_toyhome_and_command(tmp_path, capsys):
     root = toyhome.generate(tmp_path / "th", **SMALL)
     out = str(tmp_path / "lists")

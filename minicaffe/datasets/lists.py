@@ -24,6 +24,7 @@ line what stops a tree from making DAH batches.
 import os
 
 from ..errors import CaffeError
+from ..protoio import atomic_write
 
 __all__ = ["IMAGE_EXTENSIONS", "CLASSES_FILE", "ALIASES", "list_name", "subdirs", "image_files",
            "scan", "domain_key", "match_domain",
@@ -166,7 +167,7 @@ def write_lists(root, outdir, domains=None, absolute=False):
 
 
 def _write(path, lines):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
-        f.writelines(lines)
-    os.replace(tmp, path)
+    # A temporary file of its own (not path + ".tmp"): two jobs writing the same lists at once
+    # (tools/reproduce --jobs, two studies on one data set) must not rename each other's file.
+    data = "".join(lines).encode("utf-8", "surrogateescape")
+    atomic_write(path, lambda f: f.write(data), error=CaffeError)
