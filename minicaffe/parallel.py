@@ -112,6 +112,59 @@ def cuda_aware():
     return False
 
 
+class NullComm:
+    """The solver's communicator in a single process: DataParallel's interface with one rank,
+    where every collective is the identity. The solver talks to a communicator either way
+    (``Solver.comm``), so single-process training has no data-parallel branches."""
+    rank, size, root = 0, 1, True
+    distributed = False     # no other rank: nothing to agree on, nothing to gather
+
+    def __repr__(self):
+        return "NullComm()"
+
+    def agree_seed(self, seed):
+        return seed
+
+    def setup(self, net):
+        pass
+
+    def fork_rng(self):
+        pass
+
+    def bcast(self, obj):
+        return obj
+
+    def gather(self, obj):
+        return [obj]
+
+    def barrier(self):
+        pass
+
+    def mean(self, value):
+        return float(value)
+
+    def broadcast_blobs(self, blobs):
+        pass
+
+    def broadcast_arrays(self, arrays):
+        pass
+
+    def request(self, solver, action):
+        """A signal's ``action``: acted on after this iteration (one rank agrees at once)."""
+        solver.requested_action = action
+
+    def reduce(self, solver, loss, outputs=False):
+        return float(loss), None, solver.requested_action
+
+    def thread_governor(self, log):
+        """The thread Governor of the iterations (minicaffe/threads.py), or None where it is
+        off (a thread count the user chose, one core, the GPU)."""
+        return threads.Governor.for_training(log)
+
+    def comm_summary(self):
+        return ""
+
+
 class DataParallel:
     """One rank of a data-parallel job. ``DataParallel()`` initialises MPI (mpi4py) on
     ``COMM_WORLD``; ``comm`` (and ``mpi``, the module giving ``IN_PLACE`` and ``SUM``) may be
@@ -178,6 +231,18 @@ class DataParallel:
         return "<DataParallel rank %d of %d (local %d)>" % (self.rank, self.size, self.local_rank)
 
     # --- set-up ------------------------------------------------------------------------------
+    distributed = True
+
+    def request(self, solver, action):
+        """A signal's ``action`` on this rank: kept until the next ``reduce``, where the ranks
+        agree on it and all act on it at the same iteration."""
+        solver.pending_action = action
+
+    def thread_governor(self, log):
+        """None: the ranks' threads are fixed (``limit_threads``), never retried, so every rank
+        runs the same number of threads."""
+        return None
+
     def agree_seed(self, seed):
         """``seed`` when >= 0; else one that rank 0 draws, the same on every rank (the data
         shards are cut from one stream, so every rank needs its generators)."""

@@ -5,9 +5,10 @@ forward/backward passes → smoothed loss → display → ApplyUpdate (lr → cl
 regularise → rule → ``w -= diff`` → ++iter) → snapshot. The iteration is handed to every layer
 before each step (``net.set_iteration``): no global message bus.
 
-Data-parallel training hands a ``minicaffe.parallel.DataParallel`` as ``parallel``: after the
-passes its ``reduce`` sums the diffs over the ranks (one Allreduce) and the update divides by
-iter_size × ranks; rank 0 alone tests and writes snapshots.
+The solver talks to a communicator, ``self.comm``: ``minicaffe.parallel.NullComm`` in one process,
+the ``DataParallel`` handed as ``parallel`` for data-parallel training. After the passes its
+``reduce`` sums the diffs over the ranks (one Allreduce; the identity for NullComm) and the update
+divides by iter_size × ranks; rank 0 alone tests and writes snapshots.
 """
 import contextlib
 import glob
@@ -21,9 +22,10 @@ import time
 
 import numpy as np
 
-from minicaffe import backend, protoio, threads
+from minicaffe import backend, protoio
 from minicaffe.errors import CaffeError, ModelFileError
 from minicaffe.net import Net
+from minicaffe.parallel import NullComm
 from minicaffe.proto import caffe_pb2
 from minicaffe.protoio import blobproto_bytes, blobproto_to_array
 
@@ -111,9 +113,9 @@ class Solver:
         self.param = p
         self.dtype = np.dtype(dtype)
         self.rule, self.num_histories = RULES[p.type]
-        self.parallel = parallel
+        self.comm = parallel or NullComm()
         self._thread_governor = None
-        seed = parallel.agree_seed(p.random_seed) if parallel else p.random_seed
+        seed = self.comm.agree_seed(p.random_seed)
         if seed >= 0:
             backend.set_random_seed(seed)
         self.iter = 0
@@ -132,8 +134,7 @@ class Solver:
         for w in p.weights if self.is_root else []:
             for n in [self.net] + self.test_nets:
                 n.copy_from(w)
-        if parallel:
-            parallel.setup(self.net)
+        self.comm.setup(self.net)
         self.history = [np.zeros(b.shape, self.dtype) for b in self.net.learnable_params]
         self.history2 = ([np.zeros(b.shape, self.dtype) for b in self.net.learnable_params]
                          if self.num_histories == 2 else [])
@@ -146,7 +147,7 @@ class Solver:
     def is_root(self):
         """False on the ranks of a data-parallel job other than 0 (they neither log, test nor
         write snapshots)."""
-        return self.parallel is None or self.parallel.root
+        return self.comm.root
 
     # --- nets --------------------------------------------------------------------------------
     def _read_net(self, inline=None, path=None):
@@ -254,10 +255,7 @@ class Solver:
             self._interrupted = True
             log.info("SIGINT received: snapshot then stop after this iteration (Ctrl-C again "
                      "to stop at once)")
-            if self.parallel:
-                self.pending_action = "stop_snapshot"
-            else:
-                self.requested_action = "stop_snapshot"
+            self.comm.request(self, "stop_snapshot")
 
         signal.signal(signal.SIGINT, handler)
         try:
@@ -270,7 +268,7 @@ class Solver:
         """The thread Governor of this solver's iterations (minicaffe/threads.py), or None
         where it is off; made at the first ``step``."""
         if self._thread_governor is None:
-            gov = None if self.parallel else threads.Governor.for_training(log)
+            gov = self.comm.thread_governor(log)
             self._thread_governor = gov or False
         return self._thread_governor or None
 
@@ -307,9 +305,7 @@ class Solver:
             for _ in range(max(1, p.iter_size)):
                 loss += self.net.forward_backward()
             loss /= max(1, p.iter_size)
-            outputs = None
-            if self.parallel:
-                loss, outputs, _ = self.parallel.reduce(self, loss, outputs=bool(display))
+            loss, outputs, _ = self.comm.reduce(self, loss, outputs=bool(display))
             if not math.isfinite(loss):
                 self._diverged(loss)
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
@@ -325,9 +321,9 @@ class Solver:
                          self.iter, rate, per, p.display, self._smoothed_loss, eta)
                 t0, iter_t0 = time.time(), self.iter
                 self._log_outputs(self.net, "Train", outputs)
-                if self.parallel:
-                    log.info("    Allreduce over %d ranks: %s", self.parallel.size,
-                             self.parallel.comm_summary())
+                if self.comm.distributed:
+                    log.info("    Allreduce over %d ranks: %s", self.comm.size,
+                             self.comm.comm_summary())
             for _, on_grad in self.callbacks:
                 if on_grad:
                     on_grad()
@@ -361,9 +357,7 @@ class Solver:
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()
         if p.display and self.iter % p.display == 0:
-            loss = self.net.forward_prefilled()
-            if self.parallel:
-                loss = self.parallel.mean(loss)
+            loss = self.comm.mean(self.net.forward_prefilled())
             log.info("Iteration %d, loss = %.6g", self.iter, loss)
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
@@ -418,7 +412,7 @@ class Solver:
         if p.display and self.iter % p.display == 0:
             log.info("Iteration %d, lr = %.6g", self.iter, rate)
         params = self.net.learnable_params
-        n_passes = max(1, p.iter_size) * (self.parallel.size if self.parallel else 1)
+        n_passes = max(1, p.iter_size) * self.comm.size
         if p.clip_gradients >= 0:  # where the diffs are: the blobs' own sumsq / scale
             norm = math.sqrt(sum(b.sumsq_diff() for b in params))
             if norm > p.clip_gradients:
@@ -498,7 +492,7 @@ class Solver:
         (None elsewhere), and no rank goes on before the files are complete."""
         extra = self._extra_state()
         if not self.is_root:
-            self.parallel.barrier()
+            self.comm.barrier()
             return None
         model = self.snapshot_filename(".caffemodel")
         self._prepare_snapshot_dir(model)
@@ -517,8 +511,7 @@ class Solver:
         st.minicaffe_state = json.dumps(extra, default=_jsonable).encode()
         protoio.write_proto_binary(state_path, st)
         self.last_snapshot = (model, state_path)
-        if self.parallel:
-            self.parallel.barrier()
+        self.comm.barrier()
         return model, state_path
 
     def _check_snapshot_prefix(self, model):
@@ -559,7 +552,7 @@ class Solver:
     def _extra_state(self):
         """The generator and the data positions (None on ranks other than 0, which only hand
         rank 0 their generator's state: the data positions are equal on all ranks)."""
-        rank_rngs = self.parallel.gather(backend.rng_state()) if self.parallel else None
+        rank_rngs = self.comm.gather(backend.rng_state())
         if not self.is_root:
             return None
         layers = {}
@@ -568,7 +561,7 @@ class Solver:
             if s is not None:
                 layers[key] = s
         extra = {"rng": backend.rng_state(), "layers": layers}
-        if rank_rngs:
+        if self.comm.distributed:   # one process: its generator is "rng"
             extra["rank_rngs"] = rank_rngs
         return extra
 
@@ -589,12 +582,11 @@ class Solver:
             for h, a in zip(hist, state["history"]):
                 h[...] = a
             it, step, extra = state["iter"], state["current_step"], state["extra"]
-        if self.parallel:
-            it, step, extra = self.parallel.bcast((it, step, extra))
-            self.parallel.broadcast_blobs(self.net.learnable_params)
-            self.parallel.broadcast_arrays(hist)
-            if not self.is_root and extra:
-                self._restore_extra(extra, state_file)
+        it, step, extra = self.comm.bcast((it, step, extra))
+        self.comm.broadcast_blobs(self.net.learnable_params)
+        self.comm.broadcast_arrays(hist)
+        if not self.is_root and extra:
+            self._restore_extra(extra, state_file)
         self.iter, self.current_step = it, step
         if getattr(self, "_gpu_updater", None) is not None:
             self._gpu_updater.from_host()
@@ -615,12 +607,11 @@ class Solver:
         key = "rng"
         try:
             rank_rngs = extra.get("rank_rngs")
-            if self.parallel and rank_rngs and len(rank_rngs) == self.parallel.size:
-                backend.set_rng_state(rank_rngs[self.parallel.rank])
+            if rank_rngs and len(rank_rngs) == self.comm.size:
+                backend.set_rng_state(rank_rngs[self.comm.rank])
             elif "rng" in extra:
                 backend.set_rng_state(extra["rng"])
-                if self.parallel:
-                    self.parallel.fork_rng()
+                self.comm.fork_rng()   # a state of another rank count: a stream per rank again
             for key, layer, _ in saved:
                 layer.set_state(layer_states[key])
         except Exception as exc:  # noqa: BLE001 - any refusal is a bad file, undone below
@@ -644,10 +635,7 @@ class Solver:
                 if act:
                     log.info("%s received: %s after this iteration",
                              signal.Signals(signum).name, act.replace("_", " then "))
-                    if self.parallel:
-                        self.pending_action = act  # acted on once the ranks agree
-                    else:
-                        self.requested_action = act
+                    self.comm.request(self, act)
             return handler
 
         for eff in (sigint_effect, sighup_effect):

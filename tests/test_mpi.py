@@ -346,6 +346,31 @@ def test_one_rank_data_parallel_solver_trains_and_resumes_as_the_plain_one(tmp_p
     assert comm.aborted == 2
 
 
+def test_null_comm_is_data_parallel_with_one_rank(tmp_path, monkeypatch):
+    """The solver's communicator in one process (NullComm) has DataParallel's interface, so the
+    solver has one code path; a signal acts at once there, after the agreeing reduce under MPI."""
+    import inspect
+    dp = parallel.DataParallel(OneRank(), ONE)
+    for name in [n for n in vars(parallel.NullComm) if not n.startswith("_")]:
+        a, b = getattr(parallel.NullComm(), name), getattr(dp, name)
+        if callable(a):
+            assert list(inspect.signature(a).parameters) == list(inspect.signature(b).parameters), name
+        else:
+            assert type(a) is type(b), name
+    monkeypatch.chdir(tmp_path)
+    solver_path = setup_dir(tmp_path, max_iter=2, snapshot=0)
+    plain = caffe.get_solver(solver_path)
+    assert isinstance(plain.comm, parallel.NullComm) and plain.is_root
+    plain.comm.request(plain, "snapshot")
+    assert (plain.requested_action, plain.pending_action) == ("snapshot", None)
+    s = caffe.get_solver(solver_path, parallel=dp)
+    assert s.comm is dp and s.thread_governor is None        # MPI ranks keep fixed threads
+    dp.request(s, "snapshot")
+    assert (s.requested_action, s.pending_action) == (None, "snapshot")
+    dp.reduce(s, 1.0)
+    assert (s.requested_action, s.pending_action) == ("snapshot", None)
+
+
 def test_device_buffers_go_to_a_cuda_aware_mpi_and_match_host_staging(tmp_path):
     """GPU mode on Numba's CUDA simulator (in a subprocess: it must be chosen before numba is
     imported): the diffs travel in one device buffer, with the same result as through the host."""
