@@ -280,7 +280,7 @@ def check_net(net, layer_names=None, stepsize=1e-2, threshold=1e-3, samples=None
             results.append((name, layer.type, "skipped: no backward", 0, []))
             continue
         bottom = []
-        for b in net._bottom_vecs[idx]:
+        for b in net.nodes[idx].bottoms:
             c = Blob(b.shape, np.float64)
             c.data[...] = b.cpu_data()
             bottom.append(c)
@@ -288,7 +288,7 @@ def check_net(net, layer_names=None, stepsize=1e-2, threshold=1e-3, samples=None
         if not allowed and not layer.blobs:
             results.append((name, layer.type, "skipped: nothing to check", 0, []))
             continue
-        top = [Blob((), np.float64) for _ in net._top_vecs[idx]]
+        top = [Blob((), np.float64) for _ in net.nodes[idx].tops]
         scale = layer.gradcheck_scale() if hasattr(layer, "gradcheck_scale") else 1.0
         k, kr = kink, kink_range
         if kr < 0 and getattr(layer, "gradcheck_kink", None):

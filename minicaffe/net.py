@@ -137,6 +137,54 @@ def _phase_value(phase):
     return int(phase)
 
 
+class LayerNode:
+    """One layer of a net and its wiring, in the order the layers run: what Caffe keeps in
+    parallel vectors (layers_, bottom_vecs_, top_vecs_, bottom_id_vecs_, top_id_vecs_,
+    bottom_need_backward_, layer_need_backward_) as one record. ``top_ids`` holds None for a
+    top the layer added itself (``needed_auto_tops``); ``propagate_down`` is the per-bottom
+    flag its backward gets."""
+    __slots__ = ("index", "name", "layer", "bottoms", "tops", "bottom_ids", "top_ids",
+                 "propagate_down", "need_backward")
+
+    def __init__(self, index, name, layer):
+        self.index, self.name, self.layer = index, name, layer
+        self.bottoms, self.tops, self.bottom_ids, self.top_ids = [], [], [], []
+        self.propagate_down, self.need_backward = [], False
+
+    def forward(self):
+        """The layer's forward on its blobs; its weighted loss."""
+        return self.layer.forward(self.bottoms, self.tops)
+
+    def backward(self):
+        """The layer's backward on its blobs (the caller checks ``need_backward``)."""
+        self.layer.backward(self.tops, self.propagate_down, self.bottoms)
+
+    def __repr__(self):
+        return "<LayerNode %d %r (%s)>" % (self.index, self.name, self.layer.type)
+
+
+class ParamNode:
+    """One parameter blob of a layer (an entry of Caffe's params_): ``layer_id``/``index``
+    where it sits; ``owner``: the net index of the param whose data it shares (-1: it owns
+    its data); ``learnable``: its index in ``Net.learnables``."""
+    __slots__ = ("blob", "layer_id", "index", "owner", "learnable")
+
+    def __init__(self, blob, layer_id, index, owner, learnable):
+        self.blob, self.layer_id, self.index = blob, layer_id, index
+        self.owner, self.learnable = owner, learnable
+
+
+class Learnable:
+    """A param the solver updates (an owner: its sharers follow it) with its multipliers:
+    Caffe's learnable_params_, params_lr_, params_weight_decay_ and has_params_lr_/decay_."""
+    __slots__ = ("blob", "lr_mult", "decay_mult", "has_lr", "has_decay")
+
+    def __init__(self, blob, spec):
+        self.blob = blob
+        self.lr_mult, self.decay_mult = spec.lr_mult, spec.decay_mult
+        self.has_lr, self.has_decay = spec.HasField("lr_mult"), spec.HasField("decay_mult")
+
+
 class Net:
     """A network built from a prototxt (path, text or NetParameter).
 
@@ -190,27 +238,17 @@ class Net:
         self.name = in_param.name
         param = insert_splits(filter_net(in_param, state), self._locate)
         self._param = param
-        self.layers = []
-        self._layer_names = []
+        self.nodes = []                 # one LayerNode per layer, in run order
+        self.param_nodes = []           # one ParamNode per param blob, owners and sharers
+        self.learnables = []            # one Learnable per param that owns its data
         self.blobs = OrderedDict()
         self.bottom_names = OrderedDict()
         self.top_names = OrderedDict()
-        self._bottom_vecs, self._top_vecs = [], []
-        self._bottom_ids, self._top_ids = [], []
-        self._bottom_need_backward = []
-        self._layer_need_backward = []
         self._blob_names, self._blob_objs, self._blob_need_backward = [], [], []
         self._blob_producer = []
         self.blob_loss_weights = OrderedDict()
         self._input_ids = []
-        self.params_list = []           # every param blob, owners and sharers (params_)
-        self._param_owner = []
-        self._param_layer = []          # (layer_id, param_id)
         self._param_names_index = {}
-        self.learnable_params = []
-        self._learnable_ids = []
-        self.params_lr, self.params_weight_decay = [], []
-        self._has_lr, self._has_decay = [], []
         self._auto_blobs = []
 
         name_to_idx = {}
@@ -227,9 +265,9 @@ class Net:
                 raise LayerTypeError("%slayer '%s': %s" % (self._locate(lp.name), lp.name, exc)) from None
             except CaffeError as exc:
                 raise type(exc)("%s%s" % (self._locate(lp.name), exc)) from None
-            self.layers.append(layer)
-            self._layer_names.append(lp.name)
-            bottoms, bids, bneed = [], [], []
+            node = LayerNode(layer_id, lp.name, layer)
+            self.nodes.append(node)
+            bottoms, bids, bneed = node.bottoms, node.bottom_ids, node.propagate_down
             need_backward = False
             for j, bname in enumerate(lp.bottom):
                 if bname not in available:
@@ -244,7 +282,7 @@ class Net:
                 bneed.append(nb)
                 available.discard(bname)
                 need_backward |= self._blob_need_backward[bid]
-            tops, tids = [], []
+            tops, tids = node.tops, node.top_ids
             for j, tname in enumerate(lp.top):
                 if j < len(lp.bottom) and lp.bottom[j] == tname:  # in-place
                     tid = name_to_idx[tname]
@@ -269,11 +307,6 @@ class Net:
                 self._auto_blobs.append(b)
                 tops.append(b)
                 tids.append(None)
-            self._bottom_vecs.append(bottoms)
-            self._top_vecs.append(tops)
-            self._bottom_ids.append(bids)
-            self._top_ids.append(tids)
-            self._bottom_need_backward.append(bneed)
             self.bottom_names[lp.name] = list(lp.bottom)
             self.top_names[lp.name] = list(lp.top)
             try:
@@ -302,7 +335,7 @@ class Net:
                 layer.param_propagate_down.append(pn)
             for p in range(nparams):
                 self._append_param(layer_id, p)
-            self._layer_need_backward.append(need_backward)
+            node.need_backward = need_backward
             if need_backward:
                 for tid in tids:
                     if tid is not None:
@@ -312,9 +345,8 @@ class Net:
         self.outputs = sorted(available, key=lambda s: s.encode())
         self.inputs = [self._blob_names[i] for i in self._input_ids]
         self._share_weights()
-        self.params = OrderedDict((n, l.blobs) for n, l in zip(self._layer_names, self.layers)
-                                  if l.blobs)
-        self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
+        self.params = OrderedDict((n.name, n.layer.blobs) for n in self.nodes if n.layer.blobs)
+        self.layer_dict = OrderedDict((n.name, n.layer) for n in self.nodes)
         self._blob_index = {n: i for i, n in enumerate(self._blob_names)}
 
     def _locate(self, layer_name):
@@ -342,7 +374,7 @@ class Net:
     def _describe_failure(self, layer_id, exc):
         lp = self._param.layer[layer_id]
         parts = []
-        for name, b in zip(lp.bottom, self._bottom_vecs[layer_id]):
+        for name, b in zip(lp.bottom, self.nodes[layer_id].bottoms):
             prod = self._blob_producer[self._blob_names.index(name)] if name in self._blob_names else "?"
             parts.append("'%s' from layer '%s' shape %s" % (name, prod, tuple(b.shape)))
         where = "layer '%s' (type %s)" % (lp.name, lp.type)
@@ -353,64 +385,57 @@ class Net:
         return "%s: %s" % (where, exc)
 
     def _append_param(self, layer_id, param_id):
-        layer = self.layers[layer_id]
+        layer = self.nodes[layer_id].layer
         lp = self._param.layer[layer_id]
         spec = lp.param[param_id] if param_id < len(lp.param) else caffe_pb2.ParamSpec()
         pname = spec.name
-        net_pid = len(self.params_list)
-        self.params_list.append(layer.blobs[param_id])
-        self._param_layer.append((layer_id, param_id))
+        blob = layer.blobs[param_id]
         if not pname or pname not in self._param_names_index:
-            self._param_owner.append(-1)
             if pname:
-                self._param_names_index[pname] = net_pid
-            self._learnable_ids.append(len(self.learnable_params))
-            self.learnable_params.append(layer.blobs[param_id])
-            self._has_lr.append(spec.HasField("lr_mult"))
-            self._has_decay.append(spec.HasField("decay_mult"))
-            self.params_lr.append(spec.lr_mult)
-            self.params_weight_decay.append(spec.decay_mult)
+                self._param_names_index[pname] = len(self.param_nodes)
+            self.param_nodes.append(ParamNode(blob, layer_id, param_id, -1, len(self.learnables)))
+            self.learnables.append(Learnable(blob, spec))
             return
-        owner = self._param_names_index[pname]
-        self._param_owner.append(owner)
-        olid, opid = self._param_layer[owner]
+        owner_id = self._param_names_index[pname]
+        owner = self.param_nodes[owner_id]
+        olid, opid = owner.layer_id, owner.index
+        self.param_nodes.append(ParamNode(blob, layer_id, param_id, owner_id, owner.learnable))
         log.info("Sharing parameters '%s' owned by layer '%s', param index %d",
-                 pname, self._layer_names[olid], opid)
-        mine, theirs = layer.blobs[param_id], self.layers[olid].blobs[opid]
+                 pname, self.nodes[olid].name, opid)
+        mine, theirs = blob, owner.blob
         if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
             if mine.count() != theirs.count():
                 raise ShapeError("Cannot share param '%s' owned by layer '%s' with layer '%s'; "
                                  "count mismatch. Owner layer param shape is %s; sharing layer "
-                                 "shape is %s" % (pname, self._layer_names[olid], lp.name,
+                                 "shape is %s" % (pname, self.nodes[olid].name, lp.name,
                                                   theirs.shape, mine.shape))
         elif mine.shape != theirs.shape:
             raise ShapeError("Cannot share param '%s' owned by layer '%s' with layer '%s'; shape "
                              "mismatch. Owner layer param shape is %s; sharing layer expects "
-                             "shape %s" % (pname, self._layer_names[olid], lp.name,
+                             "shape %s" % (pname, self.nodes[olid].name, lp.name,
                                            theirs.shape, mine.shape))
-        lid = self._learnable_ids[owner]
-        self._learnable_ids.append(lid)
+        learnable = self.learnables[owner.learnable]
         if spec.HasField("lr_mult"):
-            if self._has_lr[lid] and self.params_lr[lid] != spec.lr_mult:
+            if learnable.has_lr and learnable.lr_mult != spec.lr_mult:
                 raise NetError("Shared param '%s' has mismatched lr_mult." % pname)
-            self._has_lr[lid], self.params_lr[lid] = True, spec.lr_mult
+            learnable.has_lr, learnable.lr_mult = True, spec.lr_mult
         if spec.HasField("decay_mult"):
-            if self._has_decay[lid] and self.params_weight_decay[lid] != spec.decay_mult:
+            if learnable.has_decay and learnable.decay_mult != spec.decay_mult:
                 raise NetError("Shared param '%s' has mismatched decay_mult." % pname)
-            self._has_decay[lid], self.params_weight_decay[lid] = True, spec.decay_mult
+            learnable.has_decay, learnable.decay_mult = True, spec.decay_mult
 
     def _share_weights(self):
-        for i, owner in enumerate(self._param_owner):
-            if owner >= 0:
-                self.params_list[i].share_data(self.params_list[owner])
-                self.params_list[i].share_diff(self.params_list[owner])
+        for p in self.param_nodes:
+            if p.owner >= 0:
+                p.blob.share_data(self.param_nodes[p.owner].blob)
+                p.blob.share_diff(self.param_nodes[p.owner].blob)
 
     def _backward_need_pass(self, param):
         under_loss, skip = set(), set()
-        for lid in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[lid]
+        for node in reversed(self.nodes):
+            layer = node.layer
             contributes, skip_down = False, True
-            for j, tid in enumerate(self._top_ids[lid]):
+            for j, tid in enumerate(node.top_ids):
                 name = self._blob_names[tid] if tid is not None else None
                 w = layer.loss_weights[j] if j < len(layer.loss_weights) else 0.0
                 if w or name in under_loss:
@@ -419,58 +444,95 @@ class Net:
                     skip_down = False
                 if contributes and not skip_down:
                     break
-            if self._layer_need_backward[lid] and skip_down:
-                self._layer_need_backward[lid] = False
-                self._bottom_need_backward[lid] = [False] * len(self._bottom_ids[lid])
+            if node.need_backward and skip_down:
+                node.need_backward = False
+                node.propagate_down[:] = [False] * len(node.bottom_ids)
             if not contributes:
-                self._layer_need_backward[lid] = False
-            log.debug("%s %s backward computation.", self._layer_names[lid],
-                      "needs" if self._layer_need_backward[lid] else "does not need")
-            for j, bid in enumerate(self._bottom_ids[lid]):
+                node.need_backward = False
+            log.debug("%s %s backward computation.", node.name,
+                      "needs" if node.need_backward else "does not need")
+            for j, bid in enumerate(node.bottom_ids):
                 if contributes:
                     under_loss.add(self._blob_names[bid])
                 else:
-                    self._bottom_need_backward[lid][j] = False
-                if not self._bottom_need_backward[lid][j]:
+                    node.propagate_down[j] = False
+                if not node.propagate_down[j]:
                     skip.add(self._blob_names[bid])
         if param.force_backward:
-            for lid, layer in enumerate(self.layers):
-                self._layer_need_backward[lid] = True
-                for j, bid in enumerate(self._bottom_ids[lid]):
-                    nb = self._bottom_need_backward[lid][j] or layer.allow_force_backward(j)
-                    self._bottom_need_backward[lid][j] = nb
+            for node in self.nodes:
+                layer = node.layer
+                node.need_backward = True
+                for j, bid in enumerate(node.bottom_ids):
+                    nb = node.propagate_down[j] or layer.allow_force_backward(j)
+                    node.propagate_down[j] = nb
                     self._blob_need_backward[bid] = self._blob_need_backward[bid] or nb
                 layer.param_propagate_down = [True] * len(layer.blobs)
 
+    # --- the graph as records: what the solver, the timer, gradcheck and MPI iterate -------
+    @property
+    def layers(self):
+        """The layer objects in run order (pycaffe's ``net.layers``)."""
+        return [n.layer for n in self.nodes]
+
+    @property
+    def _layer_names(self):
+        return [n.name for n in self.nodes]
+
+    @property
+    def learnable_params(self):
+        """The blobs the solver updates, in SolverState.history order (Caffe's
+        learnable_params()); ``params_lr`` / ``params_weight_decay`` are their multipliers."""
+        return [p.blob for p in self.learnables]
+
+    @property
+    def params_lr(self):
+        return [p.lr_mult for p in self.learnables]
+
+    @property
+    def params_weight_decay(self):
+        return [p.decay_mult for p in self.learnables]
+
+    @property
+    def params_list(self):
+        """Every param blob, owners and sharers, in net order (Caffe's params())."""
+        return [p.blob for p in self.param_nodes]
+
+    def _top_ids(self, i):
+        """pycaffe's Net._top_ids(i): indices into ``_blobs`` of layer i's tops."""
+        return [t for t in self.nodes[i].top_ids if t is not None]
+
+    def _bottom_ids(self, i):
+        """pycaffe's Net._bottom_ids(i): indices into ``_blobs`` of layer i's bottoms."""
+        return list(self.nodes[i].bottom_ids)
+
     # --- running ---------------------------------------------------------------------------
     def _layer_index(self, name):
-        try:
-            return self._layer_names.index(name)
-        except ValueError:
-            raise NetError("Unknown layer name '%s'" % name) from None
+        for node in self.nodes:
+            if node.name == name:
+                return node.index
+        raise NetError("Unknown layer name '%s'" % name)
 
     def _forward_from_to(self, start, end):
         loss = 0.0
-        for i in range(start, end + 1):
+        for node in self.nodes[start:end + 1]:
             try:
-                loss += self.layers[i].forward(self._bottom_vecs[i], self._top_vecs[i])
+                loss += node.forward()
             except CaffeError as exc:
-                raise type(exc)(self._describe_failure(i, exc)) from None
+                raise type(exc)(self._describe_failure(node.index, exc)) from None
         return loss
 
     def _backward_from_to(self, start, end):
-        for i in range(start, end - 1, -1):
-            if self._layer_need_backward[i]:
-                self.layers[i].backward(self._top_vecs[i], self._bottom_need_backward[i],
-                                        self._bottom_vecs[i])
+        for node in self.nodes[end:start + 1][::-1]:
+            if node.need_backward:
+                node.backward()
 
     def forward_prefilled(self):
         """Run every layer forward; return the total weighted loss (Net::Forward)."""
-        return self._forward_from_to(0, len(self.layers) - 1)
+        return self._forward_from_to(0, len(self.nodes) - 1)
 
     def forward_backward(self):
         loss = self.forward_prefilled()
-        self._backward_from_to(len(self.layers) - 1, 0)
+        self._backward_from_to(len(self.nodes) - 1, 0)
         return loss
 
     def forward(self, blobs=None, start=None, end=None, **kwargs):
@@ -482,7 +544,7 @@ class Net:
             end_ind = self._layer_index(end)
             outputs = set(self.top_names[end] + blobs)
         else:
-            end_ind = len(self.layers) - 1
+            end_ind = len(self.nodes) - 1
             outputs = set(self.outputs + blobs)
         if kwargs:
             if set(kwargs) != set(self.inputs):
@@ -501,7 +563,7 @@ class Net:
         """pycaffe's Net.backward: set output diffs from kwargs, run [start, end] in reverse,
         return {input name: diff} (the inputs, or the bottoms of ``end``, plus ``diffs``)."""
         diffs = list(diffs or [])
-        start_ind = self._layer_index(start) if start is not None else len(self.layers) - 1
+        start_ind = self._layer_index(start) if start is not None else len(self.nodes) - 1
         if end is not None:
             end_ind = self._layer_index(end)
             outputs = set(self.bottom_names[end] + diffs)
@@ -627,15 +689,15 @@ class Net:
                 {n: self._gather(p, num, size) for n, p in grads.items()})
 
     def reshape(self):
-        for i, layer in enumerate(self.layers):
-            layer.reshape(self._bottom_vecs[i], self._top_vecs[i])
+        for node in self.nodes:
+            node.layer.reshape(node.bottoms, node.tops)
 
     def clear_param_diffs(self):
         """Zero every learnable param's diff in place (Net::ClearParamDiffs), on the device in
         GPU mode: an array taken earlier with ``d = net.params[name][0].diff`` reads zeros
         afterwards, as in pycaffe."""
-        for b in self.learnable_params:
-            b.set_diff(0)
+        for p in self.learnables:
+            p.blob.set_diff(0)
 
     def clear_param_diffs_lazily(self):
         """ClearParamDiffs without writing the zeros (``Blob.clear_diff_lazily``), for the
@@ -644,21 +706,21 @@ class Net:
         (InnerProduct's fc6 dW alone is 151 MB). Measured on fc6/fc7/fc8-sized InnerProducts
         (54 M parameters, batch 16, 2 busy cores, 30 interleaved SGD steps): 569 ms a step
         (median; min 462) this way, 747 ms (min 575) with ``clear_param_diffs``."""
-        for b in self.learnable_params:
-            b.clear_diff_lazily()
+        for p in self.learnables:
+            p.blob.clear_diff_lazily()
 
     def set_iteration(self, iteration):
         """Hand the solver's iteration to every layer (the gradient-reversal schedule)."""
-        for layer in self.layers:
-            layer.set_iteration(iteration)
+        for node in self.nodes:
+            node.layer.set_iteration(iteration)
 
     @property
     def layer_need_backward(self):
-        return list(self._layer_need_backward)
+        return [n.need_backward for n in self.nodes]
 
     @property
     def bottom_need_backward(self):
-        return [list(v) for v in self._bottom_need_backward]
+        return [list(n.propagate_down) for n in self.nodes]
 
     @property
     def blob_need_backward(self):
@@ -674,14 +736,14 @@ class Net:
 
     @property
     def param_owners(self):
-        return list(self._param_owner)
+        return [p.owner for p in self.param_nodes]
 
     def learnable_param_names(self):
         """'layer[i]' for each learnable param, in SolverState.history order."""
         names = []
-        for owner, (lid, pid) in zip(self._param_owner, self._param_layer):
-            if owner < 0:
-                names.append("%s[%d]" % (self._layer_names[lid], pid))
+        for p in self.param_nodes:
+            if p.owner < 0:
+                names.append("%s[%d]" % (self.nodes[p.layer_id].name, p.index))
         return names
 
     def layer_param(self, name):
@@ -728,13 +790,13 @@ class Net:
     def _plan_copy(self, param, label):
         from .protoio import blobproto_to_array
         plan = []
-        with_weights = [n for n, layer in zip(self._layer_names, self.layers) if layer.blobs]
+        with_weights = [n.name for n in self.nodes if n.layer.blobs]
         matched = 0
         for sl in param.layer:
-            if sl.name not in self._layer_names:
+            if sl.name not in self.layer_dict:
                 log.info("Ignoring source layer %s", sl.name)
                 continue
-            target = self.layers[self._layer_names.index(sl.name)].blobs
+            target = self.layer_dict[sl.name].blobs
             if target:
                 matched += 1
             if len(target) != len(sl.blobs):
@@ -785,13 +847,13 @@ class Net:
         stored once, with their owner), ``diff/<layer>/<i>`` for every param with
         ``write_diff``. Needs h5py (``pip install 'minicaffe[hdf5]'``)."""
         data, diff = OrderedDict(), OrderedDict() if write_diff else None
-        for net_pid, (lid, j) in enumerate(self._param_layer):
-            name, blob = self._layer_names[lid], self.params_list[net_pid]
-            if self._param_owner[net_pid] < 0:
-                data.setdefault(name, {})[j] = blob.cpu_data()
+        for p in self.param_nodes:
+            name, j = self.nodes[p.layer_id].name, p.index
+            if p.owner < 0:
+                data.setdefault(name, {})[j] = p.blob.cpu_data()
             if write_diff:
-                diff.setdefault(name, {})[j] = blob.cpu_diff()
-        for name in self._layer_names:   # Caffe writes a group for every layer
+                diff.setdefault(name, {})[j] = p.blob.cpu_diff()
+        for name in self.layer_dict:   # Caffe writes a group for every layer
             data.setdefault(name, {})
             if write_diff:
                 diff.setdefault(name, {})
@@ -809,18 +871,19 @@ class Net:
         label = os.fspath(path)
         plan = []
         for name, blobs in hdf5.read_weights(label).items():
-            if name not in self._layer_names:
+            if name not in self.layer_dict:
                 log.info("Ignoring source layer %s", name)
                 continue
-            lid = self._layer_names.index(name)
-            target = self.layers[lid].blobs
+            lid = self._layer_index(name)
+            target = self.nodes[lid].layer.blobs
+            owners = {p.index: p.owner for p in self.param_nodes if p.layer_id == lid}
             if len(blobs) > len(target) or any(j >= len(target) for j in blobs):
                 raise ModelFileError("%s: Incompatible number of blobs for layer %s: the file has "
                                      "%d, the net's layer has %d" % (label, name, len(blobs),
                                                                      len(target)))
             for j, tb in enumerate(target):
                 if j not in blobs:
-                    if self._param_owner[self._param_layer.index((lid, j))] >= 0:
+                    if owners[j] >= 0:
                         continue   # shared: its owner's dataset fills it
                     raise ModelFileError("%s: Incompatible number of blobs for layer %s: no "
                                          "dataset data/%s/%d" % (label, name, name, j))
@@ -833,10 +896,10 @@ class Net:
 
     def share_with(self, other):
         """Alias the data of ``other``'s same-named layers (ShareTrainedLayersWith)."""
-        for sl, sname in zip(other.layers, other._layer_names):
-            if sname not in self._layer_names:
+        for sname, sl in other.layer_dict.items():
+            if sname not in self.layer_dict:
                 continue
-            target = self.layers[self._layer_names.index(sname)].blobs
+            target = self.layer_dict[sname].blobs
             if len(target) != len(sl.blobs):
                 raise NetError("Incompatible number of blobs for layer %s" % sname)
             for tb, sb in zip(target, sl.blobs):
@@ -850,10 +913,10 @@ class Net:
         C-contiguous float32 (N, C, H, W) array matching memory_data_param, ``labels`` float32
         of shape (N,) or (N, 1, 1, 1), N a multiple of batch_size. The arrays are used in place
         (not copied), as in Caffe."""
-        if not self.layers or self.layers[0].type != "MemoryData":
+        if not self.nodes or self.nodes[0].layer.type != "MemoryData":
             raise NetError("set_input_arrays may only be called if the first layer is a "
                            "MemoryData layer")
-        md = self.layers[0]
+        md = self.nodes[0].layer
         if isinstance(labels, np.ndarray) and labels.ndim == 1:
             labels = np.ascontiguousarray(labels[:, None, None, None])
         for what, arr, dims in (("data array", data, (md.channels, md.height, md.width)),
@@ -880,7 +943,7 @@ class Net:
 
     def close(self):
         """Stop the data layers' prefetch threads (they also stop at exit)."""
-        for layer in self.layers:
+        for layer in self.layer_dict.values():
             if hasattr(layer, "close"):
                 layer.close()
 
@@ -891,5 +954,5 @@ class Net:
         self.close()
 
     def __repr__(self):
-        return "<Net %r: %d layers, phase %s>" % (self.name, len(self.layers),
+        return "<Net %r: %d layers, phase %s>" % (self.name, len(self.nodes),
                                                    caffe_pb2.Phase.Name(self.phase))

@@ -273,12 +273,12 @@ class DataParallel:
     def shard(self, net):
         """``set_shard(rank, size)`` on every layer (or Python layer) that has it; their names."""
         names = []
-        for name, layer in zip(net._layer_names, net.layers):
-            for obj in (layer, getattr(layer, "impl", None)):
+        for node in net.nodes:
+            for obj in (node.layer, getattr(node.layer, "impl", None)):
                 fn = getattr(obj, "set_shard", None)
                 if callable(fn):
                     fn(self.rank, self.size)
-                    names.append(name)
+                    names.append(node.name)
                     break
         return names
 

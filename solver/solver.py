@@ -390,9 +390,9 @@ class Solver:
 
     def _diverged(self, loss):
         bad = None
-        for lname, tops in zip(self.net._layer_names, self.net._top_vecs):
-            if any(not np.all(np.isfinite(t.cpu_data())) for t in tops):
-                bad = lname
+        for node in self.net.nodes:
+            if any(not np.all(np.isfinite(t.cpu_data())) for t in node.tops):
+                bad = node.name
                 break
         self.net.clear_param_diffs()
         path = self.snapshot()  # the weights are still those of the last finite step
@@ -594,8 +594,8 @@ class Solver:
     def _all_layers(self):
         """(key, layer) for every layer of the train and test nets, keys as in field 8001."""
         for net_name, net in [("train", self.net)] + [("test%d" % i, n) for i, n in enumerate(self.test_nets)]:
-            for lname, layer in zip(net.layer_names, net.layers):
-                yield "%s/%s" % (net_name, lname), layer
+            for node in net.nodes:
+                yield "%s/%s" % (net_name, node.name), node.layer
 
     def _restore_extra(self, extra, state_file):
         """The generator and the layers' data positions from field 8001; all or nothing (a

@@ -29,7 +29,8 @@ def time_net(net, iterations, sync=lambda: None, governor=None):
     """{layer name: (forward ms, backward ms)} averaged over ``iterations``, plus totals.
     ``governor`` (a minicaffe.threads.Governor) picks the thread count as in training."""
     timed = governor.iteration if governor else contextlib.nullcontext
-    n = len(net.layers)
+    nodes = net.nodes
+    n = len(nodes)
     fwd, bwd = [0.0] * n, [0.0] * n
     total_fb = 0.0
     # one untimed pass: compile Numba kernels, fill prefetch queues
@@ -39,24 +40,23 @@ def time_net(net, iterations, sync=lambda: None, governor=None):
     for j in range(iterations):
         with timed():
             t_iter = _time.perf_counter()
-            for i in range(n):
+            for node in nodes:
                 t = _time.perf_counter()
-                net.layers[i].forward(net._bottom_vecs[i], net._top_vecs[i])
+                node.forward()
                 sync()
-                fwd[i] += _time.perf_counter() - t
-            for i in range(n - 1, -1, -1):
+                fwd[node.index] += _time.perf_counter() - t
+            for node in reversed(nodes):
                 t = _time.perf_counter()
-                if net._layer_need_backward[i]:
-                    net.layers[i].backward(net._top_vecs[i], net._bottom_need_backward[i],
-                                           net._bottom_vecs[i])
+                if node.need_backward:
+                    node.backward()
                 sync()
-                bwd[i] += _time.perf_counter() - t
+                bwd[node.index] += _time.perf_counter() - t
             dt = (_time.perf_counter() - t_iter) * 1000
         iters.append(dt)
         total_fb += dt
         log.info("Iteration: %d forward-backward time: %.3f ms.", j + 1, dt)
     k = max(1, iterations)
-    return ({name: (f * 1000 / k, b * 1000 / k) for name, f, b in zip(net._layer_names, fwd, bwd)},
+    return ({name: (f * 1000 / k, b * 1000 / k) for name, f, b in zip(net.layer_names, fwd, bwd)},
             sum(fwd) * 1000 / k, sum(bwd) * 1000 / k, total_fb / k, total_fb)
 
 

@@ -21,9 +21,7 @@ pycaffe's; with ``import minicaffe as caffe`` use ``from minicaffe.net_spec impo
 
 What differs from pycaffe: ``Blob.count`` is minicaffe's method ``count()`` (pycaffe: a
 property); NCCL is absent (``has_nccl()`` is False; ``minicaffe.parallel`` trains data-parallel);
-``Net._top_ids`` / ``_bottom_ids`` are minicaffe's lists (``net.top_names`` /
-``bottom_names`` give the same wiring by name); ``detect_selective_search`` needs the MATLAB tool
-as in pycaffe.
+``detect_selective_search`` needs the MATLAB tool as in pycaffe.
 """
 import importlib.util
 import logging
