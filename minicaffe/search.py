@@ -24,7 +24,7 @@ of ``metrics.average_precisions``: ``search(q, k=len(idx))`` is the ranking the 
   256-entry table on NumPy < 2), over blocks of ``_BLOCK`` items and query chunks of
   ``_QCHUNK``, so memory stays bounded whatever the database size; per block only the items
   within the k-th distance so far are kept (``_NumpyEngine``); ``threads`` query chunks at
-  once (1M 64-bit codes: ~300 queries/s on one core, README "Searching by hash code").
+  once (1M 64-bit codes: ~300 queries/s on one core, docs/dah.md "Searching by hash code").
 - ``faiss``: ``faiss.IndexBinaryFlat``, exact (counting selection, which keeps database order
   on ties); the same results as ``numpy`` (tests/test_search.py).
 - ``faiss-mih``: ``faiss.IndexBinaryMultiHash`` (multi-index hashing: ``mih_nhash``

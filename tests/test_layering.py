@@ -1,6 +1,7 @@
-"""One dependency order (README "Architecture"): every import in the package, at module level
-or inside a function, points down this list, so there is no import cycle, the core knows no
-layer plugin by class, and the core never imports the DAH application or the tools.
+"""One dependency order (the table in README.md's "Architecture"; more in docs/architecture.md):
+every import in the package, at module level or inside a function, points down this list, so
+there is no import cycle, the core knows no layer plugin by class, and the core never imports
+the DAH application or the tools.
 
     errors, proto, glog, threads      nothing of minicaffe's, or only errors
     upgrade, protoio, backend          files and messages; the one CPU/GPU switch

@@ -1,11 +1,12 @@
-"""The README's layer table names exactly the registered layer types, each in its module."""
+"""The layer table of docs/layers.md (moved there from the README) names exactly the registered
+layer types, each in its module."""
 import os
 import re
 
 import minicaffe
 from minicaffe.layer import layer_class, layer_type_list
 
-README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "layers.md")
 
 
 def _table():

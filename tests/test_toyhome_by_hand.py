@@ -1,4 +1,4 @@
-"""The shipped ToyHome nets by hand, as the README and the prototxt headers say: make the data,
+"""The shipped ToyHome nets by hand, as docs/dah.md and the prototxt headers say: make the data,
 make the lists, tools/train a shipped solver, tools/test its TEST phase; every shipped net
 builds in both phases, and tools/test refuses a deploy net in one line."""
 import glob
@@ -21,15 +21,15 @@ TRAIN_NETS = ["dah", "noda", "suh", "dah_authors", "dan", "dann", "trunk"]
 
 
 def readme_commands():
-    """The commands of the README's "Training a shipped solver by hand" block."""
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    """The commands of docs/dah.md's "Training a shipped solver by hand" block."""
+    text = open(os.path.join(ROOT, "docs", "dah.md"), encoding="utf-8").read()
     block = text.split("### Training a shipped solver by hand", 1)[1].split("```bash\n", 1)[1]
     return [line for line in block.split("```", 1)[0].splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
 def by_hand(tmp_path_factory):
-    """The README's commands run by bash, verbatim but for a smaller ToyHome (4 images per
+    """docs/dah.md's commands run by bash, verbatim but for a smaller ToyHome (4 images per
     class and domain: one DomainData batch, one TEST batch of 48) and solvers cut to 2
     iterations, in a folder laid out as the checkout (tools/, prototxt/toyhome/).
     Returns (folder, the commands' stderr)."""

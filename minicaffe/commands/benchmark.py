@@ -12,7 +12,7 @@ A step is forward + backward + SGD update (momentum 0.9, weight decay 5e-4, each
   row per ``--batches`` entry, with ``HashLoss`` (eq 5: scale 1, similar_weight 1, no
   normalisation) on the codes and random labels of 65 classes; in PyTorch the same layers and
   the same loss formula written in torch;
-- ``lenet``: BVLC LeNet (../shared/zoo/bvlc/mnist__lenet_train_test.prototxt, its Data layer
+- ``lenet``: BVLC LeNet (BVLC Caffe's examples/mnist/lenet_train_test.prototxt, its Data layer
   swapped for an Input layer) at 1×28×28, batch 64, SoftmaxWithLoss / cross-entropy;
 - ``toy``: the ToyHome DAH net (prototxt/toyhome/dah_train.prototxt, DomainData swapped for
   Input) at its training batch, 48 source + 48 target images of 3×32×32, with its three

@@ -66,7 +66,7 @@ def select_device(gpu, solver_param=None, local_rank=None):
             ids = ["0"]
         if len(ids) > 1:
             log.warning("Multi-GPU training runs on one process here; using GPU %s "
-                        "(see the README for MPI data-parallel training)", ids[0])
+                        "(see docs/mpi.md for MPI data-parallel training)", ids[0])
         try:
             dev = int(ids[0])
         except ValueError:

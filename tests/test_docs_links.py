@@ -1,0 +1,74 @@
+"""The README and docs/ point only inside the repository: every relative Markdown link resolves
+to a file or folder of the checkout, every file named in backticks under one of the
+repository's folders exists, and no page points at ../shared."""
+import glob
+import os
+import re
+
+import pytest
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+PAGES = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+# `prototxt/toyhome/dah_train.prototxt`, `layers/im2col.py:to_rows`: paths from the repository
+# root, as the pages write them; a code span with spaces, globs or placeholders (NAME) is not one
+TOP = ("docs", "prototxt", "minicaffe", "layers", "solver", "tools", "tests", ".ci")
+CODE_PATH = re.compile(r"`((?:%s)/[\w./-]*)(?::[\w/]+)?`" % "|".join(re.escape(t) for t in TOP))
+
+
+def _page_id(path):
+    return os.path.relpath(path, ROOT)
+
+
+def links(text):
+    """The relative link targets of a page, without their #anchors."""
+    out = []
+    for target in LINK.findall(text):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
+            continue                                # http(s):, mailto:, an anchor in the page
+        out.append(target.split("#", 1)[0])
+    return out
+
+
+def code_paths(text):
+    return [m for m in CODE_PATH.findall(text)
+            if not re.search(r"[*<>]", m) and not re.search(r"/[A-Z_]+(/|$)", m)]   # tools/NAME
+
+
+def broken(page, text):
+    """The targets of ``text`` (the contents of ``page``) that are not in the checkout."""
+    here = os.path.dirname(page)
+    bad = []
+    for target in links(text):
+        path = os.path.normpath(os.path.join(here, target))
+        if not path.startswith(ROOT + os.sep) or not os.path.exists(path):
+            bad.append(target)
+    for target in code_paths(text):
+        if not os.path.exists(os.path.join(ROOT, target)):
+            bad.append(target)
+    return bad
+
+
+def test_pages_are_found():
+    names = {_page_id(p) for p in PAGES}
+    assert {"README.md", os.path.join("docs", "user-guide.md"), os.path.join("docs", "layers.md")} <= names
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_every_link_resolves_inside_the_repository(page):
+    text = open(page, encoding="utf-8").read()
+    assert broken(page, text) == []
+
+
+def test_a_broken_link_is_caught():
+    page = os.path.join(ROOT, "docs", "gpu.md")
+    assert broken(page, "[ok](mpi.md) [up](../README.md#dependencies) [web](https://example.org)") == []
+    assert broken(page, "[gone](no_such_page.md)") == ["no_such_page.md"]
+    assert broken(page, "[out](../../shared/zoo)") == ["../../shared/zoo"]
+    assert broken(page, "see `prototxt/toyhome/no_such_net.prototxt`") == ["prototxt/toyhome/no_such_net.prototxt"]
+
+
+def test_no_page_points_at_shared():
+    for page in glob.glob(os.path.join(ROOT, "*.md")) + glob.glob(os.path.join(ROOT, "docs", "*.md")):
+        text = open(page, encoding="utf-8").read()
+        assert "../shared" not in text, _page_id(page)
