@@ -92,3 +92,52 @@ def test_errors(tmp_path):
     with pytest.raises(caffe.CaffeError, match="target_source"):
         caffe.Net('layer { name: "d" type: "DomainData" top: "a" top: "b" top: "c" '
                   'domain_data_param { source: "%s" } }' % s, caffe.TRAIN)
+
+
+def test_decoded_images_are_cached_and_batches_unchanged(tmp_path, monkeypatch):
+    """The image cache (MINICAFFE_IMAGE_CACHE_MB) decodes each image once; the batches equal
+    those of a run that decodes every time (budget 0), with a mirror and crop drawn per item."""
+    import minicaffe.layers.data as data_mod
+    s, t = make_lists(tmp_path, [4, 2, 3], 10)
+    net_text = (NET % (s, t, tmp_path, 2, 3, "true")).replace(
+        'type: "DomainData"', 'type: "DomainData" transform_param { mirror: true crop_size: 4 }')
+    decoded = []
+    real = data_mod.read_image
+    monkeypatch.setattr(data_mod, "read_image", lambda *a: decoded.append(a[0]) or real(*a))
+
+    def run(budget):
+        monkeypatch.setenv(data_mod.CACHE_ENV, budget)
+        caffe.set_random_seed(3)
+        net = caffe.Net(net_text, caffe.TRAIN)
+        out = []
+        for _ in range(6):                     # three epochs of 2 batches
+            net.forward()
+            out.append([net.blobs[b].data.copy() for b in ("sdata", "tdata")])
+        net.close()
+        return out
+    decoded.clear()
+    off = run("0")
+    decodes_off = len(decoded)
+    decoded.clear()
+    on = run("")                               # the default budget
+    assert len(decoded) == len(set(decoded)) == 9 + 10   # each image once
+    assert decodes_off > 2 * len(decoded)
+    for a, b in zip(off, on):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_image_cache_budget_and_bad_setting(tmp_path, monkeypatch):
+    import minicaffe.layers.data as data_mod
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    cache = data_mod._ImageCache("layer 'd'", budget_mb=(8 * 8 * 3 * 1.5) / 2 ** 20)
+    a = cache.read(str(img), 0, 0, True)
+    assert not a.flags.writeable and cache.read(str(img), 0, 0, True) is a
+    b = tmp_path / "b.png"
+    Image.fromarray(np.ones((8, 8, 3), np.uint8)).save(b)
+    assert cache.read(str(b), 0, 0, True) is not cache.read(str(b), 0, 0, True)  # over budget
+    monkeypatch.setenv(data_mod.CACHE_ENV, "lots")
+    s, t = make_lists(tmp_path, [2, 2], 4)
+    with pytest.raises(caffe.CaffeError, match="MINICAFFE_IMAGE_CACHE_MB='lots' is not a number"):
+        caffe.Net(NET % (s, t, tmp_path, 1, 2, "true"), caffe.TRAIN)
