@@ -16,6 +16,7 @@ import copy
 import os
 import queue
 import threading
+import time
 import weakref
 
 import numpy as np
@@ -210,6 +211,7 @@ class _Prefetcher:
         self._queue = queue.Queue(max(1, int(depth)))
         self._stop = threading.Event()
         self._error = None
+        self.waited = 0.0   # seconds the net spent waiting for a batch (the solver's time split)
         self.thread = threading.Thread(target=_prefetch_loop, name=name, daemon=True,
                                        args=(produce, self._queue, self._stop))
         self.thread.start()
@@ -217,6 +219,7 @@ class _Prefetcher:
     def get(self):
         if self._error is not None:
             raise self._error
+        t0 = time.perf_counter()
         while True:
             try:
                 item = self._queue.get(timeout=0.5)
@@ -225,6 +228,7 @@ class _Prefetcher:
                 if not self.thread.is_alive() and self._queue.empty():
                     raise CaffeError("the data prefetch thread %s has stopped"
                                      % self.thread.name) from None
+        self.waited += time.perf_counter() - t0
         if isinstance(item, BaseException):
             self._error = item
             raise item
@@ -264,9 +268,17 @@ class _PrefetchingDataLayer(Layer):
         self._start()
 
     def _start(self):
+        old = getattr(self, "_prefetcher", None)
+        self._waited_before = getattr(self, "_waited_before", 0.0) + (old.waited if old else 0.0)
         self._prefetcher = _Prefetcher(self._source.next_batch, self.prefetch_depth,
                                        "minicaffe-prefetch-%s" % self.name)
         self._finalizer = weakref.finalize(self, self._prefetcher.stop)
+
+    @property
+    def data_wait(self):
+        """Seconds the forward passes spent waiting for the prefetch thread's batches: the
+        data time on the critical path (Solver's time split)."""
+        return self._waited_before + self._prefetcher.waited
 
     def close(self):
         """Stop and join the prefetch thread."""

@@ -530,9 +530,13 @@ class Net:
         """Run every layer forward; return the total weighted loss (Net::Forward)."""
         return self._forward_from_to(0, len(self.nodes) - 1)
 
+    def backward_prefilled(self):
+        """Run every layer that needs it backward, from the loss (Net::Backward)."""
+        self._backward_from_to(len(self.nodes) - 1, 0)
+
     def forward_backward(self):
         loss = self.forward_prefilled()
-        self._backward_from_to(len(self.nodes) - 1, 0)
+        self.backward_prefilled()
         return loss
 
     def forward(self, blobs=None, start=None, end=None, **kwargs):

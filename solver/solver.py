@@ -127,6 +127,9 @@ class Solver:
         self.pending_action = None     # a signal's request, until the ranks agree on it
         self.last_snapshot = None
         self._losses, self._smoothed_loss = [], 0.0
+        # seconds in each phase of the iterations so far (logged after solve; tools/reproduce
+        # keeps it in each training's log); data waiting is inside forward
+        self.time_split = dict.fromkeys(("forward", "backward", "update", "test", "snapshot"), 0.0)
         if self.is_root and p.snapshot:   # as Caffe: not for snapshot_after_train alone
             self._check_snapshot_prefix(self.snapshot_filename(".caffemodel"))   # fail before training
         self.net = self._init_train_net()
@@ -302,8 +305,14 @@ class Solver:
             self.net.set_iteration(self.iter)
             display = p.display and self.iter % p.display == 0
             loss = 0.0
+            split = self.time_split
             for _ in range(max(1, p.iter_size)):
-                loss += self.net.forward_backward()
+                t_f = time.perf_counter()
+                loss += self.net.forward_prefilled()
+                t_b = time.perf_counter()
+                self.net.backward_prefilled()
+                split["forward"] += t_b - t_f
+                split["backward"] += time.perf_counter() - t_b
             loss /= max(1, p.iter_size)
             loss, outputs, _ = self.comm.reduce(self, loss, outputs=bool(display))
             if not math.isfinite(loss):
@@ -327,7 +336,9 @@ class Solver:
             for _, on_grad in self.callbacks:
                 if on_grad:
                     on_grad()
+            t_u = time.perf_counter()
             self.apply_update()
+            split["update"] += time.perf_counter() - t_u
             if gov:
                 gov.record(gov.clock() - t_compute)
             if self.requested_action == "snapshot":
@@ -361,7 +372,18 @@ class Solver:
             log.info("Iteration %d, loss = %.6g", self.iter, loss)
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
+        self._log_time_split()
         log.info("Optimization Done.")
+
+    def data_wait(self):
+        """Seconds the train net's forward passes waited for their data layers' batches."""
+        return sum(getattr(n.layer, "data_wait", 0.0) for n in self.net.nodes)
+
+    def _log_time_split(self):
+        t = self.time_split
+        log.info("Time split: forward %.1f s (waiting for data %.1f s), backward %.1f s, update "
+                 "%.1f s, testing %.1f s, snapshots %.1f s", t["forward"], self.data_wait(),
+                 t["backward"], t["update"], t["test"], t["snapshot"])
 
     def _update_smoothed_loss(self, loss, start_iter, average_loss):
         n = max(1, average_loss)
@@ -452,8 +474,10 @@ class Solver:
     def test_all(self):
         if not self.is_root:
             return
+        t0 = time.perf_counter()
         for i in range(len(self.test_nets)):
             self.test(i)
+        self.time_split["test"] += time.perf_counter() - t0
 
     def test(self, i):
         p = self.param
@@ -490,6 +514,13 @@ class Solver:
         model is gone). Temporary files left by a killed write are removed first. Any fault
         is a ModelFileError naming the path. Data-parallel: every rank calls it, rank 0 writes
         (None elsewhere), and no rank goes on before the files are complete."""
+        t0 = time.perf_counter()
+        try:
+            return self._write_snapshot()
+        finally:
+            self.time_split["snapshot"] += time.perf_counter() - t0
+
+    def _write_snapshot(self):
         extra = self._extra_state()
         if not self.is_root:
             self.comm.barrier()

@@ -584,3 +584,42 @@ def test_corrupt_history_blob_names_the_file(tmp_path):
                        r"holds 2 values, expected 10$" % bad):
         s.restore(bad)
     _assert_unchanged(s, before)
+
+
+def test_solve_logs_the_time_split_of_its_iterations(tmp_path, caplog):
+    """forward / backward / update / test / snapshot seconds add up to about the solve's time
+    and are logged once, after the iterations (tools/reproduce keeps them in each log)."""
+    import logging
+    import time
+
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(tmp_path / ("%d.png" % i))
+        lines.append("%d.png %d" % (i, i % 2))
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "net.prototxt").write_text('''
+layer { name: "d" type: "ImageData" top: "data" top: "label"
+        image_data_param { source: "%s" root_folder: "%s/" batch_size: 4 } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+''' % (tmp_path / "list.txt", tmp_path))
+    (tmp_path / "solver.prototxt").write_text(
+        'net: "net.prototxt" base_lr: 0.01 lr_policy: "fixed" max_iter: 20 display: 0 '
+        'test_interval: 10 test_iter: 1 test_initialization: false snapshot: 10 '
+        'snapshot_prefix: "%s/snap"' % tmp_path)
+    s = caffe.get_solver(str(tmp_path / "solver.prototxt"))
+    t0 = time.perf_counter()
+    with caplog.at_level(logging.INFO, logger="minicaffe"):
+        s.solve()
+    wall = time.perf_counter() - t0
+    split = s.time_split
+    assert set(split) == {"forward", "backward", "update", "test", "snapshot"}
+    assert all(v > 0 for v in split.values()), split          # 2 tests, 2 snapshots ran
+    assert sum(split.values()) <= wall
+    assert 0 <= s.data_wait() <= split["forward"]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Time split:")]
+    assert len(lines) == 1 and "waiting for data" in lines[0]
+    s.net.close()
