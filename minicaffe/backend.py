@@ -5,29 +5,33 @@ number generator (``Caffe::rng_stream``), and the host <-> device copies used by
 lazy sync. Importing it never touches a GPU or a driver: CUDA is probed only when GPU mode is
 asked for, and a missing CUDA raises one clear error that says what to install.
 """
+from __future__ import annotations
+
 import os
 import time
+from typing import Any, Dict
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from .errors import CaffeError
 
 CPU, GPU = "CPU", "GPU"
 
-_state = {"mode": CPU, "device": 0, "rng": np.random.default_rng(), "seed": None}
-_cuda = {"checked": False, "module": None, "why": ""}
+_state: Dict[str, Any] = {"mode": CPU, "device": 0, "rng": np.random.default_rng(), "seed": None}
+_cuda: Dict[str, Any] = {"checked": False, "module": None, "why": ""}
 
 
 class GPUUnavailableError(CaffeError):
     """GPU mode was asked for where no usable CUDA device exists."""
 
 
-def simulator_enabled():
+def simulator_enabled() -> bool:
     """True when Numba's CUDA simulator runs GPU kernels on the CPU (tests)."""
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
 
-def cuda():
+def cuda() -> Any:
     """numba.cuda when a device (or the simulator) is usable, else raise GPUUnavailableError."""
     if not _cuda["checked"]:
         _cuda["checked"] = True
@@ -49,7 +53,7 @@ def cuda():
     return _cuda["module"]
 
 
-def gpu_available():
+def gpu_available() -> bool:
     try:
         cuda()
         return True
@@ -57,16 +61,16 @@ def gpu_available():
         return False
 
 
-def set_mode_cpu():
+def set_mode_cpu() -> None:
     _state["mode"] = CPU
 
 
-def set_mode_gpu():
+def set_mode_gpu() -> None:
     cuda()  # fail here, at the user's request, not in the middle of a forward pass
     _state["mode"] = GPU
 
 
-def set_device(device_id):
+def set_device(device_id: int) -> None:
     device_id = int(device_id)
     if device_id < 0:
         raise CaffeError("device id must be >= 0, got %d" % device_id)
@@ -80,36 +84,36 @@ def set_device(device_id):
             nc.select_device(device_id)
 
 
-def mode():
+def mode() -> str:
     return _state["mode"]
 
 
-def device():
+def device() -> int:
     return _state["device"]
 
 
-def set_random_seed(seed):
+def set_random_seed(seed: int) -> None:
     """Seed the global generator (Caffe::set_random_seed); fillers, dropout and shuffles use it."""
     _state["seed"] = int(seed)
     _state["rng"] = np.random.default_rng(int(seed))
 
 
-def rng():
+def rng() -> np.random.Generator:
     """The global np.random.Generator."""
     return _state["rng"]
 
 
-def rng_state():
+def rng_state() -> Dict[str, Any]:
     return _state["rng"].bit_generator.state
 
 
-def set_rng_state(state):
+def set_rng_state(state: Dict[str, Any]) -> None:
     _state["rng"].bit_generator.state = state
 
 
 # --- host <-> device copies: the blobs' lazy head calls these ---------------------------------
 
-def to_device(host_array, device_array=None):
+def to_device(host_array: NDArray[Any], device_array: Any = None) -> Any:
     """Copy a host array to the device (into device_array when it has the same size)."""
     nc = cuda()
     if device_array is not None and device_array.size == host_array.size:
@@ -118,17 +122,17 @@ def to_device(host_array, device_array=None):
     return nc.to_device(host_array)
 
 
-def to_host(device_array, host_array):
+def to_host(device_array: Any, host_array: NDArray[Any]) -> NDArray[Any]:
     """Copy a device array into an existing host array."""
     device_array.copy_to_host(host_array.reshape(device_array.shape))
     return host_array
 
 
-def device_empty(shape, dtype):
+def device_empty(shape: Any, dtype: DTypeLike) -> Any:
     return cuda().device_array(shape, dtype=dtype)
 
 
-def synchronize():
+def synchronize() -> None:
     """Wait for the device's queued work (timings); a no-op in CPU mode."""
     if _state["mode"] == GPU:
         cuda().synchronize()
@@ -140,28 +144,28 @@ class Timer:
     mode it waits for the device's queued work at start and stop, as Caffe's CUDA events
     time it."""
 
-    def __init__(self):
-        self._start = None
+    def __init__(self) -> None:
+        self._start = 0.0   # perf_counter() at start()
         self._elapsed = 0.0
         self.running = False
 
-    def start(self):
+    def start(self) -> None:
         synchronize()
         self._start = time.perf_counter()
         self.running = True
 
-    def stop(self):
+    def stop(self) -> None:
         if self.running:
             synchronize()
             self._elapsed = time.perf_counter() - self._start
             self.running = False
 
     @property
-    def ms(self):
+    def ms(self) -> float:
         if self.running:
             self.stop()   # as Caffe's MilliSeconds()
         return 1000.0 * self._elapsed
 
     @property
-    def seconds(self):
+    def seconds(self) -> float:
         return self.ms / 1000.0

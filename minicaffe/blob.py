@@ -1,16 +1,25 @@
 """Blob: data + diff, as in Caffe, each over a lazily synced host/device buffer."""
+from __future__ import annotations
+
 import math
 import os
+from typing import Any, Iterable, Optional, Tuple, Union
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from . import backend
 from .errors import ShapeError
 
 UNINITIALIZED, HEAD_AT_CPU, HEAD_AT_GPU, SYNCED = "UNINITIALIZED", "CPU", "GPU", "SYNCED"
 
+#: a blob's shape: one int per axis
+Shape = Tuple[int, ...]
+#: what ``Blob(shape)`` and ``reshape`` take: a shape, or the ints one by one
+ShapeLike = Union[int, np.integer, Iterable[int]]
 
-def _physical_memory():
+
+def _physical_memory() -> Optional[int]:
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
@@ -20,7 +29,7 @@ def _physical_memory():
 _PHYSICAL = _physical_memory()
 
 
-def max_blob_bytes():
+def max_blob_bytes() -> int:
     """The most bytes one blob's data may take: ``$MINICAFFE_MAX_BLOB_BYTES``, else the
     machine's memory (at most 2^40). Caffe's Blob::Reshape refuses counts above INT_MAX; this
     is the same guard for a net whose prototxt asks for absurd sizes (a typo in a dim, pad or
@@ -34,15 +43,16 @@ def max_blob_bytes():
     return min(2 ** 40, _PHYSICAL) if _PHYSICAL else 2 ** 40
 
 
-def _size(nbytes):
+def _size(nbytes: float) -> str:
     """A byte count for people: '298 GiB'."""
     if nbytes < 1024:
         return "%d bytes" % nbytes
     value = float(nbytes)
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"):
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB"):
         value /= 1024.0
-        if value < 1024 or unit == "YiB":
+        if value < 1024:
             return "%.4g %s" % (value, unit)
+    return "%.4g YiB" % (value / 1024.0)
 
 
 def _host(alloc, capacity, dtype):
@@ -141,29 +151,30 @@ class Blob:
     blob's memory (weight sharing, in-place layers, test nets sharing train weights).
     """
 
-    def __init__(self, shape=(), dtype=np.float32):
+    def __init__(self, shape: ShapeLike = (), dtype: DTypeLike = np.float32) -> None:
         self.dtype = np.dtype(dtype)
-        self._shape = ()
+        self._shape: Shape = ()
         self._count = 1
         self._data = SyncedMemory(0, self.dtype)
         self._diff = SyncedMemory(0, self.dtype)
         self.reshape(shape)
 
     # --- shape ---------------------------------------------------------------------------
-    def reshape(self, *shape):
+    def reshape(self, *shape: ShapeLike) -> Blob:
+        given: Iterable[Any] = shape
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
-            shape = tuple(shape[0])
-        shape = tuple(int(s) for s in shape)
-        if any(s < 0 for s in shape):
-            raise ShapeError("blob dimensions must be >= 0, got %s" % (shape,))
-        count = math.prod(shape)   # Python ints: no int64 overflow
+            given = shape[0]
+        dims: Shape = tuple(int(s) for s in given)
+        if any(s < 0 for s in dims):
+            raise ShapeError("blob dimensions must be >= 0, got %s" % (dims,))
+        count = math.prod(dims)   # Python ints: no int64 overflow
         nbytes = count * self.dtype.itemsize
         limit = max_blob_bytes()
         if nbytes > limit:
             raise ShapeError("blob shape %s needs %s (%d values), more than the limit of %s "
                              "(this machine's memory, or $MINICAFFE_MAX_BLOB_BYTES)"
-                             % (shape, _size(nbytes), count, _size(limit)))
-        self._shape, self._count = shape, count
+                             % (dims, _size(nbytes), count, _size(limit)))
+        self._shape, self._count = dims, count
         for mem in (self._data, self._diff):
             if count > mem.capacity:
                 # grow: keep nothing, like Caffe (the new memory is zeroed lazily)
@@ -171,31 +182,31 @@ class Blob:
                 mem.zero = False
         return self
 
-    def reshape_like(self, other):
+    def reshape_like(self, other: Blob) -> Blob:
         return self.reshape(other.shape)
 
     @property
-    def shape(self):
+    def shape(self) -> Shape:
         return self._shape
 
     @property
-    def num_axes(self):
+    def num_axes(self) -> int:
         return len(self._shape)
 
-    def count(self, start=None, end=None):
+    def count(self, start: Optional[int] = None, end: Optional[int] = None) -> int:
         if start is None:
             return self._count
         start = self.canonical_axis(start) if start < len(self._shape) else start
         end = len(self._shape) if end is None else end
         return int(np.prod(self._shape[start:end], dtype=np.int64))
 
-    def canonical_axis(self, axis):
+    def canonical_axis(self, axis: int) -> int:
         n = len(self._shape)
         if not -n <= axis < max(n, 1):
             raise ShapeError("axis %d out of range for a %d-D blob of shape %s" % (axis, n, self._shape))
         return axis + n if axis < 0 else axis
 
-    def legacy_shape(self, i):
+    def legacy_shape(self, i: int) -> int:
         """num/channels/height/width of old 4-D code: padded with 1 in front."""
         n = len(self._shape)
         if i < 0:
@@ -203,7 +214,7 @@ class Blob:
         j = i - (4 - n)
         return 1 if j < 0 else self._shape[j]
 
-    def _legacy_axis(self, i):
+    def _legacy_axis(self, i: int) -> int:
         # Blob::LegacyShape(i) for i >= 0: the axis, or 1 past the last one
         if len(self._shape) > 4:
             raise ShapeError("num/channels/height/width are for blobs of at most 4 axes; this "
@@ -211,83 +222,83 @@ class Blob:
         return self._shape[i] if i < len(self._shape) else 1
 
     @property
-    def num(self):
+    def num(self) -> int:
         """pycaffe's Blob.num: axis 0 (1 when the blob has fewer axes)."""
         return self._legacy_axis(0)
 
     @property
-    def channels(self):
+    def channels(self) -> int:
         return self._legacy_axis(1)
 
     @property
-    def height(self):
+    def height(self) -> int:
         return self._legacy_axis(2)
 
     @property
-    def width(self):
+    def width(self) -> int:
         return self._legacy_axis(3)
 
     # --- memory --------------------------------------------------------------------------
-    def _view(self, mem, mutable):
+    def _view(self, mem: SyncedMemory, mutable: bool) -> NDArray[Any]:
         return mem.cpu(mutable)[: self._count].reshape(self._shape)
 
     @property
-    def data(self):
+    def data(self) -> NDArray[Any]:
         return self._view(self._data, True)
 
     @data.setter
-    def data(self, value):
+    def data(self, value: Any) -> None:
         self.data[...] = value
 
     @property
-    def diff(self):
+    def diff(self) -> NDArray[Any]:
         return self._view(self._diff, True)
 
     @diff.setter
-    def diff(self, value):
+    def diff(self, value: Any) -> None:
         self.diff[...] = value
 
-    def cpu_data(self):
+    def cpu_data(self) -> NDArray[Any]:
         """Read-only use of the host data: syncs, but leaves a device copy valid."""
         return self._view(self._data, False)
 
-    def cpu_diff(self):
+    def cpu_diff(self) -> NDArray[Any]:
         return self._view(self._diff, False)
 
-    def gpu_data(self, mutable=True):
+    def gpu_data(self, mutable: bool = True) -> Any:
         return self._data.gpu(mutable)[: self._count]
 
-    def gpu_diff(self, mutable=True):
+    def gpu_diff(self, mutable: bool = True) -> Any:
         return self._diff.gpu(mutable)[: self._count]
 
     @property
-    def data_head(self):
+    def data_head(self) -> str:
         return self._data.head
 
     @property
-    def diff_head(self):
+    def diff_head(self) -> str:
         return self._diff.head
 
-    def share_data(self, other):
+    def share_data(self, other: Blob) -> None:
         if self._count != other._count:
             raise ShapeError("share_data: count %d != %d" % (self._count, other._count))
         self._data = other._data
 
-    def share_diff(self, other):
+    def share_diff(self, other: Blob) -> None:
         if self._count != other._count:
             raise ShapeError("share_diff: count %d != %d" % (self._count, other._count))
         self._diff = other._diff
 
-    def shares_data_with(self, other):
+    def shares_data_with(self, other: Blob) -> bool:
         return self._data is other._data
 
     # --- math helpers: on the device in GPU mode when the newest copy is there (Caffe's
     # HEAD_AT_GPU / SYNCED cases), so a step never copies a blob back to the host ------------
     @staticmethod
-    def _on_device(mem):
+    def _on_device(mem: SyncedMemory) -> bool:
         return backend.mode() == backend.GPU and mem.head in (HEAD_AT_GPU, SYNCED)
 
-    def update(self):
+    def update(self) -> None:
         """data -= diff (Blob::Update), where the data is."""
         if self._on_device(self._data):
             from . import gpu
@@ -296,26 +307,26 @@ class Blob:
         d = self.data
         np.subtract(d, self.cpu_diff(), out=d)
 
-    def asum_data(self):
+    def asum_data(self) -> float:
         if self._on_device(self._data):
             from . import gpu
             return gpu.asum(self.gpu_data(False))
         return float(np.abs(self.cpu_data()).sum())
 
-    def asum_diff(self):
+    def asum_diff(self) -> float:
         if self._on_device(self._diff):
             from . import gpu
             return gpu.asum(self.gpu_diff(False))
         return float(np.abs(self.cpu_diff()).sum())
 
-    def sumsq_diff(self):
+    def sumsq_diff(self) -> float:
         if self._on_device(self._diff):
             from . import gpu
             return gpu.sumsq(self.gpu_diff(False))
         d = self.cpu_diff().ravel()
         return float(np.dot(d, d))
 
-    def scale_diff(self, factor):
+    def scale_diff(self, factor: float) -> None:
         if self._on_device(self._diff):
             from . import gpu
             gpu.scale(self.gpu_diff(), factor)
@@ -323,7 +334,7 @@ class Blob:
         d = self.diff
         d *= factor
 
-    def set_diff(self, value):
+    def set_diff(self, value: float) -> None:
         """Fill the diff with a constant (caffe_set): on the device in GPU mode (loss weights),
         in place on the host otherwise, so an array taken earlier from ``diff`` sees it."""
         if backend.mode() == backend.GPU:
@@ -335,7 +346,7 @@ class Blob:
             return
         self.diff[...] = value
 
-    def clear_diff_lazily(self):
+    def clear_diff_lazily(self) -> None:
         """Zero the diff without writing it (CPU mode; the device fills at once): the diff
         becomes a pending zero-fill, the first weight GEMM of a backward writes its gradient
         in place (``diff_overwrite``) and any read through the blob sees zeros. An array taken
@@ -348,16 +359,16 @@ class Blob:
         self.set_diff(0)
 
     @property
-    def diff_is_zero(self):
+    def diff_is_zero(self) -> bool:
         """True while the diff is a pending zero-fill (cleared and not touched since)."""
         return self._diff.zero
 
-    def diff_overwrite(self):
+    def diff_overwrite(self) -> NDArray[Any]:
         """The host diff for a backward that writes every element (``out=``) instead of
         adding to it: only valid while ``diff_is_zero``, when adding to zeros is writing."""
         return self._diff.cpu_overwrite()[: self._count].reshape(self._shape)
 
-    def dot_data_diff(self):
+    def dot_data_diff(self) -> float:
         """Σ data·diff (a loss layer's weighted loss), where the data is."""
         if self._on_device(self._data):
             from . import gpu
@@ -365,7 +376,7 @@ class Blob:
         return float(np.dot(self.cpu_data().ravel(), self.cpu_diff().ravel()))
 
     # --- proto ---------------------------------------------------------------------------
-    def shape_equals_proto(self, proto):
+    def shape_equals_proto(self, proto: Any) -> bool:
         """Blob::ShapeEquals: legacy 4-D protos compare with the trailing axes."""
         if proto.HasField("num") or proto.HasField("channels") or proto.HasField("height") \
                 or proto.HasField("width"):
@@ -375,10 +386,10 @@ class Blob:
                     self.legacy_shape(-1)) == (proto.num, proto.channels, proto.height, proto.width)
         return tuple(proto.shape.dim) == self._shape
 
-    def to_proto(self, proto, write_diff=False):
+    def to_proto(self, proto: Any, write_diff: bool = False) -> Any:
         from .protoio import array_to_blobproto_into
         array_to_blobproto_into(self.cpu_data(), proto, self.cpu_diff() if write_diff else None)
         return proto
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Blob(%s, %s)" % (self._shape, self.dtype.name)

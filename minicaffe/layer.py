@@ -5,20 +5,31 @@ A layer subclass declares its arity as class attributes and fills in ``layer_set
 ``backward_gpu``; without them GPU mode runs the CPU code through the blobs' lazy sync).
 Layers **overwrite** bottom diffs and **accumulate** param diffs, as in Caffe.
 """
+from __future__ import annotations
+
 import difflib
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 
 import numpy as np
 
 from . import backend
 from .errors import LayerTypeError, NetError, ShapeError
 
-_REGISTRY = {}
-_V1_NAMES = {}
+if TYPE_CHECKING:
+    from .blob import Blob, ShapeLike
+
+#: a caffe_pb2.LayerParameter (protoc's generated classes have no types)
+LayerParameter = Any
+
+_REGISTRY: Dict[str, Type[Layer]] = {}
+_V1_NAMES: Dict[str, str] = {}
+
+_L = TypeVar("_L", bound="Type[Layer]")
 
 
-def register(type_name, *aliases):
+def register(type_name: str, *aliases: str) -> Callable[[_L], _L]:
     """Class decorator: ``@register("InnerProduct", "INNER_PRODUCT")``."""
-    def deco(cls):
+    def deco(cls: _L) -> _L:
         for name in (type_name,) + aliases:
             if name in _REGISTRY and _REGISTRY[name] is not cls:
                 raise ValueError("layer type %r registered twice" % name)
@@ -28,18 +39,18 @@ def register(type_name, *aliases):
     return deco
 
 
-def layer_types():
+def layer_types() -> List[str]:
     """The prototxt type strings that have a layer (sorted, aliases included)."""
     return sorted(_REGISTRY)
 
 
-def layer_type_list():
+def layer_type_list() -> List[str]:
     """pycaffe's caffe.layer_type_list(): the registered types by their names (the V1 enum
     aliases left out), sorted."""
-    return sorted({cls.type for cls in _REGISTRY.values()})
+    return sorted({str(cls.type) for cls in _REGISTRY.values()})
 
 
-def layer_class(type_name):
+def layer_class(type_name: str) -> Type[Layer]:
     try:
         return _REGISTRY[type_name]
     except KeyError:
@@ -51,7 +62,8 @@ def layer_class(type_name):
                          % (type_name, hint, ", ".join(layer_types())))
 
 
-def create_layer(layer_param, phase=None, net_dir=None):
+def create_layer(layer_param: LayerParameter, phase: Optional[int] = None,
+                 net_dir: Optional[str] = None) -> Layer:
     """The registry's factory (LayerRegistry::CreateLayer). ``net_dir``: the folder of the
     prototxt the layer comes from (Python layers import their module beside it)."""
     cls = layer_class(layer_param.type)
@@ -62,7 +74,7 @@ class Layer:
     """Base class. ``self.blobs`` are the learnable (or state) blobs, ``self.layer_param`` the
     LayerParameter, ``self.phase`` TRAIN (0) or TEST (1)."""
 
-    type = None
+    type: Optional[str] = None   # set by @register
     exact_num_bottom = -1
     min_num_bottom = -1
     max_num_bottom = -1
@@ -72,23 +84,24 @@ class Layer:
     equal_num_bottom_top = False
     auto_top_blobs = False       # loss layers: missing tops are created anonymously
     default_loss_weight = 0.0    # LossLayer: 1 on top 0 when the prototxt gives none
-    gradcheck_kink = None        # (kink, kink_range) a finite-difference check should skip
+    gradcheck_kink: Optional[Tuple[float, float]] = None  # (kink, kink_range) a finite-difference check should skip
 
-    def __init__(self, layer_param, phase=None, net_dir=None):
+    def __init__(self, layer_param: LayerParameter, phase: Optional[int] = None,
+                 net_dir: Optional[str] = None) -> None:
         self.layer_param = layer_param
         self.name = layer_param.name
         self.net_dir = net_dir
         if phase is None:
             phase = layer_param.phase
         self.phase = int(phase)
-        self.blobs = []
-        self.param_propagate_down = []
-        self.loss_weights = []
+        self.blobs: List[Blob] = []
+        self.param_propagate_down: List[bool] = []
+        self.loss_weights: List[float] = []
         self.iteration = 0
         self.dtype = np.dtype(np.float32)
 
     # --- lifecycle (Layer::SetUp) ------------------------------------------------------------
-    def setup(self, bottom, top):
+    def setup(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         self.check_blob_counts(bottom, top)
         if bottom:
             self.dtype = bottom[0].dtype
@@ -98,13 +111,13 @@ class Layer:
         self.reshape(bottom, top)
         self.set_loss_weights(top)
 
-    def layer_setup(self, bottom, top):
+    def layer_setup(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         """One-time set-up: read params, create ``self.blobs``."""
 
-    def reshape(self, bottom, top):
+    def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         raise NotImplementedError("%s must implement reshape" % type(self).__name__)
 
-    def forward(self, bottom, top):
+    def forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> float:
         """Reshape, run the mode's forward, return this layer's weighted loss."""
         self.reshape(bottom, top)
         for t, w in zip(top, self.loss_weights):
@@ -120,48 +133,48 @@ class Layer:
                 loss += t.dot_data_diff()
         return loss
 
-    def backward(self, top, propagate_down, bottom):
+    def backward(self, top: Sequence[Blob], propagate_down: Sequence[bool], bottom: Sequence[Blob]) -> None:
         if backend.mode() == backend.GPU:
             self.backward_gpu(top, propagate_down, bottom)
         else:
             self.backward_cpu(top, propagate_down, bottom)
 
-    def forward_cpu(self, bottom, top):
+    def forward_cpu(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         raise NotImplementedError
 
-    def backward_cpu(self, top, propagate_down, bottom):
+    def backward_cpu(self, top: Sequence[Blob], propagate_down: Sequence[bool], bottom: Sequence[Blob]) -> None:
         """Layers without a gradient (data layers, Accuracy...) leave this as is."""
 
-    def forward_gpu(self, bottom, top):
+    def forward_gpu(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         """Without GPU kernels: the CPU code, on host copies made by the blobs' lazy sync."""
         self.forward_cpu(bottom, top)
 
-    def backward_gpu(self, top, propagate_down, bottom):
+    def backward_gpu(self, top: Sequence[Blob], propagate_down: Sequence[bool], bottom: Sequence[Blob]) -> None:
         self.backward_cpu(top, propagate_down, bottom)
 
     # --- hooks -------------------------------------------------------------------------------
-    def allow_force_backward(self, bottom_index):
+    def allow_force_backward(self, bottom_index: int) -> bool:
         return True
 
-    def get_state(self):
+    def get_state(self) -> Any:
         """JSON-able state that a snapshot must keep to resume exactly (data layers' position
         in their stream); None for stateless layers."""
         return None
 
-    def set_state(self, state):
+    def set_state(self, state: Any) -> None:
         """Restore what ``get_state`` returned (None included: a failed restore puts every
         layer back this way)."""
 
-    def set_iteration(self, iteration):
+    def set_iteration(self, iteration: int) -> None:
         """The solver hands the iteration count to every layer before each step."""
         self.iteration = int(iteration)
 
     # --- helpers -----------------------------------------------------------------------------
-    def make_blob(self, shape):
+    def make_blob(self, shape: ShapeLike) -> Blob:
         from .blob import Blob
         return Blob(shape, self.dtype)
 
-    def check_blob_counts(self, bottom, top):
+    def check_blob_counts(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         nb, nt, who = len(bottom), len(top), "%s Layer %s" % (self.type, self.name)
         if self.exact_num_bottom >= 0 and nb != self.exact_num_bottom:
             raise NetError("%s takes %d bottom blob(s) as input, got %d" % (who, self.exact_num_bottom, nb))
@@ -178,13 +191,13 @@ class Layer:
         if self.equal_num_bottom_top and nb != nt:
             raise NetError("%s needs as many top blobs as bottom blobs, got %d and %d" % (who, nb, nt))
 
-    def needed_auto_tops(self):
+    def needed_auto_tops(self) -> int:
         """How many tops a loss layer wants when the prototxt gives fewer (AutoTopBlobs)."""
         if not self.auto_top_blobs:
             return 0
         return max(self.min_num_top, self.exact_num_top)
 
-    def set_loss_weights(self, top):
+    def set_loss_weights(self, top: Sequence[Blob]) -> None:
         weights = list(self.layer_param.loss_weight)
         if not weights and self.default_loss_weight:
             weights = [self.default_loss_weight] + [0.0] * (len(top) - 1)
@@ -196,11 +209,11 @@ class Layer:
             if w:
                 t.diff[...] = w
 
-    def shape_error(self, what, got, expected):
+    def shape_error(self, what: str, got: Sequence[Any], expected: Sequence[Any]) -> ShapeError:
         return ShapeError("%s Layer %s: %s has shape %s, expected %s"
                           % (self.type, self.name, what, tuple(got), tuple(expected)))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s layer %r>" % (self.type, self.name)
 
 
@@ -211,10 +224,10 @@ class LossLayer(Layer):
     auto_top_blobs = True
     default_loss_weight = 1.0
 
-    def allow_force_backward(self, bottom_index):
+    def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != 1
 
-    def reshape(self, bottom, top):
+    def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         if bottom[0].shape[:1] != bottom[1].shape[:1]:
             raise self.shape_error("label bottom %r" % self.layer_param.bottom[1],
                                    bottom[1].shape, bottom[0].shape[:1] + ("...",))
@@ -226,5 +239,5 @@ class NeuronLayer(Layer):
     exact_num_bottom = 1
     exact_num_top = 1
 
-    def reshape(self, bottom, top):
+    def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         top[0].reshape(bottom[0].shape)

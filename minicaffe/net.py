@@ -3,24 +3,37 @@
 Order of construction (net.cpp:Init): filter by phase/level/stage → insert Split layers →
 create and set up each layer → backward-need pass → force_backward → outputs → share params.
 """
+from __future__ import annotations
+
 import itertools
 import logging
 import os
 import re
 from collections import OrderedDict
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import hdf5, protoio
 from .blob import Blob
 from .errors import ArgumentError, CaffeError, LayerTypeError, ModelFileError, NetError, ShapeError
-from .layer import create_layer
+from .layer import Layer, create_layer
 from .proto import caffe_pb2
 
 log = logging.getLogger("minicaffe")
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 _LAYER_OPENER = re.compile(r"\blayers?\s*\{")
+
+#: caffe_pb2 messages (protoc's generated classes have no types)
+NetParameter = Any
+NetState = Any
+#: what ``Net`` is built from: a prototxt path, prototxt text or a NetParameter
+NetSource = Union[str, "os.PathLike[str]", NetParameter]
+#: what ``copy_from`` takes: a path, a comma-separated list of paths, a list of paths or
+#: NetParameters, or a NetParameter
+Weights = Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]", NetParameter]], NetParameter]
 
 
 # --- FilterNet -----------------------------------------------------------------------------
@@ -146,20 +159,24 @@ class LayerNode:
     __slots__ = ("index", "name", "layer", "bottoms", "tops", "bottom_ids", "top_ids",
                  "propagate_down", "need_backward")
 
-    def __init__(self, index, name, layer):
+    def __init__(self, index: int, name: str, layer: Layer) -> None:
         self.index, self.name, self.layer = index, name, layer
-        self.bottoms, self.tops, self.bottom_ids, self.top_ids = [], [], [], []
-        self.propagate_down, self.need_backward = [], False
+        self.bottoms: List[Blob] = []
+        self.tops: List[Blob] = []
+        self.bottom_ids: List[int] = []
+        self.top_ids: List[Optional[int]] = []
+        self.propagate_down: List[bool] = []
+        self.need_backward = False
 
-    def forward(self):
+    def forward(self) -> float:
         """The layer's forward on its blobs; its weighted loss."""
         return self.layer.forward(self.bottoms, self.tops)
 
-    def backward(self):
+    def backward(self) -> None:
         """The layer's backward on its blobs (the caller checks ``need_backward``)."""
         self.layer.backward(self.tops, self.propagate_down, self.bottoms)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<LayerNode %d %r (%s)>" % (self.index, self.name, self.layer.type)
 
 
@@ -169,7 +186,8 @@ class ParamNode:
     its data); ``learnable``: its index in ``Net.learnables``."""
     __slots__ = ("blob", "layer_id", "index", "owner", "learnable")
 
-    def __init__(self, blob, layer_id, index, owner, learnable):
+    def __init__(self, blob: Blob, layer_id: int, index: int, owner: int,
+                 learnable: Optional[int]) -> None:
         self.blob, self.layer_id, self.index = blob, layer_id, index
         self.owner, self.learnable = owner, learnable
 
@@ -179,10 +197,13 @@ class Learnable:
     Caffe's learnable_params_, params_lr_, params_weight_decay_ and has_params_lr_/decay_."""
     __slots__ = ("blob", "lr_mult", "decay_mult", "has_lr", "has_decay")
 
-    def __init__(self, blob, spec):
+    def __init__(self, blob: Blob, spec: Any) -> None:
+        """``spec``: the layer's ParamSpec for this param."""
         self.blob = blob
-        self.lr_mult, self.decay_mult = spec.lr_mult, spec.decay_mult
-        self.has_lr, self.has_decay = spec.HasField("lr_mult"), spec.HasField("decay_mult")
+        self.lr_mult: float = spec.lr_mult
+        self.decay_mult: float = spec.decay_mult
+        self.has_lr: bool = spec.HasField("lr_mult")
+        self.has_decay: bool = spec.HasField("decay_mult")
 
 
 class Net:
@@ -195,8 +216,25 @@ class Net:
     (errors give its lines, Python layers import beside it), as the solver hands it.
     """
 
-    def __init__(self, network, *args, phase=None, weights=None, level=0, stages=(),
-                 state=None, dtype=np.float32, source=None):
+    # built by _init: the records and pycaffe's name-keyed views of them
+    nodes: List[LayerNode]
+    param_nodes: List[ParamNode]
+    learnables: List[Learnable]
+    blobs: OrderedDict[str, Blob]
+    params: OrderedDict[str, List[Blob]]
+    layer_dict: OrderedDict[str, Layer]
+    bottom_names: OrderedDict[str, List[str]]
+    top_names: OrderedDict[str, List[str]]
+    blob_loss_weights: OrderedDict[str, float]
+    inputs: List[str]
+    outputs: List[str]
+    phase: int
+    name: str
+
+    def __init__(self, network: NetSource, *args: Any, phase: Union[int, str, None] = None,
+                 weights: Optional[Weights] = None, level: int = 0, stages: Sequence[str] = (),
+                 state: Optional[NetState] = None, dtype: DTypeLike = np.float32,
+                 source: Optional[Union[str, "os.PathLike[str]"]] = None) -> None:
         if len(args) == 1:
             phase = args[0]
         elif len(args) == 2:  # the old Net(prototxt, weights, phase)
@@ -210,7 +248,7 @@ class Net:
         param = protoio.read_net_param(network)
         is_text = isinstance(network, str) and (
             "\n" in network or not os.path.exists(network))
-        self.source = "<net>" if is_text or isinstance(network, caffe_pb2.NetParameter) \
+        self.source: str = "<net>" if is_text or isinstance(network, caffe_pb2.NetParameter) \
             else os.fspath(network)
         if source and self.source == "<net>" and not is_text:
             self.source = os.fspath(source)
@@ -470,7 +508,7 @@ class Net:
 
     # --- the graph as records: what the solver, the timer, gradcheck and MPI iterate -------
     @property
-    def layers(self):
+    def layers(self) -> List[Layer]:
         """The layer objects in run order (pycaffe's ``net.layers``)."""
         return [n.layer for n in self.nodes]
 
@@ -479,29 +517,29 @@ class Net:
         return [n.name for n in self.nodes]
 
     @property
-    def learnable_params(self):
+    def learnable_params(self) -> List[Blob]:
         """The blobs the solver updates, in SolverState.history order (Caffe's
         learnable_params()); ``params_lr`` / ``params_weight_decay`` are their multipliers."""
         return [p.blob for p in self.learnables]
 
     @property
-    def params_lr(self):
+    def params_lr(self) -> List[float]:
         return [p.lr_mult for p in self.learnables]
 
     @property
-    def params_weight_decay(self):
+    def params_weight_decay(self) -> List[float]:
         return [p.decay_mult for p in self.learnables]
 
     @property
-    def params_list(self):
+    def params_list(self) -> List[Blob]:
         """Every param blob, owners and sharers, in net order (Caffe's params())."""
         return [p.blob for p in self.param_nodes]
 
-    def _top_ids(self, i):
+    def _top_ids(self, i: int) -> List[int]:
         """pycaffe's Net._top_ids(i): indices into ``_blobs`` of layer i's tops."""
         return [t for t in self.nodes[i].top_ids if t is not None]
 
-    def _bottom_ids(self, i):
+    def _bottom_ids(self, i: int) -> List[int]:
         """pycaffe's Net._bottom_ids(i): indices into ``_blobs`` of layer i's bottoms."""
         return list(self.nodes[i].bottom_ids)
 
@@ -526,20 +564,21 @@ class Net:
             if node.need_backward:
                 node.backward()
 
-    def forward_prefilled(self):
+    def forward_prefilled(self) -> float:
         """Run every layer forward; return the total weighted loss (Net::Forward)."""
         return self._forward_from_to(0, len(self.nodes) - 1)
 
-    def backward_prefilled(self):
+    def backward_prefilled(self) -> None:
         """Run every layer that needs it backward, from the loss (Net::Backward)."""
         self._backward_from_to(len(self.nodes) - 1, 0)
 
-    def forward_backward(self):
+    def forward_backward(self) -> float:
         loss = self.forward_prefilled()
         self.backward_prefilled()
         return loss
 
-    def forward(self, blobs=None, start=None, end=None, **kwargs):
+    def forward(self, blobs: Optional[Iterable[str]] = None, start: Optional[str] = None,
+                end: Optional[str] = None, **kwargs: ArrayLike) -> Dict[str, NDArray[Any]]:
         """pycaffe's Net.forward: set inputs from kwargs, run [start, end], return
         {output name: data} (the outputs, or the tops of ``end``, plus ``blobs``)."""
         blobs = list(blobs or [])
@@ -563,7 +602,8 @@ class Net:
         self._forward_from_to(start_ind, end_ind)
         return {out: self.blobs[out].data for out in outputs}
 
-    def backward(self, diffs=None, start=None, end=None, **kwargs):
+    def backward(self, diffs: Optional[Iterable[str]] = None, start: Optional[str] = None,
+                 end: Optional[str] = None, **kwargs: ArrayLike) -> Dict[str, NDArray[Any]]:
         """pycaffe's Net.backward: set output diffs from kwargs, run [start, end] in reverse,
         return {input name: diff} (the inputs, or the bottoms of ``end``, plus ``diffs``)."""
         diffs = list(diffs or [])
@@ -616,7 +656,7 @@ class Net:
         """Indices into ``_blobs`` of the net outputs."""
         return [self._blob_index[n] for n in self.outputs]
 
-    def _batch(self, arrays):
+    def _batch(self, arrays: Dict[str, Any]) -> Iterator[Dict[str, NDArray[Any]]]:
         """pycaffe's Net._batch: {blob name: array of N items} in slices of the blobs' batch
         size; the last slice is padded with zeros to a full batch."""
         names = list(arrays)
@@ -649,21 +689,23 @@ class Net:
             return np.concatenate(parts)[:num]
         return np.stack(parts)
 
-    def forward_all(self, blobs=None, **kwargs):
+    def forward_all(self, blobs: Optional[Iterable[str]] = None, **kwargs: ArrayLike) -> Dict[str, NDArray[Any]]:
         """pycaffe's Net.forward_all: ``forward`` over the input arrays (every net input by
         name, any number of items) one batch at a time; {output or ``blobs`` name: array}."""
         if not kwargs:
             raise ArgumentError("forward_all: give the input arrays by name (net inputs: %s)"
                                 % ", ".join(self.inputs))
         num = len(next(iter(kwargs.values())))
-        parts, size = {}, 0
+        parts: Dict[str, List[NDArray[Any]]] = {}
+        size = 0
         for batch in self._batch(kwargs):
             size = len(next(iter(batch.values())))
             for name, arr in self.forward(blobs=blobs, **batch).items():
                 parts.setdefault(name, []).append(arr.copy())
         return {name: self._gather(p, num, size) for name, p in parts.items()}
 
-    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+    def forward_backward_all(self, blobs: Optional[Iterable[str]] = None, diffs: Optional[Iterable[str]] = None,
+                             **kwargs: ArrayLike) -> Tuple[Dict[str, NDArray[Any]], Dict[str, NDArray[Any]]]:
         """pycaffe's Net.forward_backward_all: keywords name net inputs (fed to ``forward``)
         and net outputs (their diffs, fed to ``backward``); runs both a batch at a time
         (without output diffs, backward starts from the loss weights). Returns ({output or
@@ -680,10 +722,14 @@ class Net:
             raise ArgumentError("forward_backward_all: arrays of different lengths: %s" % ", ".join(
                 "%s %d" % (k, len(v)) for k, v in kwargs.items()))
         num = len(next(iter(kwargs.values())))
-        fwd_batches = self._batch(fwd) if fwd else iter(())
-        bwd_batches = self._batch(bwd) if bwd else iter(())
-        outs, grads, size = {}, {}, 0
-        for fb, bb in itertools.zip_longest(fwd_batches, bwd_batches, fillvalue={}):
+        empty: Iterator[Dict[str, NDArray[Any]]] = iter(())
+        fwd_batches = self._batch(fwd) if fwd else empty
+        bwd_batches = self._batch(bwd) if bwd else empty
+        outs: Dict[str, List[NDArray[Any]]] = {}
+        grads: Dict[str, List[NDArray[Any]]] = {}
+        size = 0
+        no_arrays: Dict[str, NDArray[Any]] = {}
+        for fb, bb in itertools.zip_longest(fwd_batches, bwd_batches, fillvalue=no_arrays):
             size = len(next(iter((fb or bb).values())))
             for name, arr in self.forward(blobs=blobs, **fb).items():
                 outs.setdefault(name, []).append(arr.copy())
@@ -692,18 +738,18 @@ class Net:
         return ({n: self._gather(p, num, size) for n, p in outs.items()},
                 {n: self._gather(p, num, size) for n, p in grads.items()})
 
-    def reshape(self):
+    def reshape(self) -> None:
         for node in self.nodes:
             node.layer.reshape(node.bottoms, node.tops)
 
-    def clear_param_diffs(self):
+    def clear_param_diffs(self) -> None:
         """Zero every learnable param's diff in place (Net::ClearParamDiffs), on the device in
         GPU mode: an array taken earlier with ``d = net.params[name][0].diff`` reads zeros
         afterwards, as in pycaffe."""
         for p in self.learnables:
             p.blob.set_diff(0)
 
-    def clear_param_diffs_lazily(self):
+    def clear_param_diffs_lazily(self) -> None:
         """ClearParamDiffs without writing the zeros (``Blob.clear_diff_lazily``), for the
         solver's step, which keeps no diff array across it: the first weight GEMM of the
         backward writes each gradient in place instead of adding a temporary to a memset diff
@@ -713,36 +759,36 @@ class Net:
         for p in self.learnables:
             p.blob.clear_diff_lazily()
 
-    def set_iteration(self, iteration):
+    def set_iteration(self, iteration: int) -> None:
         """Hand the solver's iteration to every layer (the gradient-reversal schedule)."""
         for node in self.nodes:
             node.layer.set_iteration(iteration)
 
     @property
-    def layer_need_backward(self):
+    def layer_need_backward(self) -> List[bool]:
         return [n.need_backward for n in self.nodes]
 
     @property
-    def bottom_need_backward(self):
+    def bottom_need_backward(self) -> List[List[bool]]:
         return [list(n.propagate_down) for n in self.nodes]
 
     @property
-    def blob_need_backward(self):
+    def blob_need_backward(self) -> OrderedDict[str, bool]:
         return OrderedDict(zip(self._blob_names, self._blob_need_backward))
 
     @property
-    def layer_names(self):
+    def layer_names(self) -> List[str]:
         return list(self._layer_names)
 
     @property
-    def blob_names(self):
+    def blob_names(self) -> List[str]:
         return list(self._blob_names)
 
     @property
-    def param_owners(self):
+    def param_owners(self) -> List[int]:
         return [p.owner for p in self.param_nodes]
 
-    def learnable_param_names(self):
+    def learnable_param_names(self) -> List[str]:
         """'layer[i]' for each learnable param, in SolverState.history order."""
         names = []
         for p in self.param_nodes:
@@ -750,11 +796,11 @@ class Net:
                 names.append("%s[%d]" % (self.nodes[p.layer_id].name, p.index))
         return names
 
-    def layer_param(self, name):
+    def layer_param(self, name: str) -> Any:
         return self._param.layer[self._layer_index(name)]
 
     # --- weights ---------------------------------------------------------------------------
-    def copy_from(self, weights):
+    def copy_from(self, weights: Weights) -> Net:
         """Load trained weights by layer name (CopyTrainedLayersFrom): a path, a comma-separated
         list or a list of paths, or a NetParameter. All files are checked before anything is
         copied, so a failure leaves the net as it was."""
@@ -762,7 +808,7 @@ class Net:
             blob.data[...] = arr
         return self
 
-    def copy_plan(self, weights):
+    def copy_plan(self, weights: Weights) -> List[Tuple[Blob, NDArray[Any]]]:
         """What ``copy_from(weights)`` would copy, as (blob, array) pairs, every file read and
         checked; nothing is changed. An empty file is a ModelFileError; a file that shares no
         layer name with the net's layers with weights gets a warning naming it."""
@@ -829,7 +875,7 @@ class Net:
             log.info("%s: weights for %d of %d layers copied", label, matched, len(with_weights))
         return plan
 
-    def to_proto(self, write_diff=False):
+    def to_proto(self, write_diff: bool = False) -> NetParameter:
         """The NetParameter Caffe writes (Net::ToProto): each layer's parameter with blobs."""
         out = caffe_pb2.NetParameter()
         out.name = self.name
@@ -841,29 +887,31 @@ class Net:
                 b.to_proto(dst.blobs.add(), write_diff)
         return out
 
-    def save(self, path, write_diff=False):
+    def save(self, path: Union[str, "os.PathLike[str]"], write_diff: bool = False) -> None:
         """Write the weights as a binary .caffemodel (atomically)."""
         protoio.write_proto_binary(path, self.to_proto(write_diff))
 
-    def save_hdf5(self, filename, write_diff=False):
+    def save_hdf5(self, filename: Union[str, "os.PathLike[str]"], write_diff: bool = False) -> None:
         """pycaffe's Net.save_hdf5 (Net::ToHDF5): the weights in Caffe's HDF5 layout
         (``minicaffe.hdf5``): ``data/<layer>/<i>`` for each param a layer owns (shared ones are
         stored once, with their owner), ``diff/<layer>/<i>`` for every param with
         ``write_diff``. Needs h5py (``pip install 'minicaffe[hdf5]'``)."""
-        data, diff = OrderedDict(), OrderedDict() if write_diff else None
+        Arrays = Dict[str, Dict[int, NDArray[Any]]]
+        data: Arrays = OrderedDict()
+        diff: Optional[Arrays] = OrderedDict() if write_diff else None
         for p in self.param_nodes:
             name, j = self.nodes[p.layer_id].name, p.index
             if p.owner < 0:
                 data.setdefault(name, {})[j] = p.blob.cpu_data()
-            if write_diff:
+            if diff is not None:
                 diff.setdefault(name, {})[j] = p.blob.cpu_diff()
         for name in self.layer_dict:   # Caffe writes a group for every layer
             data.setdefault(name, {})
-            if write_diff:
+            if diff is not None:
                 diff.setdefault(name, {})
         hdf5.write_weights(filename, data, diff)
 
-    def load_hdf5(self, filename):
+    def load_hdf5(self, filename: Union[str, "os.PathLike[str]"]) -> Net:
         """pycaffe's Net.load_hdf5 (CopyTrainedLayersFromHDF5): weights from ``save_hdf5``'s
         layout, matched by layer name; all checked before anything is copied. ``copy_from``
         reads a ``.h5`` file this way too, as Caffe does."""
@@ -898,7 +946,7 @@ class Net:
                 plan.append((tb, blobs[j]))
         return plan
 
-    def share_with(self, other):
+    def share_with(self, other: Net) -> None:
         """Alias the data of ``other``'s same-named layers (ShareTrainedLayersWith)."""
         for sname, sl in other.layer_dict.items():
             if sname not in self.layer_dict:
@@ -912,7 +960,7 @@ class Net:
                                      % (sname, sb.shape, tb.shape))
                 tb.share_data(sb)
 
-    def set_input_arrays(self, data, labels):
+    def set_input_arrays(self, data: NDArray[np.float32], labels: NDArray[np.float32]) -> None:
         """pycaffe's Net.set_input_arrays: feed a MemoryData first layer. ``data`` must be a
         C-contiguous float32 (N, C, H, W) array matching memory_data_param, ``labels`` float32
         of shape (N,) or (N, 1, 1, 1), N a multiple of batch_size. The arrays are used in place
@@ -920,11 +968,13 @@ class Net:
         if not self.nodes or self.nodes[0].layer.type != "MemoryData":
             raise NetError("set_input_arrays may only be called if the first layer is a "
                            "MemoryData layer")
-        md = self.nodes[0].layer
+        md: Any = self.nodes[0].layer   # a MemoryData layer (layers/data.py)
         if isinstance(labels, np.ndarray) and labels.ndim == 1:
             labels = np.ascontiguousarray(labels[:, None, None, None])
-        for what, arr, dims in (("data array", data, (md.channels, md.height, md.width)),
-                                ("labels array", labels, (1, 1, 1))):
+        checks: Tuple[Tuple[str, Any, Tuple[int, int, int]], ...] = (
+            ("data array", data, (md.channels, md.height, md.width)),
+            ("labels array", labels, (1, 1, 1)))
+        for what, arr, dims in checks:
             if not isinstance(arr, np.ndarray):
                 raise NetError("set_input_arrays: the %s must be a NumPy array, got %s"
                                % (what, type(arr).__name__))
@@ -945,18 +995,18 @@ class Net:
                              % (data.shape[0], md.batch_size))
         md.reset(data, labels, data.shape[0])
 
-    def close(self):
+    def close(self) -> None:
         """Stop the data layers' prefetch threads (they also stop at exit)."""
         for layer in self.layer_dict.values():
             if hasattr(layer, "close"):
                 layer.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Net:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Net %r: %d layers, phase %s>" % (self.name, len(self.nodes),
                                                    caffe_pb2.Phase.Name(self.phase))

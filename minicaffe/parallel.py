@@ -24,6 +24,8 @@ With GPUs each rank takes one (``--gpu`` by local rank); diffs go to MPI as devi
 where the MPI library is CUDA-aware (``MPIX_Query_cuda_support``, or
 ``MINICAFFE_MPI_CUDA_AWARE=1``), through one host buffer otherwise.
 """
+from __future__ import annotations
+
 import contextlib
 import ctypes
 import logging
@@ -32,11 +34,20 @@ import socket
 import sys
 import time
 import traceback
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import backend, threads
 from .errors import CaffeError
+
+if TYPE_CHECKING:
+    from .blob import Blob
+    from .net import Net
+
+#: a minicaffe.solver.Solver (typed loosely: the solver package imports this module)
+SolverLike = Any
 
 log = logging.getLogger("minicaffe")
 
@@ -53,7 +64,7 @@ _LOCAL_RANK_VARS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_W
 _ACTIONS = {None: (0, 0), "stop": (1, 0), "snapshot": (0, 1), "stop_snapshot": (1, 1)}
 
 
-def launcher_world(environ=None):
+def launcher_world(environ: Optional[Mapping[str, str]] = None) -> Optional[Tuple[int, Optional[int]]]:
     """(rank, size) that an MPI launcher (mpirun, mpiexec, srun) put in the environment, size
     None when only the rank is known; None when no launcher started this process."""
     env = os.environ if environ is None else environ
@@ -69,7 +80,7 @@ def launcher_world(environ=None):
     return None
 
 
-def launched_in_parallel(environ=None):
+def launched_in_parallel(environ: Optional[Mapping[str, str]] = None) -> bool:
     """True when an MPI launcher started this process as one of several ranks."""
     world = launcher_world(environ)
     return world is not None and (world[1] is None or world[1] > 1)
@@ -87,7 +98,7 @@ def _import_mpi(size_hint=None):
     return MPI
 
 
-def cuda_aware():
+def cuda_aware() -> bool:
     """Whether the loaded MPI library takes device buffers: ``MINICAFFE_MPI_CUDA_AWARE`` (0 or
     1) when set, else the library's ``MPIX_Query_cuda_support()`` (Open MPI, MPICH)."""
     forced = os.environ.get("MINICAFFE_MPI_CUDA_AWARE", "")
@@ -119,49 +130,50 @@ class NullComm:
     rank, size, root = 0, 1, True
     distributed = False     # no other rank: nothing to agree on, nothing to gather
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "NullComm()"
 
-    def agree_seed(self, seed):
+    def agree_seed(self, seed: int) -> int:
         return seed
 
-    def setup(self, net):
+    def setup(self, net: Net) -> None:
         pass
 
-    def fork_rng(self):
+    def fork_rng(self) -> None:
         pass
 
-    def bcast(self, obj):
+    def bcast(self, obj: Any) -> Any:
         return obj
 
-    def gather(self, obj):
+    def gather(self, obj: Any) -> Optional[List[Any]]:
         return [obj]
 
-    def barrier(self):
+    def barrier(self) -> None:
         pass
 
-    def mean(self, value):
+    def mean(self, value: float) -> float:
         return float(value)
 
-    def broadcast_blobs(self, blobs):
+    def broadcast_blobs(self, blobs: Sequence[Blob]) -> None:
         pass
 
-    def broadcast_arrays(self, arrays):
+    def broadcast_arrays(self, arrays: Sequence[NDArray[Any]]) -> None:
         pass
 
-    def request(self, solver, action):
+    def request(self, solver: SolverLike, action: Optional[str]) -> None:
         """A signal's ``action``: acted on after this iteration (one rank agrees at once)."""
         solver.requested_action = action
 
-    def reduce(self, solver, loss, outputs=False):
+    def reduce(self, solver: SolverLike, loss: float,
+               outputs: bool = False) -> Tuple[float, Optional[Dict[str, NDArray[Any]]], Optional[str]]:
         return float(loss), None, solver.requested_action
 
-    def thread_governor(self, log):
+    def thread_governor(self, log: Any) -> Optional[threads.Governor]:
         """The thread Governor of the iterations (minicaffe/threads.py), or None where it is
         off (a thread count the user chose, one core, the GPU)."""
         return threads.Governor.for_training(log)
 
-    def comm_summary(self):
+    def comm_summary(self) -> str:
         return ""
 
 
@@ -171,7 +183,7 @@ class DataParallel:
     any object with mpi4py's communicator methods. Hand it to ``Solver(..., parallel=dp)``
     and run the solver inside ``with dp.abort_on_error():``."""
 
-    def __init__(self, comm=None, mpi=None):
+    def __init__(self, comm: Any = None, mpi: Any = None) -> None:
         if comm is None:
             world = launcher_world()
             mpi = _import_mpi(world[1] if world else None)
@@ -181,10 +193,10 @@ class DataParallel:
         self.root = self.rank == 0
         self.local_rank, self.local_size = self._local_rank()
         self.cuda_aware = cuda_aware()
-        self.threads = None              # set by limit_threads()
+        self.threads: Optional[int] = None   # set by limit_threads()
         self._host = self._dev = None
-        self.last_reduce = {}          # values, bytes, seconds of the last Allreduce
-        self._times = []
+        self.last_reduce: Dict[str, float] = {}   # values, bytes, seconds of the last Allreduce
+        self._times: List[float] = []
 
     def _local_rank(self):
         """(this rank's index on its machine, the number of ranks there)."""
@@ -200,7 +212,7 @@ class DataParallel:
                 return int(os.environ[var]), self.size
         return self.rank, self.size
 
-    def limit_threads(self):
+    def limit_threads(self) -> Optional[int]:
         """Unless the user set OMP_NUM_THREADS (or OPENBLAS_, MKL_, NUMBA_NUM_THREADS), give
         each rank its share of the machine's cores for numba's and BLAS's thread pools (BLAS
         through threadpoolctl, part of the mpi extra): N ranks each running as many threads
@@ -227,23 +239,23 @@ class DataParallel:
         self.threads = n
         return n
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<DataParallel rank %d of %d (local %d)>" % (self.rank, self.size, self.local_rank)
 
     # --- set-up ------------------------------------------------------------------------------
     distributed = True
 
-    def request(self, solver, action):
+    def request(self, solver: SolverLike, action: Optional[str]) -> None:
         """A signal's ``action`` on this rank: kept until the next ``reduce``, where the ranks
         agree on it and all act on it at the same iteration."""
         solver.pending_action = action
 
-    def thread_governor(self, log):
+    def thread_governor(self, log: Any) -> Optional[threads.Governor]:
         """None: the ranks' threads are fixed (``limit_threads``), never retried, so every rank
         runs the same number of threads."""
         return None
 
-    def agree_seed(self, seed):
+    def agree_seed(self, seed: int) -> int:
         """``seed`` when >= 0; else one that rank 0 draws, the same on every rank (the data
         shards are cut from one stream, so every rank needs its generators)."""
         if seed >= 0:
@@ -251,13 +263,14 @@ class DataParallel:
         drawn = int(np.random.SeedSequence().generate_state(1, np.uint32)[0]) if self.root else None
         return int(self.comm.bcast(drawn, root=0))
 
-    def setup(self, net):
+    def setup(self, net: Net) -> None:
         """After the nets are built: rank 0's weights everywhere, each data layer on its shard,
         a generator stream per rank."""
         self.broadcast_blobs(net.learnable_params)
         sharded = self.shard(net)
         where = self.gather("pid %d on %s" % (os.getpid(), socket.gethostname()))
         if self.root:
+            assert where is not None   # rank 0 gathers every rank's
             log.info("Data-parallel training on %d ranks (MPI): %s", self.size,
                      "; ".join("rank %d %s" % rw for rw in enumerate(where)))
             if self.threads:
@@ -270,7 +283,7 @@ class DataParallel:
                             "the same data (only random layers differ)")
         self.fork_rng()
 
-    def shard(self, net):
+    def shard(self, net: Net) -> List[str]:
         """``set_shard(rank, size)`` on every layer (or Python layer) that has it; their names."""
         names = []
         for node in net.nodes:
@@ -282,7 +295,7 @@ class DataParallel:
                     break
         return names
 
-    def fork_rng(self):
+    def fork_rng(self) -> None:
         """Give each rank its own stream of the global generator (dropout, random fillers),
         derived from the current state and the rank."""
         base = int(backend.rng().integers(0, 2 ** 63))
@@ -290,26 +303,26 @@ class DataParallel:
         backend.set_random_seed((int(seed[0]) << 31) ^ int(seed[1]))
 
     # --- collectives -------------------------------------------------------------------------
-    def bcast(self, obj):
+    def bcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` (a picklable value) on every rank."""
         return self.comm.bcast(obj, root=0)
 
-    def gather(self, obj):
+    def gather(self, obj: Any) -> Optional[List[Any]]:
         """``[obj of rank 0, 1, ...]`` on rank 0, None elsewhere."""
         return self.comm.gather(obj, root=0)
 
-    def barrier(self):
+    def barrier(self) -> None:
         self.comm.Barrier()
 
-    def mean(self, value):
+    def mean(self, value: float) -> float:
         """The mean of a float over the ranks."""
         return float(self.comm.allreduce(float(value))) / self.size
 
-    def broadcast_blobs(self, blobs):
+    def broadcast_blobs(self, blobs: Sequence[Blob]) -> None:
         """Rank 0's data of ``blobs`` on every rank (one Bcast)."""
         self.broadcast_arrays([b.data for b in blobs])
 
-    def broadcast_arrays(self, arrays):
+    def broadcast_arrays(self, arrays: Sequence[NDArray[Any]]) -> None:
         """Rank 0's values of host ``arrays`` (modified in place) on every rank (one Bcast)."""
         if not arrays:
             return
@@ -324,7 +337,8 @@ class DataParallel:
                 o += a.size
 
     # --- the iteration -----------------------------------------------------------------------
-    def reduce(self, solver, loss, outputs=False):
+    def reduce(self, solver: SolverLike, loss: float,
+               outputs: bool = False) -> Tuple[float, Optional[Dict[str, NDArray[Any]]], Optional[str]]:
         """The one Allreduce of an iteration, after the forward/backward passes: sums the param
         diffs, averages the BatchNorm statistics, the loss and (``outputs``) the net's outputs,
         agrees on a requested stop/snapshot. Returns (mean loss, {output: mean values} or None,
@@ -414,7 +428,7 @@ class DataParallel:
         dev[o:].copy_to_host(host_tail)
         return host_tail
 
-    def comm_summary(self):
+    def comm_summary(self) -> str:
         """'N values (M MB), T ms an iteration' over the reduces since the last call: the
         time in ``reduce``, waiting for the slowest rank included."""
         if not self._times:
@@ -427,7 +441,7 @@ class DataParallel:
 
     # --- failure -----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def abort_on_error(self, prog="train"):
+    def abort_on_error(self, prog: str = "train") -> Iterator[DataParallel]:
         """Any exception in the block prints ``prog: error: rank R of N failed: ...`` (with the
         traceback unless it is a CaffeError) and calls MPI_Abort, which ends every rank: a
         failing rank never leaves the others waiting in a collective."""

@@ -7,14 +7,17 @@ message). Nets come back upgraded (``minicaffe.upgrade.upgrade_net_as_needed``) 
 upgraded and defaulted, as ``caffe`` does on every read. Writers are atomic: a crash never
 leaves half a .caffemodel behind.
 """
+from __future__ import annotations
 
 import math
 import os
 import re
 import tempfile
+from typing import IO, Any, Callable, Optional, Tuple, Type, Union
 
 import numpy as np
 from google.protobuf import message as _pb_message, text_format
+from numpy.typing import ArrayLike, NDArray
 
 from .errors import ModelFileError, PrototxtError
 from .proto import caffe_pb2
@@ -37,6 +40,13 @@ BINARY_EXTENSIONS = (".caffemodel", ".binaryproto", ".solverstate")
 # "name: ..." / "layer {" at the start: prototxt text, not a path ("C:/x" is excluded).
 _LOOKS_LIKE_TEXT = re.compile(r"\s*(#|[A-Za-z_][A-Za-z0-9_]*\s*(:(?![/\\])|\{))")
 _POSITION_PREFIX = re.compile(r"^\d+:\d+ : ")
+
+#: a file's path
+PathLike = Union[str, "os.PathLike[str]"]
+#: what the readers take: a path, prototxt text, serialized bytes or a message
+Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Any]
+#: a protobuf message (protoc's generated caffe_pb2 classes have no types)
+Message = Any
 
 
 def _display(path):
@@ -177,7 +187,7 @@ def _read_message(source, cls, binary, what):
     return _parse_text(data.decode("utf-8").lstrip("\ufeff"), msg, path), path
 
 
-def read_net_param(source, *, binary=None):
+def read_net_param(source: Source, *, binary: Optional[bool] = None) -> Message:
     """An upgraded ``NetParameter`` from a prototxt or a .caffemodel.
 
     ``source`` is a path (text prototxt, or binary when its extension is .caffemodel /
@@ -193,7 +203,7 @@ def read_net_param(source, *, binary=None):
     return net
 
 
-def read_solver_param(source, *, solver_path=None):
+def read_solver_param(source: Source, *, solver_path: Optional[PathLike] = None) -> Message:
     """An upgraded and defaulted ``SolverParameter`` from a solver prototxt.
 
     ``source`` is a path, prototxt text or a SolverParameter. ``solver_type`` is turned into
@@ -209,7 +219,7 @@ def read_solver_param(source, *, solver_path=None):
     return solver
 
 
-def read_proto_text(path, cls):
+def read_proto_text(path: PathLike, cls: Type[Message]) -> Message:
     """A ``cls`` message from the text file ``path`` (no upgrades); PrototxtError on failure."""
     msg = cls()
     data = _read_bytes(path, PrototxtError)
@@ -220,13 +230,13 @@ def read_proto_text(path, cls):
     return _parse_text(text, msg, _display(path))
 
 
-def read_proto_binary(path, cls):
+def read_proto_binary(path: PathLike, cls: Type[Message]) -> Message:
     """A ``cls`` message from the binary file ``path`` (no upgrades); ModelFileError if the
     file is missing, truncated or not a ``cls``."""
     return _parse_binary(_read_bytes(path, ModelFileError), cls(), _display(path))
 
 
-def read_blob_proto(path):
+def read_blob_proto(path: PathLike) -> Message:
     """A ``BlobProto`` from a binary file such as a mean .binaryproto."""
     return read_proto_binary(path, caffe_pb2.BlobProto)
 
@@ -238,7 +248,8 @@ def _current_umask():
     return mask
 
 
-def atomic_write(path, write, error=ModelFileError):
+def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any],
+                 error: Type[Exception] = ModelFileError) -> str:
     """Call ``write(f)`` on a temporary file next to ``path``, fsync it and rename it over
     ``path``: readers see the old file or the whole new one, never a part. An OSError becomes
     ``error`` naming the path; the temporary file never outlives a failure."""
@@ -268,12 +279,12 @@ def atomic_write(path, write, error=ModelFileError):
     return path
 
 
-def _atomic_write(path, data):
+def _atomic_write(path: PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary file next to ``path``, then rename it over ``path``."""
     atomic_write(path, lambda f: f.write(data))
 
 
-def write_proto_binary(path, msg):
+def write_proto_binary(path: PathLike, msg: Message) -> None:
     """Serialize ``msg`` to ``path`` atomically (a temp file in the same directory, then
     os.replace). Raises ModelFileError if it cannot be written or misses required fields."""
     try:
@@ -283,7 +294,7 @@ def write_proto_binary(path, msg):
     _atomic_write(path, data)
 
 
-def write_proto_text(path, msg):
+def write_proto_text(path: PathLike, msg: Message) -> None:
     """Write ``msg`` as prototxt (text_format.MessageToString) to ``path`` atomically."""
     _atomic_write(path, text_format.MessageToString(msg).encode("utf-8"))
 
@@ -324,7 +335,7 @@ def _packed(field, raw):
     return _varint(field << 3 | 2) + _varint(len(raw)) + raw
 
 
-def blobproto_bytes(data, diff=None):
+def blobproto_bytes(data: ArrayLike, diff: Optional[ArrayLike] = None) -> bytes:
     """The wire bytes of a BlobProto holding ``data`` (and ``diff``) with its shape.
 
     float32 arrays go to data/diff (fields 5/6), float64 to double_data/double_diff (8/9),
@@ -342,13 +353,13 @@ def blobproto_bytes(data, diff=None):
     return b"".join(out)
 
 
-def array_to_blobproto_into(data, proto, diff=None):
+def array_to_blobproto_into(data: ArrayLike, proto: Message, diff: Optional[ArrayLike] = None) -> Message:
     proto.Clear()
     proto.MergeFromString(blobproto_bytes(data, diff))
     return proto
 
 
-def array_to_blobproto(arr, diff=None):
+def array_to_blobproto(arr: ArrayLike, diff: Optional[ArrayLike] = None) -> Message:
     """pycaffe's caffe.io.array_to_blobproto: an N-d array → BlobProto (shape + data)."""
     return array_to_blobproto_into(arr, caffe_pb2.BlobProto(), diff)
 
@@ -402,7 +413,7 @@ def _decode_blobproto(raw):
     return dims, legacy, arrays
 
 
-def blobproto_shape(proto):
+def blobproto_shape(proto: Message) -> Tuple[int, ...]:
     """The shape a BlobProto describes (legacy num/channels/height/width → 4-D)."""
     if proto.HasField("num") or proto.HasField("channels") or proto.HasField("height") \
             or proto.HasField("width"):
@@ -410,7 +421,7 @@ def blobproto_shape(proto):
     return tuple(int(d) for d in proto.shape.dim)
 
 
-def blobproto_to_array(blob, return_diff=False):
+def blobproto_to_array(blob: Message, return_diff: bool = False) -> NDArray[Any]:
     """pycaffe's caffe.io.blobproto_to_array: data (or diff) reshaped to the blob's shape.
 
     Float data wins over double data as in Blob::FromProto; the result is float32 for float
@@ -440,7 +451,7 @@ class BlobProtoShapeError(ModelFileError, ValueError):
     one value included); also a ValueError, which pycaffe raises there."""
 
 
-def load_mean(path):
+def load_mean(path: PathLike) -> NDArray[Any]:
     """A mean .binaryproto → array (C, H, W) (the batch axis of a 4-D mean dropped)."""
     try:
         arr = blobproto_to_array(read_blob_proto(path))

@@ -35,25 +35,28 @@ does not change a result: every kernel gives the same bits at any count (tests/t
 trains with the count switching under it). It stays off when the user set a thread variable
 (their count is kept), on one core, on the GPU and under MPI (parallel.py splits the cores).
 """
+from __future__ import annotations
+
 import contextlib
 import math
 import os
 import statistics
 import sys
 import time
+from typing import Any, Callable, Dict, Iterator, List, Mapping, MutableMapping, Optional, Tuple
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 CGROUP_ROOT = "/sys/fs/cgroup"
 PROC_CGROUP = "/proc/self/cgroup"
 
-DEFAULTED = {}   # {variable: value} that apply() set because the user had not
+DEFAULTED: Dict[str, str] = {}   # {variable: value} that apply() set because the user had not
 # apply() names the variables it set here, so that a child process (tools/reproduce's jobs,
 # tools/benchmark's measurements, MPI ranks) knows they are minicaffe's default, not the user's;
 # a program that sets a count for its children itself drops it (set_for_children)
 MARKER = "MINICAFFE_DEFAULTED_THREADS"
 
 
-def _count(text):
+def _count(text: object) -> Optional[int]:
     """A thread count from a variable's value (OpenMP's "4,2" nesting: its first level), or
     None for one that is not a positive number."""
     try:
@@ -63,7 +66,7 @@ def _count(text):
     return n if n >= 1 else None
 
 
-def user_threads(environ=None):
+def user_threads(environ: Optional[Mapping[str, str]] = None) -> Optional[int]:
     """The thread count the user chose through THREAD_VARS (the first valid one set), or None.
     Variables that ``apply()`` set do not count."""
     environ = os.environ if environ is None else environ
@@ -75,7 +78,7 @@ def user_threads(environ=None):
     return None
 
 
-def user_set(environ=None):
+def user_set(environ: Optional[Mapping[str, str]] = None) -> bool:
     """True when the user set any of THREAD_VARS (to anything): their choice, left alone."""
     environ = os.environ if environ is None else environ
     return any(environ.get(v) and DEFAULTED.get(v) != environ[v] for v in THREAD_VARS)
@@ -117,7 +120,7 @@ def _up(base, path):
     return dirs + [base]
 
 
-def cgroup_cpu_limit(root=CGROUP_ROOT, proc_cgroup=PROC_CGROUP):
+def cgroup_cpu_limit(root: str = CGROUP_ROOT, proc_cgroup: str = PROC_CGROUP) -> Optional[float]:
     """The CPU quota of this process's cgroup in CPUs (a float: quota / period), the smallest
     along the cgroup and its parents over v2 and v1, or None when there is none ("max", -1, no
     cgroup files)."""
@@ -146,7 +149,7 @@ def cgroup_cpu_limit(root=CGROUP_ROOT, proc_cgroup=PROC_CGROUP):
     return min(limits) if limits else None
 
 
-def affinity_cores():
+def affinity_cores() -> int:
     """The CPUs this process may run on (its affinity mask), or all of the machine's."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -154,7 +157,7 @@ def affinity_cores():
         return max(1, os.cpu_count() or 1)
 
 
-def usable_cores(root=CGROUP_ROOT, proc_cgroup=PROC_CGROUP):
+def usable_cores(root: str = CGROUP_ROOT, proc_cgroup: str = PROC_CGROUP) -> int:
     """The cores this process may use: its affinity mask, capped by the cgroup CPU quota
     (rounded up: 1.5 CPUs of quota -> 2 threads), at least 1."""
     n = affinity_cores()
@@ -164,13 +167,14 @@ def usable_cores(root=CGROUP_ROOT, proc_cgroup=PROC_CGROUP):
     return n
 
 
-def default_threads(environ=None, root=CGROUP_ROOT, proc_cgroup=PROC_CGROUP):
+def default_threads(environ: Optional[Mapping[str, str]] = None, root: str = CGROUP_ROOT,
+                    proc_cgroup: str = PROC_CGROUP) -> int:
     """The compute threads to run: the user's THREAD_VARS value, else ``usable_cores()``."""
     n = user_threads(environ)
     return n if n is not None else usable_cores(root, proc_cgroup)
 
 
-def set_for_children(environ, n):
+def set_for_children(environ: MutableMapping[str, str], n: int) -> None:
     """Give the child processes started with ``environ`` ``n`` threads, as their parent's
     choice: every THREAD_VARS variable, and no MARKER (so they keep the count: no Governor)."""
     for var in THREAD_VARS:
@@ -187,7 +191,7 @@ def _inherit(environ):
             DEFAULTED.setdefault(var, value)
 
 
-def apply(environ=None):
+def apply(environ: Optional[MutableMapping[str, str]] = None) -> int:
     """Set each THREAD_VARS variable the user left unset to ``default_threads()``; cap the
     pools of Numba and BLAS when they were loaded before. Returns the thread count."""
     environ = os.environ if environ is None else environ
@@ -221,7 +225,7 @@ def _blas_controllers():
     return _BLAS
 
 
-def set_compute_threads(n):
+def set_compute_threads(n: int) -> None:
     """Run Numba's parallel regions (from the calling thread) and BLAS calls on ``n`` threads
     (at most the pools' size). Cheap: a Governor calls it when it switches."""
     import numba
@@ -253,9 +257,10 @@ class Governor:
     DRIFT = 1.5          # the recent median this much slower or faster than at the choice
     RECENT = 8
 
-    def __init__(self, most, set_threads=set_compute_threads, clock=time.perf_counter,
-                 warmup=1, log=None):
-        self.counts = []
+    def __init__(self, most: int, set_threads: Callable[[int], Any] = set_compute_threads,
+                 clock: Callable[[], float] = time.perf_counter, warmup: int = 1,
+                 log: Any = None) -> None:
+        self.counts: List[int] = []
         k = max(1, int(most))
         while k not in self.counts:
             self.counts.append(k)
@@ -263,14 +268,19 @@ class Governor:
         self._set, self.clock, self.log = set_threads, clock, log
         # the first trial starts on one thread: the count a busy machine never makes wait, so
         # the others are measured against it and a very slow one is out after one sample
-        self.threads, self.reference = self.counts[-1], None
-        self.window, self.gap, self.choices, self.iterations = self.FIRST_WINDOW, 0, [], 0
-        self._warmup, self._since, self._recent, self._trial, self._times = warmup, 0, [], [], {}
+        self.threads: int = self.counts[-1]
+        self.reference: Optional[float] = None
+        self.choices: List[Tuple[int, int, Dict[int, float]]] = []
+        self.window, self.gap, self.iterations = self.FIRST_WINDOW, 0, 0
+        self._recent: List[float] = []
+        self._trial: List[int] = []
+        self._times: Dict[int, List[float]] = {}
+        self._warmup, self._since = warmup, 0
         self._set(self.threads)
         self._start_trial()
 
     @classmethod
-    def for_training(cls, log=None):
+    def for_training(cls, log: Any = None) -> Optional[Governor]:
         """A Governor for this process, or None when the count is not minicaffe's to choose:
         the user set a thread variable, one core, the GPU, or MPI ranks."""
         from . import backend
@@ -285,29 +295,29 @@ class Governor:
         return cls(n, log=log)
 
     @property
-    def best(self):
+    def best(self) -> Optional[int]:
         """The count of the last decision (None before the first)."""
         return self.choices[-1][1] if self.choices else None
 
     @contextlib.contextmanager
-    def iteration(self):
+    def iteration(self) -> Iterator[Governor]:
         """Times the block as one iteration (not when it raises)."""
         t0 = self.clock()
         yield self
         self.record(self.clock() - t0)
 
-    def resume(self):
+    def resume(self) -> None:
         """Back to this Governor's count after ``pause`` (between steps every Governor leaves
         all threads on, so at the full count there is nothing to set)."""
         if self.threads != self.counts[0]:
             self._set(self.threads)
 
-    def pause(self):
+    def pause(self) -> None:
         """Every thread again, for the code that runs between ``Solver.step`` calls."""
         if self.threads != self.counts[0]:
             self._set(self.counts[0])
 
-    def record(self, seconds):
+    def record(self, seconds: float) -> None:
         """One iteration took ``seconds`` at ``self.threads``: maybe switch for the next."""
         self.iterations += 1
         if self._warmup > 0:       # the first iterations compile kernels, fill caches
@@ -331,6 +341,7 @@ class Governor:
             self._start_trial()
         elif self._since >= max(self.gap, 2 * self.RECENT):
             now = statistics.median(self._recent)
+            assert self.reference is not None   # set at _since == RECENT, before this
             if now > self.DRIFT * self.reference or now * self.DRIFT < self.reference:
                 self.window = self.FIRST_WINDOW   # the load changed: look again soon
                 self._start_trial()

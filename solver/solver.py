@@ -10,6 +10,8 @@ the ``DataParallel`` handed as ``parallel`` for data-parallel training. After th
 ``reduce`` sums the diffs over the ranks (one Allreduce; the identity for NullComm) and the update
 divides by iter_size × ranks; rank 0 alone tests and writes snapshots.
 """
+from __future__ import annotations
+
 import contextlib
 import glob
 import json
@@ -19,15 +21,18 @@ import os
 import signal
 import threading
 import time
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from minicaffe import backend, protoio
 from minicaffe.errors import CaffeError, ModelFileError
 from minicaffe.net import Net
-from minicaffe.parallel import NullComm
+from minicaffe.parallel import DataParallel, NullComm
 from minicaffe.proto import caffe_pb2
 from minicaffe.protoio import blobproto_bytes, blobproto_to_array
+from minicaffe.threads import Governor
 
 from .lr_policy import check_policy, learning_rate
 from .updates import RULES, GPUUpdater, apply_rule, check_solver_param
@@ -83,8 +88,11 @@ class Solver:
     its relative net paths resolve beside it), so a caller that has read the file need not
     read it again."""
 
-    def __init__(self, solver, *, weights=None, level=None, stages=None, dtype=np.float32,
-                 type_override=None, parallel=None, source=None):
+    def __init__(self, solver: Union[Union[str, "os.PathLike[str]"], Any], *,
+                 weights: Union[str, Sequence[str], None] = None, level: Optional[int] = None,
+                 stages: Optional[Sequence[str]] = None, dtype: DTypeLike = np.float32,
+                 type_override: Optional[str] = None, parallel: Optional[DataParallel] = None,
+                 source: Optional[Union[str, "os.PathLike[str]"]] = None) -> None:
         if isinstance(solver, caffe_pb2.SolverParameter):
             p = caffe_pb2.SolverParameter()
             p.CopyFrom(solver)
@@ -113,41 +121,43 @@ class Solver:
         self.param = p
         self.dtype = np.dtype(dtype)
         self.rule, self.num_histories = RULES[p.type]
-        self.comm = parallel or NullComm()
-        self._thread_governor = None
+        self.comm: Union[NullComm, DataParallel] = parallel or NullComm()
+        self._thread_governor: Union[Governor, None, Literal[False]] = None   # False: off
         seed = self.comm.agree_seed(p.random_seed)
         if seed >= 0:
             backend.set_random_seed(seed)
         self.iter = 0
         self.current_step = 0
-        self.callbacks = []
-        self.iteration_callbacks = []
-        self.requested_action = None   # "stop" or "snapshot", set by signal handlers
+        self.callbacks: List[Tuple[Optional[Callable[[], Any]], Optional[Callable[[], Any]]]] = []
+        self.iteration_callbacks: List[Callable[[Solver], Any]] = []
+        self.requested_action: Optional[str] = None   # "stop" or "snapshot", set by signal handlers
         self._interrupted = False      # Ctrl-C from the Python API during step()
-        self.pending_action = None     # a signal's request, until the ranks agree on it
-        self.last_snapshot = None
-        self._losses, self._smoothed_loss = [], 0.0
+        self.pending_action: Optional[str] = None     # a signal's request, until the ranks agree on it
+        self.last_snapshot: Optional[Tuple[str, str]] = None
+        self._losses: List[float] = []
+        self._smoothed_loss = 0.0
         # seconds in each phase of the iterations so far (logged after solve; tools/reproduce
         # keeps it in each training's log); data waiting is inside forward
-        self.time_split = dict.fromkeys(("forward", "backward", "update", "test", "snapshot"), 0.0)
+        self.time_split: Dict[str, float] = dict.fromkeys(
+            ("forward", "backward", "update", "test", "snapshot"), 0.0)
         if self.is_root and p.snapshot:   # as Caffe: not for snapshot_after_train alone
             self._check_snapshot_prefix(self.snapshot_filename(".caffemodel"))   # fail before training
-        self.net = self._init_train_net()
-        self.test_nets = self._init_test_nets() if self.is_root else []
+        self.net: Net = self._init_train_net()
+        self.test_nets: List[Net] = self._init_test_nets() if self.is_root else []
         for w in p.weights if self.is_root else []:
             for n in [self.net] + self.test_nets:
                 n.copy_from(w)
         self.comm.setup(self.net)
-        self.history = [np.zeros(b.shape, self.dtype) for b in self.net.learnable_params]
-        self.history2 = ([np.zeros(b.shape, self.dtype) for b in self.net.learnable_params]
+        self.history: List[NDArray[Any]] = [np.zeros(b.shape, self.dtype) for b in self.net.learnable_params]
+        self.history2: List[NDArray[Any]] = ([np.zeros(b.shape, self.dtype) for b in self.net.learnable_params]
                          if self.num_histories == 2 else [])
 
     @property
-    def type(self):
+    def type(self) -> str:
         return self.param.type
 
     @property
-    def is_root(self):
+    def is_root(self) -> bool:
         """False on the ranks of a data-parallel job other than 0 (they neither log, test nor
         write snapshots)."""
         return self.comm.root
@@ -215,18 +225,19 @@ class Solver:
         return nets
 
     # --- callbacks ---------------------------------------------------------------------------
-    def add_callback(self, on_start=None, on_gradients_ready=None):
+    def add_callback(self, on_start: Optional[Callable[[], Any]] = None,
+                     on_gradients_ready: Optional[Callable[[], Any]] = None) -> None:
         """pycaffe: ``on_start()`` before each iteration's passes, ``on_gradients_ready()``
         before the update. The step clears the param diffs lazily, so ``on_start`` reads them
         through ``blob.diff`` (zeros), not through an array kept from an earlier iteration."""
         self.callbacks.append((on_start, on_gradients_ready))
 
-    def add_iteration_callback(self, fn):
+    def add_iteration_callback(self, fn: Callable[[Solver], Any]) -> None:
         """``fn(solver)`` after each completed iteration (after the update and snapshot)."""
         self.iteration_callbacks.append(fn)
 
     # --- the loop ----------------------------------------------------------------------------
-    def step(self, iters):
+    def step(self, iters: int) -> None:
         """Run ``iters`` iterations. Ctrl-C from the Python API (no handler of the tool's
         installed, main thread) behaves as tools/train's default: the iteration finishes, a
         snapshot is written, then KeyboardInterrupt is raised; a second Ctrl-C interrupts at
@@ -267,7 +278,7 @@ class Solver:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
     @property
-    def thread_governor(self):
+    def thread_governor(self) -> Optional[Governor]:
         """The thread Governor of this solver's iterations (minicaffe/threads.py), or None
         where it is off; made at the first ``step``."""
         if self._thread_governor is None:
@@ -354,7 +365,7 @@ class Solver:
             if self.requested_action == "stop":
                 break
 
-    def solve(self, resume_file=None):
+    def solve(self, resume_file: Optional[Union[str, "os.PathLike[str]"]] = None) -> None:
         p = self.param
         log.info("Solving %s", self.net.name)
         log.info("Learning Rate Policy: %s", p.lr_policy)
@@ -375,11 +386,11 @@ class Solver:
         self._log_time_split()
         log.info("Optimization Done.")
 
-    def data_wait(self):
+    def data_wait(self) -> float:
         """Seconds the train net's forward passes waited for their data layers' batches."""
         return sum(getattr(n.layer, "data_wait", 0.0) for n in self.net.nodes)
 
-    def _log_time_split(self):
+    def _log_time_split(self) -> None:
         t = self.time_split
         log.info("Time split: forward %.1f s (waiting for data %.1f s), backward %.1f s, update "
                  "%.1f s, testing %.1f s, snapshots %.1f s", t["forward"], self.data_wait(),
@@ -397,7 +408,7 @@ class Solver:
             self._losses[idx] = loss
 
     @property
-    def smoothed_loss(self):
+    def smoothed_loss(self) -> float:
         return self._smoothed_loss
 
     def _log_outputs(self, net, kind, sums):
@@ -424,11 +435,11 @@ class Solver:
                "The last finite state was written to %s." % path[1] if path else ""))
 
     # --- update ------------------------------------------------------------------------------
-    def get_learning_rate(self):
+    def get_learning_rate(self) -> float:
         rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
         return rate
 
-    def apply_update(self):
+    def apply_update(self) -> None:
         p = self.param
         rate = self.get_learning_rate()
         if p.display and self.iter % p.display == 0:
@@ -460,18 +471,18 @@ class Solver:
         self.iter += 1
 
     @property
-    def lr(self):
+    def lr(self) -> float:
         """pycaffe's SGDSolver.lr: the learning rate of the current iteration (reading it
         changes nothing, unlike Caffe's GetLearningRate under multistep)."""
         return learning_rate(self.param, self.iter, self.current_step)[0]
 
-    def share_weights(self, net):
+    def share_weights(self, net: Net) -> None:
         """pycaffe's Solver.share_weights: ``net``'s same-named layers alias the train net's
         weights (ShareTrainedLayersWith)."""
         net.share_with(self.net)
 
     # --- testing -----------------------------------------------------------------------------
-    def test_all(self):
+    def test_all(self) -> None:
         if not self.is_root:
             return
         t0 = time.perf_counter()
@@ -479,12 +490,12 @@ class Solver:
             self.test(i)
         self.time_split["test"] += time.perf_counter() - t0
 
-    def test(self, i):
+    def test(self, i: int) -> Dict[str, Any]:
         p = self.param
         log.info("Iteration %d, Testing net (#%d)", self.iter, i)
         net = self.test_nets[i]
         net.share_with(self.net)
-        sums = {}
+        sums: Dict[str, Any] = {}
         loss = 0.0
         for _ in range(p.test_iter[i]):
             iter_loss = net.forward_prefilled()
@@ -503,10 +514,10 @@ class Solver:
         return self.last_test_results[i]
 
     # --- snapshots ---------------------------------------------------------------------------
-    def snapshot_filename(self, ext):
+    def snapshot_filename(self, ext: str) -> str:
         return "%s_iter_%d%s" % (self.param.snapshot_prefix, self.iter, ext)
 
-    def snapshot(self):
+    def snapshot(self) -> Optional[Tuple[str, str]]:
         """Write ``<prefix>_iter_N.caffemodel`` and ``.solverstate`` (atomically); return both
         paths. The .solverstate is written last and names its .caffemodel, so the newest
         .solverstate always marks the newest complete pair (a crash between the two leaves a
@@ -520,7 +531,7 @@ class Solver:
         finally:
             self.time_split["snapshot"] += time.perf_counter() - t0
 
-    def _write_snapshot(self):
+    def _write_snapshot(self) -> Optional[Tuple[str, str]]:
         extra = self._extra_state()
         if not self.is_root:
             self.comm.barrier()
@@ -596,7 +607,7 @@ class Solver:
             extra["rank_rngs"] = rank_rngs
         return extra
 
-    def restore(self, state_file):
+    def restore(self, state_file: Union[str, "os.PathLike[str]"]) -> None:
         """Resume from a .solverstate: iteration, lr step, histories, the weights it names and
         (minicaffe's extension) the generator and data positions. The whole file and the model
         it names are read and checked first: a ModelFileError leaves the solver as it was.
@@ -654,7 +665,7 @@ class Solver:
                                  % (state_file, key, type(exc).__name__, exc)) from None
 
     # --- signals -----------------------------------------------------------------------------
-    def install_signal_handlers(self, sigint_effect="snapshot", sighup_effect="snapshot"):
+    def install_signal_handlers(self, sigint_effect: str = "snapshot", sighup_effect: str = "snapshot") -> None:
         """Ctrl-C / SIGHUP: finish the current iteration, then snapshot and/or stop."""
         actions = {"stop": "stop", "snapshot": "stop_snapshot", "none": None}
 
@@ -775,6 +786,6 @@ AdaDeltaSolver = _typed("AdaDelta")
 AdamSolver = _typed("Adam")
 
 
-def get_solver(path, **kw):
+def get_solver(path: Union[Union[str, "os.PathLike[str]"], Any], **kw: Any) -> Solver:
     """pycaffe's caffe.get_solver: a solver of the type the file names."""
     return Solver(path, **kw)

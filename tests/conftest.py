@@ -11,6 +11,28 @@ ZOO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shar
 # imported): test_gpu_simulator.py runs it in a subprocess that sets MINICAFFE_GPU_TESTS=1.
 collect_ignore = [] if os.environ.get("MINICAFFE_GPU_TESTS") == "1" else ["gpu"]
 
+# Integration tests (setup.cfg's `integration` marker): these modules as a whole run tools,
+# reproduce/train/benchmark or a test suite in subprocesses, or train nets end to end; a
+# module that mixes both marks its own with @pytest.mark.integration. Every other test is a
+# unit test: `python -m pytest -m "not integration"` runs those alone.
+# tests/test_markers.py checks that every module named here exists.
+INTEGRATION_MODULES = (
+    "test_benchmark.py",
+    "test_gpu_simulator.py",
+    "test_pycaffe_suite.py",
+    "test_reproduce.py",
+    "test_reproduce_jobs.py",
+    "test_tools_help.py",
+    "test_tools_train.py",
+    "test_toyhome_by_hand.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if os.path.basename(str(item.fspath)) in INTEGRATION_MODULES:
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(autouse=True)
 def _cpu_and_seed():

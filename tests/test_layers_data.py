@@ -603,6 +603,7 @@ def test_convert_imageset_bad_args_exit_2(tmp_path, capsys):
     assert not os.path.exists(str(tmp_path / "db2"))
 
 
+@pytest.mark.integration
 def test_convert_imageset_tool_is_executable(tmp_path):
     assert os.access(TOOL, os.X_OK)
     r = subprocess.run([sys.executable, TOOL, "-resize_height=1"], capture_output=True,

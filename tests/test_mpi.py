@@ -442,6 +442,7 @@ def run_ranks(mpiexec, cwd, args, n=2, timeout=240):
 
 
 @pytest.mark.parametrize("kind", ["image", "domain"])
+@pytest.mark.integration
 def test_two_ranks_equal_one_process_with_iter_size_2(mpiexec, tmp_path, monkeypatch, capsys, kind):
     (tmp_path / "mpi").mkdir()
     (tmp_path / "one").mkdir()
@@ -464,6 +465,7 @@ def test_two_ranks_equal_one_process_with_iter_size_2(mpiexec, tmp_path, monkeyp
     assert len(losses(log)) == 6
 
 
+@pytest.mark.integration
 def test_two_ranks_resume_reproduces_the_uninterrupted_run(mpiexec, tmp_path, monkeypatch,
                                                           capsys):
     solver = setup_dir(tmp_path, max_iter=6, snapshot=3)
@@ -492,6 +494,7 @@ def test_two_ranks_resume_reproduces_the_uninterrupted_run(mpiexec, tmp_path, mo
 
 
 @pytest.mark.parametrize("how", ["raise", "kill"])
+@pytest.mark.integration
 def test_a_failing_rank_ends_the_job_naming_it_and_keeps_the_snapshot(mpiexec, tmp_path, how):
     fail = ('layer { name: "fail" type: "Python" bottom: "conv" top: "fail" '
             'python_param { module: "mc_fail" layer: "FailOnRank" param_str: "1 3 %s" } }' % how)
@@ -516,6 +519,7 @@ def test_a_failing_rank_ends_the_job_naming_it_and_keeps_the_snapshot(mpiexec, t
     assert state.iter == 2 and len(state.history) == 4
 
 
+@pytest.mark.integration
 def test_sigint_on_one_rank_snapshots_and_stops_every_rank_at_one_iteration(mpiexec, tmp_path):
     solver = setup_dir(tmp_path, max_iter=100000)
     proc = subprocess.Popen(mpiexec + ["-n", "2", sys.executable, TRAIN_TOOL, "--solver", solver],

@@ -127,6 +127,7 @@ def test_authors_nets_agree_across_families():
     assert sp.gamma ** sp.max_iter == pytest.approx(0.1, rel=1e-3)   # 1e-4 -> 1e-5
 
 
+@pytest.mark.integration
 def test_office_home_nets_build_and_noda_steps(office_root, tmp_path):
     """Every Office-Home train net builds on the tiny folder (2 classes, K = 1), with
     VGG_CNN_F's layer names and weight shapes and the head configure sized; one
@@ -168,6 +169,7 @@ def test_office_home_nets_build_and_noda_steps(office_root, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_reproduce_office_home_end_to_end(office_root, tmp_path):
     """tools/reproduce --family office_home on the tiny folder: all six methods train one
     iteration of VGG_CNN_F from fresh fillers, are evaluated, and every number is in [0, 1]."""

@@ -55,6 +55,7 @@ assert not caffe.has_nccl() and caffe.solver_count() == 1
 """
 
 
+@pytest.mark.integration
 def test_install_caffe_alias_gives_pycaffe_names(tmp_path):
     proc = run_py(["-c", ALIAS_CHECK], tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -62,6 +63,7 @@ def test_install_caffe_alias_gives_pycaffe_names(tmp_path):
     assert re.search(r"^I\d{4} [\d:.]+ +\d+ \S+:\d+\] hello from pycaffe$", proc.stderr, re.M)
 
 
+@pytest.mark.integration
 def test_run_a_pycaffe_script_unchanged(tmp_path):
     """A script and its Python layer module both ``import caffe``; argv and sys.path[0] are
     what ``python script.py`` gives."""
@@ -87,6 +89,7 @@ def test_run_a_pycaffe_script_unchanged(tmp_path):
     assert proc.stdout.split() == ["hello", "12.0"]
 
 
+@pytest.mark.integration
 def test_the_alias_never_shadows_a_real_pycaffe(tmp_path):
     fake = tmp_path / "site" / "caffe"
     fake.mkdir(parents=True)
@@ -342,6 +345,7 @@ def test_draw_bytes_phases_and_pydot(tmp_path):
 
 # --- the README's example ----------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_readme_netspec_example_writes_a_prototxt_and_trains(tmp_path):
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()

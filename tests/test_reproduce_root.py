@@ -248,6 +248,7 @@ def _run(capsys, args):
     return rc, capsys.readouterr()
 
 
+@pytest.mark.integration
 def test_bad_input_is_one_line_naming_the_folder(gen_root, tmp_path, capsys):
     def fails(args, root, text):
         out = str(tmp_path / "res")
@@ -281,6 +282,7 @@ def test_bad_input_is_one_line_naming_the_folder(gen_root, tmp_path, capsys):
           % os.path.join(lack, "sketches"))
 
 
+@pytest.mark.integration
 def test_any_dataset_all_pairs(gen_root, tmp_path, capsys):
     out = str(tmp_path / "res")
     rc, cap = _run(capsys, ["--root", gen_root, "--pairs", "all", "--methods", "NoDA,ITQ",
@@ -304,6 +306,7 @@ def test_any_dataset_all_pairs(gen_root, tmp_path, capsys):
         figures.available()
 
 
+@pytest.mark.integration
 def test_seeds_comparison_logs_and_overrides(gen_root, tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "res")
     args = ["--root", gen_root, "--pairs", "Photos:sketches,paintings:Photos", "--methods",
@@ -362,6 +365,7 @@ def test_seeds_comparison_logs_and_overrides(gen_root, tmp_path, capsys, monkeyp
     assert len(os.listdir(os.path.join(out, "logs"))) == 8
 
 
+@pytest.mark.integration
 def test_trunk_starts_every_method(gen_root, tmp_path, capsys, monkeypatch):
     first = str(tmp_path / "first")
     rc, cap = _run(capsys, ["--root", gen_root, "--pairs", "Photos:sketches", "--methods", "NoDA",

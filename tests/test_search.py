@@ -226,6 +226,7 @@ def _error_line(capsys, prog):
     return err[0]
 
 
+@pytest.mark.integration
 def test_index_add_search_round_trip(toy, tmp_path, capsys):
     db = str(tmp_path / "toy.hdb")
     assert _index(toy, db, "--list", toy["lists"]["Art"], "--root", toy["root"]) == 0
@@ -280,6 +281,7 @@ def test_index_add_search_round_trip(toy, tmp_path, capsys):
         assert [r[4] for r in mine] == [idx.paths[i] for i in same]
 
 
+@pytest.mark.integration
 def test_encode_images_python_api(toy):
     deploy, weights = toy["nets"][16, 1]
     enc = encode_images(deploy, weights, toy["lists"]["Product"], toy["train"], root=toy["root"],
@@ -294,6 +296,7 @@ def test_encode_images_python_api(toy):
         encode_images(deploy, weights, enc.paths[:2], None)
 
 
+@pytest.mark.integration
 def test_index_folder_layouts(toy, tmp_path):
     db = str(tmp_path / "all.hdb")
     assert _index(toy, db, "--folder", toy["root"]) == 0          # <Domain>/<Class>/<image>
@@ -307,6 +310,7 @@ def test_index_folder_layouts(toy, tmp_path):
     assert idx.paths[3] == os.path.abspath(toy["root"] + "Product/Bike/00001.png")
 
 
+@pytest.mark.integration
 def test_bad_inputs_one_line_nothing_written(toy, tmp_path, capsys):
     db = str(tmp_path / "toy.hdb")
     assert _index(toy, db, "--list", toy["lists"]["Art"], "--root", toy["root"]) == 0
@@ -364,6 +368,7 @@ def test_bad_inputs_one_line_nothing_written(toy, tmp_path, capsys):
     assert sorted(os.listdir(str(tmp_path))) == ["bad.png", "garbled.hdb", "toy.hdb", "trunc.hdb"]
 
 
+@pytest.mark.integration
 def test_evaluate_and_extract_features_transform_and_out_checked_first(toy, tmp_path, capsys):
     from minicaffe.commands import evaluate as evaluate_cmd, extract_features as extract_cmd
     deploy, weights = toy["nets"][16, 1]

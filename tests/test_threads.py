@@ -308,6 +308,7 @@ def _toy_solver(max_iter):
     return solver
 
 
+@pytest.mark.integration
 def test_the_thread_count_never_changes_a_result(monkeypatch):
     """The ToyHome DAH net (convolutions, pooling, BatchNorm, the three MMD losses, the hash
     and entropy losses, SGD): 5 iterations with the count switching every iteration give the

@@ -234,6 +234,7 @@ def test_parse_log_missing_file_and_bad_args(tmp_path, capsys):
     assert err.count("\n") == 1 and "OUTPUT_DIR" in err
 
 
+@pytest.mark.integration
 def test_parse_log_executable(tmp_path):
     path = write(tmp_path, "nosolve.log", "I0210 13:39:20.000000 1 caffe.cpp:1] hello\n")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "parse_log"), path,

@@ -3,6 +3,7 @@ and the shipped file holds exactly the layers every ToyHome net shares."""
 import os
 
 import numpy as np
+import pytest
 
 from minicaffe import experiments, protoio
 from minicaffe.commands import make_trunk
@@ -30,6 +31,7 @@ def test_shipped_trunk_matches_the_family():
     net.close()
 
 
+@pytest.mark.integration
 def test_make_trunk_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MINICAFFE_DATA", str(tmp_path / "data"))
     out = str(tmp_path / "trunk.caffemodel")
