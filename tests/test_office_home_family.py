@@ -235,20 +235,28 @@ def test_office_home_per_length_nets_are_the_generic_net():
         assert tuned == generic, bits
 
 
-def test_toyhome_dah_at_16_bits_is_the_generic_net_with_its_entropy_weight():
-    """ToyHome's dah_solver_16 (eta = 3, chosen on the validation draw for 16 bits) is
-    dah_solver.prototxt with only the entropy weight changed; 64 and 128 bits keep eta = 10."""
+def test_toyhome_dah_per_code_length_is_the_generic_net_with_its_weights():
+    """ToyHome's dah_solver_16 / _128 (chosen on the validation draw per code length) are
+    dah_solver.prototxt with only the code length, the entropy weight eta and the diversity
+    weight lambda changed: 16 bits eta 3, lambda 3; 64 bits (the generic net) eta 10, lambda 1;
+    128 bits eta 10, lambda 3."""
     kw = dict(source_list="s.txt", target_list="t.txt", root="/r/", num_classes=12,
               snapshot_prefix="x")
-    tuned = experiments.configure("toyhome", "DAH", bits=16, **kw)
-    generic = experiments.configure("toyhome", "DAH", eta=3.0, **kw)   # dah_solver.prototxt
-    for lp in generic.net_param.layer:
-        if lp.name == "fc8_hash":
-            lp.inner_product_param.num_output = 16
-    generic.net_param.name = tuned.net_param.name = ""
-    assert tuned == generic
-    assert tuned != experiments.configure("toyhome", "DAH", bits=16, eta=10.0, **kw)
-    for bits in (64, 128):
-        sp = experiments.configure("toyhome", "DAH", bits=bits, **kw)
+
+    def entropy(sp):
         (lp,) = [lp for lp in sp.net_param.layer if lp.type == "EntropyLoss"]
-        assert list(lp.loss_weight) == [10.0]
+        return lp
+
+    for bits, eta, lam in ((16, 3.0, 3.0), (128, 10.0, 3.0)):
+        tuned = experiments.configure("toyhome", "DAH", bits=bits, **kw)
+        generic = experiments.configure("toyhome", "DAH", eta=eta, **kw)   # dah_solver.prototxt
+        for lp in generic.net_param.layer:
+            if lp.name == "fc8_hash":
+                lp.inner_product_param.num_output = bits
+        entropy(generic).entropy_loss_param.diversity_weight = lam
+        generic.net_param.name = tuned.net_param.name = ""
+        assert tuned == generic, bits
+        assert (list(entropy(tuned).loss_weight), entropy(tuned).entropy_loss_param.diversity_weight) \
+            == ([eta], lam)
+    sp = experiments.configure("toyhome", "DAH", bits=64, **kw)
+    assert (list(entropy(sp).loss_weight), entropy(sp).entropy_loss_param.diversity_weight) == ([10.0], 1.0)
