@@ -211,7 +211,6 @@ class _Prefetcher:
         self._queue = queue.Queue(max(1, int(depth)))
         self._stop = threading.Event()
         self._error = None
-        self.waited = 0.0   # seconds the net spent waiting for a batch (the solver's time split)
         self.thread = threading.Thread(target=_prefetch_loop, name=name, daemon=True,
                                        args=(produce, self._queue, self._stop))
         self.thread.start()
@@ -219,7 +218,6 @@ class _Prefetcher:
     def get(self):
         if self._error is not None:
             raise self._error
-        t0 = time.perf_counter()
         while True:
             try:
                 item = self._queue.get(timeout=0.5)
@@ -228,7 +226,6 @@ class _Prefetcher:
                 if not self.thread.is_alive() and self._queue.empty():
                     raise CaffeError("the data prefetch thread %s has stopped"
                                      % self.thread.name) from None
-        self.waited += time.perf_counter() - t0
         if isinstance(item, BaseException):
             self._error = item
             raise item
@@ -268,17 +265,20 @@ class _PrefetchingDataLayer(Layer):
         self._start()
 
     def _start(self):
-        old = getattr(self, "_prefetcher", None)
-        self._waited_before = getattr(self, "_waited_before", 0.0) + (old.waited if old else 0.0)
         self._prefetcher = _Prefetcher(self._source.next_batch, self.prefetch_depth,
                                        "minicaffe-prefetch-%s" % self.name)
         self._finalizer = weakref.finalize(self, self._prefetcher.stop)
 
-    @property
-    def data_wait(self):
-        """Seconds the forward passes spent waiting for the prefetch thread's batches: the
-        data time on the critical path (Solver's time split)."""
-        return self._waited_before + self._prefetcher.waited
+    data_wait = 0.0   # seconds the forwards waited for batches: data on the critical path
+
+    def _next_batch(self):
+        """The prefetch thread's next batch, the wait counted in ``data_wait`` (the solver's
+        time split)."""
+        t0 = time.perf_counter()
+        try:
+            return self._prefetcher.get()
+        finally:
+            self.data_wait += time.perf_counter() - t0
 
     def close(self):
         """Stop and join the prefetch thread."""
@@ -298,7 +298,7 @@ class _PrefetchingDataLayer(Layer):
         pass  # forward reshapes the tops to each batch
 
     def forward_cpu(self, bottom, top):
-        data, labels, state = self._prefetcher.get()
+        data, labels, state = self._next_batch()
         top[0].reshape(data.shape)
         top[0].data[...] = data
         if len(top) > 1:
@@ -986,7 +986,7 @@ class DomainDataLayer(_PrefetchingDataLayer):
             top[3].reshape((n,))
 
     def forward_cpu(self, bottom, top):
-        (sd, sl, td, tl), _, state = self._prefetcher.get()
+        (sd, sl, td, tl), _, state = self._next_batch()
         for t, arr in zip(top, (sd, sl, td, tl)):
             t.reshape(arr.shape)
             t.data[...] = arr
