@@ -344,7 +344,7 @@ class DataParallel:
         agrees on a requested stop/snapshot. Returns (mean loss, {output: mean values} or None,
         agreed action) and sets ``solver.requested_action`` to that action."""
         net = solver.net
-        grads = [b for b, lr in zip(net.learnable_params, net.params_lr) if lr != 0]
+        grads = [p.blob for p in net.learnables if p.lr_mult != 0]
         stats = _batch_norm_stats(net)
         outs = [net.blobs[n] for n in net.outputs] if outputs else []
         local = solver.pending_action or solver.requested_action

@@ -457,7 +457,8 @@ class Solver:
         device = backend.mode() == backend.GPU
         if device and getattr(self, "_gpu_updater", None) is None:
             self._gpu_updater = GPUUpdater(self.history, self.history2)
-        for i, b in enumerate(params):
+        for i, learnable in enumerate(self.net.learnables):   # the records: no list per access
+            b = learnable.blob
             if device:
                 w, g = b.gpu_data(), b.gpu_diff()
                 h, h2 = self._gpu_updater.arrays(i)
@@ -466,8 +467,8 @@ class Solver:
                 h = self.history[i].reshape(-1)
                 h2 = self.history2[i].reshape(-1) if self.history2 else None
             apply_rule(p, self.rule, w, g, h, h2, 1.0 / n_passes,
-                       p.weight_decay * self.net.params_weight_decay[i],
-                       rate * self.net.params_lr[i], self.iter + 1, device)
+                       p.weight_decay * learnable.decay_mult,
+                       rate * learnable.lr_mult, self.iter + 1, device)
         self.iter += 1
 
     @property
