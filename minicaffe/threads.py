@@ -31,8 +31,10 @@ cost), runs the fastest for a window that doubles while the choice holds (16 →
 never so short that the trials' slow samples cost more than 5 % of the time), and tries again
 at the window's end or as soon as the iterations get 1.5× slower or faster than just after it
 chose (the load changed). The thread count
-does not change a result: every kernel gives the same bits at any count (tests/test_threads.py
-trains with the count switching under it). It stays off when the user set a thread variable
+does not change a result: every Numba kernel gives the same bits at any count, and so does BLAS
+on most builds; where a probe finds that it does not (``blas_same_bits``), the Governor sets
+Numba's threads only and BLAS keeps its count (tests/test_threads.py trains with the count
+switching under it). It stays off when the user set a thread variable
 (their count is kept), on one core, on the GPU and under MPI (parallel.py splits the cores).
 """
 from __future__ import annotations
@@ -42,6 +44,7 @@ import math
 import os
 import statistics
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, MutableMapping, Optional, Tuple
 
@@ -234,6 +237,78 @@ def set_compute_threads(n: int) -> None:
         c.set_num_threads(n)
 
 
+_FIXED: List[int] = []   # fixed_threads' counts, innermost last
+
+
+@contextlib.contextmanager
+def fixed_threads(n: int) -> Iterator[None]:
+    """BLAS and Numba on ``n`` threads inside, and no Governor (``Governor.for_training`` is
+    None): tools/reproduce's trainings in its own process, as in its one-thread workers. The
+    counts before come back after."""
+    import numba
+    numba_before = numba.get_num_threads()
+    blas_before = [(c, c.num_threads) for c in _blas_controllers()]
+    _FIXED.append(n)
+    set_compute_threads(n)
+    try:
+        yield
+    finally:
+        _FIXED.pop()
+        numba.set_num_threads(numba_before)
+        for c, b in blas_before:
+            c.set_num_threads(b)
+
+
+def set_numba_threads(n: int) -> None:
+    """Run Numba's parallel regions (from the calling thread) on ``n`` threads; BLAS keeps its
+    count. What a Governor sets where BLAS's bits depend on its thread count."""
+    import numba
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+
+
+_SAME_BITS: Dict[Tuple[int, ...], bool] = {}
+# sgemm shapes of the shipped nets' convolutions (output rows x depth x columns of a chunk)
+_PROBE_SHAPES = ((16, 75, 13312), (32, 400, 2560), (64, 288, 3584))
+
+
+def blas_same_bits(counts: Tuple[int, ...]) -> bool:
+    """Whether BLAS's float32 products give the same bits at each of ``counts`` threads,
+    probed once per process on three convolution-sized products (a few ms). OpenBLAS
+    0.3.31 on a 2-core AMD EPYC gave different last bits at 1 and 2 threads, even for the
+    same shapes; on another machine of the same kind it gave the same. True where threadpoolctl
+    cannot set BLAS's count (then nothing changes it)."""
+    key = tuple(sorted(set(counts)))
+    if key not in _SAME_BITS:
+        controllers = _blas_controllers()
+        same = True
+        if controllers and len(key) > 1:
+            import numpy as np
+            rng = np.random.default_rng(0)
+            pairs = [(rng.standard_normal((m, k), np.float32),
+                      rng.standard_normal((k, n), np.float32)) for m, k, n in _PROBE_SHAPES]
+            before = [c.num_threads for c in controllers]
+            try:
+                ref = None
+                for n in key:
+                    for c in controllers:
+                        c.set_num_threads(n)
+                    out = [a @ b for a, b in pairs]
+                    ref = out if ref is None else ref
+                    same = same and all(np.array_equal(x, y) for x, y in zip(ref, out))
+            finally:
+                for c, b in zip(controllers, before):
+                    c.set_num_threads(b)
+        _SAME_BITS[key] = same
+    return _SAME_BITS[key]
+
+
+def governed_setter(counts: Tuple[int, ...]) -> Callable[[int], None]:
+    """What a Governor switching among ``counts`` sets: BLAS's and Numba's threads, or only
+    Numba's where BLAS's bits depend on the count (``blas_same_bits``), so that no choice of
+    the Governor changes a result."""
+    return set_compute_threads if blas_same_bits(counts) else set_numba_threads
+
+
 class Governor:
     """Picks the fastest thread count while iterations run (see the module's docstring).
 
@@ -257,7 +332,7 @@ class Governor:
     DRIFT = 1.5          # the recent median this much slower or faster than at the choice
     RECENT = 8
 
-    def __init__(self, most: int, set_threads: Callable[[int], Any] = set_compute_threads,
+    def __init__(self, most: int, set_threads: Optional[Callable[[int], Any]] = None,
                  clock: Callable[[], float] = time.perf_counter, warmup: int = 1,
                  log: Any = None) -> None:
         self.counts: List[int] = []
@@ -265,6 +340,12 @@ class Governor:
         while k not in self.counts:
             self.counts.append(k)
             k = max(1, k // 2)
+        if set_threads is None:
+            set_threads = governed_setter(tuple(self.counts))
+            if set_threads is set_numba_threads and log is not None:
+                log.info("Threads: BLAS gives different bits at %s threads here, so the "
+                         "Governor sets Numba's threads only",
+                         " and ".join(str(c) for c in sorted(self.counts)))
         self._set, self.clock, self.log = set_threads, clock, log
         # the first trial starts on one thread: the count a busy machine never makes wait, so
         # the others are measured against it and a very slow one is out after one sample
@@ -282,10 +363,11 @@ class Governor:
     @classmethod
     def for_training(cls, log: Any = None) -> Optional[Governor]:
         """A Governor for this process, or None when the count is not minicaffe's to choose:
-        the user set a thread variable, one core, the GPU, or MPI ranks."""
+        the user set a thread variable, inside ``fixed_threads``, one core, the GPU, or MPI
+        ranks."""
         from . import backend
         n = default_threads()
-        if user_set() or n <= 1 or backend.mode() != backend.CPU:
+        if _FIXED or user_set() or n <= 1 or backend.mode() != backend.CPU:
             return None
         try:
             import numba
@@ -399,3 +481,88 @@ def _cap_loaded(n):
             threadpool_limits(n, user_api="blas")
         except Exception:   # threadpoolctl is optional
             pass
+
+
+# --- parallel chunks: the CPU convolutions' images in fixed chunks, shared among threads ----
+_POOL: List[Any] = []          # [ThreadPoolExecutor] of the chunk workers, grown as needed
+_IN_WORKER = threading.local()
+
+
+def chunk_workers() -> int:
+    """How many threads ``map_chunks`` runs now: Numba's count in the calling thread (what the
+    Governor or the user set). 1 inside a chunk worker, and where Numba's threading layer is
+    not known to take parallel kernels from two threads at once (workqueue; before the first
+    parallel kernel ran)."""
+    import numba
+    n = numba.get_num_threads()
+    if n <= 1 or getattr(_IN_WORKER, "on", False):
+        return 1
+    try:
+        layer = numba.threading_layer()
+    except ValueError:   # no parallel kernel has run yet
+        return 1
+    return n if layer in ("omp", "tbb") else 1
+
+
+@contextlib.contextmanager
+def _blas_on_one_thread() -> Iterator[None]:
+    controllers = [c for c in _blas_controllers() if c.num_threads != 1]
+    before = [c.num_threads for c in controllers]
+    for c in controllers:
+        c.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for c, n in zip(controllers, before):
+            c.set_num_threads(n)
+
+
+def map_chunks(fn: Callable[[int, Any], Any], items: List[Any]) -> List[Any]:
+    """``[fn(worker, item) for item in items]``, the items taken in turn by ``chunk_workers()``
+    threads (the caller is worker 0; ``worker`` names its scratch buffers). Each worker runs
+    its Numba kernels and BLAS calls on one thread, so a chunk's bits never depend on the
+    count, and a descheduled thread only takes fewer chunks (Numba's and BLAS's own pools
+    split each call evenly and wait for the slowest thread). ``fn`` must release the GIL in
+    its heavy calls (NumPy's BLAS products, ``nogil`` kernels) to run in parallel."""
+    import numba
+    n = min(len(items), chunk_workers())
+    results: List[Any] = [None] * len(items)
+    order = iter(range(len(items)))
+    lock = threading.Lock()
+    failed: List[BaseException] = []
+
+    def work(w: int) -> None:
+        _IN_WORKER.on = True
+        numba.set_num_threads(1)   # Numba's count is per thread
+        try:
+            while not failed:
+                with lock:
+                    i = next(order, None)
+                if i is None:
+                    return
+                results[i] = fn(w, items[i])
+        except BaseException as e:   # re-raised in the caller, after the others stop
+            failed.append(e)
+        finally:
+            _IN_WORKER.on = False
+
+    mine = numba.get_num_threads()
+    with _blas_on_one_thread():
+        if n > 1:
+            if not _POOL or _POOL[0]._max_workers < n - 1:
+                from concurrent.futures import ThreadPoolExecutor
+                if _POOL:
+                    _POOL.pop().shutdown(wait=True)
+                _POOL.append(ThreadPoolExecutor(n - 1, thread_name_prefix="minicaffe-chunk"))
+            futures = [_POOL[0].submit(work, w) for w in range(1, n)]
+        else:
+            futures = []
+        try:
+            work(0)
+        finally:
+            for f in futures:
+                f.result()
+            numba.set_num_threads(mine)
+    if failed:
+        raise failed[0]
+    return results

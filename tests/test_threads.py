@@ -318,10 +318,11 @@ def test_the_thread_count_never_changes_a_result(monkeypatch):
         pytest.skip("Numba's pool has one thread here (NUMBA_NUM_THREADS=1): nothing to switch")
     monkeypatch.setattr(threads.Governor, "for_training", classmethod(lambda cls, log=None: None))
     runs = []
+    switch = threads.governed_setter((2, 1))   # what a Governor switches on this machine
     for schedule in ([1] * 5, [2, 1, 2, 1, 2]):
         solver = _toy_solver(5)
         for n in schedule:
-            threads.set_compute_threads(n)
+            switch(n)
             solver.step(1)
         runs.append({(k, i): b.data.copy() for k, v in solver.net.params.items()
                      for i, b in enumerate(v)})
@@ -355,3 +356,84 @@ def test_the_solver_runs_its_iterations_under_a_governor(monkeypatch):
     assert len(made) == 1 and gov.iterations == 12 and gov.best == 1
     assert m.switches[-2:] == [1, 2]                    # step ran on 1, then gave them back
     assert numba.get_num_threads() == before
+
+
+def test_the_blas_probe_restores_the_counts_and_agrees_with_a_direct_product(monkeypatch):
+    """blas_same_bits compares real products at each count and leaves BLAS's counts as it
+    found them; its answer is what one of its products gives when measured here directly."""
+    import numpy as np
+    controllers = threads._blas_controllers()
+    if not controllers:
+        pytest.skip("threadpoolctl cannot set this BLAS's threads: nothing to probe")
+    monkeypatch.setattr(threads, "_SAME_BITS", {})
+    before = [c.num_threads for c in controllers]
+    same = threads.blas_same_bits((2, 1))
+    assert [c.num_threads for c in controllers] == before
+    rng = np.random.default_rng(0)
+    pairs = [(rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32))
+             for m, k, n in threads._PROBE_SHAPES]
+    out = {}
+    for n in (1, 2):
+        for c in controllers:
+            c.set_num_threads(n)
+        out[n] = [a @ b for a, b in pairs]
+    for c, b in zip(controllers, before):
+        c.set_num_threads(b)
+    assert same == all(np.array_equal(x, y) for x, y in zip(out[1], out[2]))
+    assert threads.blas_same_bits((1,)) is True   # one count: nothing to compare
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_the_governor_leaves_blas_alone_where_its_bits_depend_on_the_count(monkeypatch, same):
+    import logging
+    monkeypatch.setattr(threads, "blas_same_bits", lambda counts: same)
+    seen = []
+    log = logging.getLogger("test-governor")
+    monkeypatch.setattr(log, "info", lambda msg, *a: seen.append(msg % a))
+    gov = threads.Governor(2, log=log)
+    try:
+        assert gov._set is (threads.set_compute_threads if same else threads.set_numba_threads)
+        assert [m for m in seen if "different bits" in m] == (
+            [] if same else ["Threads: BLAS gives different bits at 1 and 2 threads here, so "
+                             "the Governor sets Numba's threads only"])
+    finally:
+        threads.set_compute_threads(threads.default_threads())
+
+
+def test_map_chunks_keeps_the_order_shares_the_items_and_raises_a_workers_error():
+    import threading
+
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba's pool has one thread here (NUMBA_NUM_THREADS=1): one worker only")
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        assert threads.chunk_workers() == 2 or numba.threading_layer() not in ("omp", "tbb")
+        who = {}
+        gate = threading.Barrier(2, timeout=10)
+
+        def fn(w, item):
+            if item < 2:
+                gate.wait()   # the first two items run at once, on two threads
+            who[item] = (w, threading.current_thread().name, threads.chunk_workers(),
+                         numba.get_num_threads())
+            return item * item
+        if threads.chunk_workers() == 2:
+            assert threads.map_chunks(fn, list(range(7))) == [i * i for i in range(7)]
+            assert {w for w, _, _, _ in who.values()} == {0, 1}
+            assert {name for _, name, _, _ in who.values()} > {threading.current_thread().name}
+            # inside a worker: one thread for Numba, and a nested map runs in that worker
+            assert {(c, n) for _, _, c, n in who.values()} == {(1, 1)}
+        assert numba.get_num_threads() == 2
+
+        def bad(w, item):
+            if item == 3:
+                raise ValueError("chunk 3")
+            return item
+        with pytest.raises(ValueError, match="chunk 3"):
+            threads.map_chunks(bad, list(range(6)))
+        assert numba.get_num_threads() == 2
+        assert threads.map_chunks(bad, [0, 1]) == [0, 1]   # the pool still works
+    finally:
+        numba.set_num_threads(before)

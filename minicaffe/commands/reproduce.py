@@ -731,7 +731,11 @@ class Trainings:
 
     def _train_here(self, job):
         t0 = time.time()
-        model = train_job(job, lambda it, mx, loss: self.progress.tick(job.name, it, mx, loss))
+        # one thread, as in a worker (the model is then the same bytes: BLAS's bits can
+        # depend on its thread count)
+        with contextlib.nullcontext() if threads.user_set() else threads.fixed_threads(1):
+            model = train_job(job, lambda it, mx, loss: self.progress.tick(job.name, it, mx,
+                                                                           loss))
         self.progress.finish(job.name, job.sp.max_iter)
         return model, time.time() - t0
 
