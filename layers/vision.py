@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from minicaffe import gpu
+from minicaffe import gpu, threads
 from minicaffe.errors import CaffeError
 from minicaffe.fillers import fill
 from minicaffe.layer import Layer, register
@@ -36,7 +36,13 @@ from .im2col import (
 )
 
 GPU_COL_LIMIT = 1 << 27  # elements of the device column buffer: images are processed in chunks
-CPU_COL_LIMIT = 1 << 24  # and of the host one (64 MiB of float32)
+# and of the host one: 4 MiB of float32, so a chunk's columns are still in cache when its
+# GEMM reads them (ToyHome conv2 at batch 96, 1 thread: forward 21 -> 17 ms, backward 50 -> 32
+# against one 39 MB chunk); a layer whose one image needs more runs an image a chunk, as Caffe
+CPU_COL_LIMIT = 1 << 20
+# the CPU chunks run at once at most (a wave; each keeps its dW part until the wave is summed
+# in chunk order), and the fewest a batch is cut into, so that each chunk worker gets some
+CPU_WAVE = 8
 _NO_BIAS = {np.dtype(t): np.zeros(0, t) for t in (np.float32, np.float64)}
 
 _NO_MASK = np.zeros((1, 1, 1), np.int32)
@@ -51,9 +57,9 @@ class _BaseConvolutionLayer(Layer):
 
     ``conv_in``/``conv_out`` channels are (C, num_output) for Convolution and swapped for
     Deconvolution; the weight is (conv_out, conv_in/group, *kernel). ``_fwd_gemm`` is
-    im2col + W·col, ``_bwd_gemm`` is Wᵀ·out + col2im, ``_weight_gemm`` is dW += out·colᵀ,
-    each per group and chunk of images, through one shared column buffer (``_gpu`` twins
-    below). 1-D spatial inputs run as 2-D with a
+    im2col + W·col, ``_bwd_gemm`` is Wᵀ·out + col2im, ``_weight_part`` is one chunk's
+    out·colᵀ (``_add_part`` sums them into dW in chunk order), each per group and chunk of
+    images, through a column buffer per chunk worker (``_gpu`` twins below). 1-D spatial inputs run as 2-D with a
     height of 1; other spatial ranks raise.
     """
     min_num_bottom = 1
@@ -157,86 +163,96 @@ class _BaseConvolutionLayer(Layer):
         self.im_hw = two_d(im_sp)
         self.col_hw = two_d(col_sp)
         self.col_dim = math.prod(col_sp)
-        og, kd = self.conv_out // self.group, self.kernel_dim
-        if getattr(self, "_wtmp", None) is None or self._wtmp.shape != (og, kd) \
-                or self._wtmp.dtype != self.dtype:
-            self._wtmp = np.empty((og, kd), self.dtype)
 
     # --- GEMM helpers over a chunk of images [n0, n0 + n): ``im`` (num, conv_in, H, W) and
     # ``out`` (num, conv_out, col_dim) views. The chunk's columns sit side by side, so each
     # group is one BLAS call for the whole chunk (a call per image paid a thread-pool sync
-    # each: 0.4x PyTorch on LeNet at 2 threads) -----------------------------------------------
-    def _chunks(self, limit):
-        """Image ranges (n0, n) whose columns fit in ``limit`` elements (CPU_ or GPU_COL_LIMIT)."""
+    # each: 0.4x PyTorch on LeNet at 2 threads). On the CPU the chunks are shared among
+    # threads.map_chunks' workers, each with its own buffers (``w``) ----------------------------
+    def _chunks(self, limit, least=1):
+        """Image ranges (n0, n) whose columns fit in ``limit`` elements (CPU_ or GPU_COL_LIMIT),
+        at least ``least`` of them when the batch has the images. Fixed by the shapes alone,
+        never by the thread count, so dW sums its chunks in the same order on any count."""
         per = max(1, self.kernel_dim * self.group * self.col_dim)
-        step = max(1, min(self.num, limit // per))
+        step = max(1, min(self.num, limit // per, -(-self.num // least)))
         return [(n0, min(step, self.num - n0)) for n0 in range(0, self.num, step)]
+
+    def _cpu_chunks(self, fn, *args):
+        """``fn(w, slot, n0, n, *args)`` for every CPU chunk, in waves of CPU_WAVE chunks shared
+        among the chunk workers; yields the results in chunk order (a wave's before the next
+        starts, so its ``slot`` buffers are free again)."""
+        chunks = self._chunks(CPU_COL_LIMIT, CPU_WAVE)
+        for s in range(0, len(chunks), CPU_WAVE):
+            yield from threads.map_chunks(lambda w, c: fn(w, c[0], *c[1], *args),
+                                          list(enumerate(chunks[s:s + CPU_WAVE])))
 
     def _groups(self):
         og, kd = self.conv_out // self.group, self.kernel_dim
         return [(slice(g * og, (g + 1) * og), slice(g * kd, (g + 1) * kd))
                 for g in range(self.group)]
 
-    def _col_buf(self, n, dtype):
-        """The shared column buffer as (group·kernel_dim, n·col_dim)."""
+    def _col_buf(self, n, dtype, w):
+        """Worker ``w``'s column buffer as (group·kernel_dim, n·col_dim)."""
         k = self.kernel_dim * self.group
-        return col_buffer(k * n * self.col_dim, dtype).reshape(k, n * self.col_dim)
+        return col_buffer(k * n * self.col_dim, dtype, "col%d" % w).reshape(k, n * self.col_dim)
 
-    def _rows_buf(self, n, dtype):
-        """The shared output-rows buffer as (conv_out, n·col_dim)."""
-        return col_buffer(self.conv_out * n * self.col_dim, dtype, "rows").reshape(
+    def _rows_buf(self, n, dtype, w):
+        """Worker ``w``'s output-rows buffer as (conv_out, n·col_dim)."""
+        return col_buffer(self.conv_out * n * self.col_dim, dtype, "rows%d" % w).reshape(
             self.conv_out, n * self.col_dim)
 
-    def _col(self, im, n0, n):
-        col = self._col_buf(n, im.dtype)
-        launch(im2col, col.size, im[n0:n0 + n], self.kh, self.kw, self.ph, self.pw, self.sh,
-               self.sw, self.dh, self.dw, self.col_hw[0], self.col_hw[1], col)
+    def _col(self, im, n0, n, w):
+        col = self._col_buf(n, im.dtype, w)
+        im2col(im[n0:n0 + n], self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, self.dh,
+               self.dw, self.col_hw[0], self.col_hw[1], col)
         return col
 
-    def _rows(self, out, n0, n):
+    def _rows(self, out, n0, n, w):
         """``out`` images [n0, n0 + n) as (conv_out, n·col_dim)."""
-        rows = self._rows_buf(n, out.dtype)
-        launch(to_rows, rows.size, out[n0:n0 + n], rows)
+        rows = self._rows_buf(n, out.dtype, w)
+        to_rows(out[n0:n0 + n], rows)
         return rows
 
-    def _fwd_gemm(self, im, out, n0, n, col=None, bias=None):
+    def _fwd_gemm(self, im, out, n0, n, w, col=None, bias=None):
         """out = W·im2col(im) (+ bias)."""
         if col is None:
-            col = self._col(im, n0, n)
-        rows = self._rows_buf(n, out.dtype)
-        w = self.blobs[0].data.reshape(self.conv_out, self.kernel_dim)
+            col = self._col(im, n0, n, w)
+        rows = self._rows_buf(n, out.dtype, w)
+        wt = self.blobs[0].data.reshape(self.conv_out, self.kernel_dim)
         for so, sk in self._groups():
-            np.dot(w[so], col[sk], out=rows[so])
-        launch(from_rows, rows.size, rows, _NO_BIAS[out.dtype] if bias is None else bias,
-               out[n0:n0 + n])
+            np.dot(wt[so], col[sk], out=rows[so])
+        from_rows(rows, _NO_BIAS[out.dtype] if bias is None else bias, out[n0:n0 + n])
 
-    def _bwd_gemm(self, out, im, n0, n, rows=None):
+    def _bwd_gemm(self, out, im, n0, n, w, rows=None):
         """im = col2im(Wᵀ·out) (overwrites)."""
         if rows is None:
-            rows = self._rows(out, n0, n)
-        w = self.blobs[0].data.reshape(self.conv_out, self.kernel_dim)
-        col = self._col_buf(n, im.dtype)
+            rows = self._rows(out, n0, n, w)
+        wt = self.blobs[0].data.reshape(self.conv_out, self.kernel_dim)
+        col = self._col_buf(n, im.dtype, w)
         for so, sk in self._groups():
-            np.dot(w[so].T, rows[so], out=col[sk])
-        launch(col2im, col.size, col, self.kh, self.kw, self.ph, self.pw, self.sh, self.sw,
-               self.dh, self.dw, self.col_hw[0], self.col_hw[1], im[n0:n0 + n])
+            np.dot(wt[so].T, rows[so], out=col[sk])
+        col2im(col, self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, self.dh, self.dw,
+               self.col_hw[0], self.col_hw[1], im[n0:n0 + n])
 
-    def _weight_gemm(self, im, out, n0, n, rows=None):
-        """dW += out·im2col(im)ᵀ; returns the column buffer."""
-        col = self._col(im, n0, n)
+    def _weight_part(self, im, out, n0, n, w, slot, rows=None):
+        """(out·im2col(im)ᵀ of one chunk in ``slot``'s buffer, the column buffer)."""
+        col = self._col(im, n0, n, w)
         if rows is None:
-            rows = self._rows(out, n0, n)
-        w = self.blobs[0]
-        fresh = w.diff_is_zero  # a fresh step: the first chunk writes in place
-        dw = (w.diff_overwrite() if fresh else w.diff).reshape(self.conv_out, self.kernel_dim)
-        tmp = self._wtmp
+            rows = self._rows(out, n0, n, w)
+        part = col_buffer(self.conv_out * self.kernel_dim, im.dtype, "dw%d" % slot).reshape(
+            self.conv_out, self.kernel_dim)
         for so, sk in self._groups():
-            if fresh:
-                np.dot(rows[so], col[sk].T, out=dw[so])
-            else:
-                np.dot(rows[so], col[sk].T, out=tmp)
-                dw[so] += tmp
-        return col
+            np.dot(rows[so], col[sk].T, out=part[so])
+        return part, col
+
+    def _add_part(self, part):
+        """dW += one chunk's part, called in chunk order: the same sums on any thread count
+        (a fresh step's first part is copied in, as its GEMM wrote in place before)."""
+        w = self.blobs[0]
+        if w.diff_is_zero:
+            w.diff_overwrite().reshape(part.shape)[...] = part
+        else:
+            w.diff.reshape(part.shape)[...] += part
 
     def _views(self, bottom_arr, top_arr):
         """(num, conv_in, H, W) image views and (num, conv_out, col_dim) output views."""
@@ -383,22 +399,30 @@ class ConvolutionLayer(_BaseConvolutionLayer):
         bias = self.blobs[1].data if self.bias_term else None
         for b, t in zip(bottom, top):
             x, y = self._views(b.data, t.data)
-            for n0, n in self._chunks(CPU_COL_LIMIT):
-                self._fwd_gemm(x, y, n0, n, bias=bias)  # bias added in the same pass
+            for _ in self._cpu_chunks(self._forward_chunk, x, y, bias):
+                pass
+
+    def _forward_chunk(self, w, slot, n0, n, x, y, bias):
+        self._fwd_gemm(x, y, n0, n, w, bias=bias)  # bias added in the same pass
 
     def backward_cpu(self, top, propagate_down, bottom):
         for i, (t, b) in enumerate(zip(top, bottom)):
             self._bias_backward(t)
-            if not (self.param_propagate_down[0] or propagate_down[i]):
+            dw = self.param_propagate_down[0]
+            if not (dw or propagate_down[i]):
                 continue
             x, dy = self._views(b.data, t.diff)
             dx = self._views(b.diff, t.diff)[0] if propagate_down[i] else None
-            for n0, n in self._chunks(CPU_COL_LIMIT):
-                rows = self._rows(dy, n0, n)  # shared by both GEMMs
-                if self.param_propagate_down[0]:
-                    self._weight_gemm(x, dy, n0, n, rows)
-                if propagate_down[i]:
-                    self._bwd_gemm(dy, dx, n0, n, rows)
+            for part in self._cpu_chunks(self._backward_chunk, x, dy, dx, dw):
+                if part is not None:
+                    self._add_part(part)
+
+    def _backward_chunk(self, w, slot, n0, n, x, dy, dx, dw):
+        rows = self._rows(dy, n0, n, w)  # shared by both GEMMs
+        part = self._weight_part(x, dy, n0, n, w, slot, rows)[0] if dw else None
+        if dx is not None:
+            self._bwd_gemm(dy, dx, n0, n, w, rows)
+        return part
 
     def forward_gpu(self, bottom, top):
         for b, t in zip(bottom, top):
@@ -438,23 +462,30 @@ class DeconvolutionLayer(_BaseConvolutionLayer):
     def forward_cpu(self, bottom, top):
         for b, t in zip(bottom, top):
             y, x = self._views(b.data, t.data)
-            for n0, n in self._chunks(CPU_COL_LIMIT):
-                self._bwd_gemm(x, y, n0, n)
+            for _ in self._cpu_chunks(self._forward_chunk, x, y):
+                pass
             self._add_bias(t)
+
+    def _forward_chunk(self, w, slot, n0, n, x, y):
+        self._bwd_gemm(x, y, n0, n, w)
 
     def backward_cpu(self, top, propagate_down, bottom):
         for i, (t, b) in enumerate(zip(top, bottom)):
             self._bias_backward(t)
-            if not (self.param_propagate_down[0] or propagate_down[i]):
+            dw = self.param_propagate_down[0]
+            if not (dw or propagate_down[i]):
                 continue
             dy, x = self._views(b.data, t.diff)
             dx = self._views(b.diff, t.diff)[1] if propagate_down[i] else None
-            for n0, n in self._chunks(CPU_COL_LIMIT):
-                col = None
-                if self.param_propagate_down[0]:
-                    col = self._weight_gemm(dy, x, n0, n)
-                if propagate_down[i]:
-                    self._fwd_gemm(dy, dx, n0, n, col)  # reuses im2col(dy) when computed
+            for part in self._cpu_chunks(self._backward_chunk, x, dy, dx, dw):
+                if part is not None:
+                    self._add_part(part)
+
+    def _backward_chunk(self, w, slot, n0, n, x, dy, dx, dw):
+        part, col = self._weight_part(dy, x, n0, n, w, slot) if dw else (None, None)
+        if dx is not None:
+            self._fwd_gemm(dy, dx, n0, n, w, col)  # reuses im2col(dy) when computed
+        return part
 
     def forward_gpu(self, bottom, top):
         for b, t in zip(bottom, top):

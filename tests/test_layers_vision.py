@@ -522,6 +522,48 @@ def test_parallel_path_matches_serial(monkeypatch):
             np.testing.assert_allclose(a, s, rtol=1e-12, atol=1e-12)
 
 
+def test_chunk_workers_give_the_bits_of_one(monkeypatch):
+    """Convolution and Deconvolution share their images' chunks among threads.map_chunks'
+    workers; with small chunks (several waves of CPU_WAVE) two workers give exactly the top,
+    the bottom diff and the accumulated weight diff of one."""
+    import numba
+
+    from minicaffe import threads
+    from minicaffe.layers import vision
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba's pool has one thread here (NUMBA_NUM_THREADS=1): one worker only")
+    monkeypatch.setattr(vision, "CPU_COL_LIMIT", 1500)
+    seen = set()
+    real = threads.map_chunks
+
+    def spy(fn, items):
+        return real(lambda w, item: (seen.add(w), fn(w, item))[1], items)
+    monkeypatch.setattr(threads, "map_chunks", spy)
+    cases = [('type: "Convolution" convolution_param { num_output: 6 kernel_size: 3 pad: 1 '
+              'stride: 2 group: 2 %s }' % GAUSS, (20, 4, 11, 9)),
+             ('type: "Deconvolution" convolution_param { num_output: 4 kernel_size: 3 stride: 2 '
+              '%s }' % GAUSS, (20, 6, 5, 5))]
+    before = numba.get_num_threads()
+    try:
+        for text, shape in cases:
+            results = []
+            for n in (1, 2):
+                numba.set_num_threads(n)
+                caffe.set_random_seed(3)
+                layer, b, t = run(text, [shape])
+                assert len(layer._chunks(vision.CPU_COL_LIMIT, vision.CPU_WAVE)) > vision.CPU_WAVE
+                t[0].diff[...] = np.random.default_rng(1).normal(size=t[0].shape)
+                layer.backward(t, [True], b)
+                layer.backward(t, [True], b)   # the weight diff accumulates across calls
+                results.append([t[0].data.copy(), b[0].diff.copy()]
+                               + [p.diff.copy() for p in layer.blobs])
+            for a, s in zip(*results):
+                np.testing.assert_array_equal(a, s)
+    finally:
+        numba.set_num_threads(before)
+    assert seen == {0, 1}
+
+
 # --- Im2col ----------------------------------------------------------------------------------
 def _im2col_reference(x, kh, kw, sh, sw, ph, pw, dh, dw):
     n, c, h, w = x.shape
