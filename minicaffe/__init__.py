@@ -13,12 +13,17 @@ minicaffe.pycaffe script.py``) makes ``import caffe`` itself give pycaffe's name
 import logging as _logging
 import os as _os
 
-# Numba's OpenMP worker threads must not spin-wait between our kernels: they would keep the
-# cores from OpenBLAS's threads, which run the GEMMs in between (2 threads: LeNet step 77 ->
-# 37 ms, VGG_CNN_F 2.18 -> 1.02 s). A value the user set wins; it is read when libgomp loads,
-# at the first parallel kernel.
-OMP_WAIT_POLICY_DEFAULTED = "OMP_WAIT_POLICY" not in _os.environ  # tools/benchmark's PyTorch
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")                # runs without it
+# Idle compute threads must sleep, not spin: Numba's OpenMP threads spinning after each kernel
+# keep the cores from OpenBLAS's threads, which run the GEMMs in between (2 threads: LeNet step
+# 77 -> 37 ms, VGG_CNN_F 2.18 -> 1.02 s), and OpenBLAS's threads spinning after each product
+# (2^28 cycles by default, ~0.1 s) keep them from the convolutions' chunk workers (ToyHome DAH
+# net at 2 threads: 118 -> 100 ms a step). A value the user set wins; each is read when its
+# library loads (libgomp at the first parallel kernel, OpenBLAS with numpy).
+WAIT_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
+WAIT_DEFAULTED = tuple(k for k in WAIT_DEFAULTS if k not in _os.environ)  # tools/benchmark's
+for _k in WAIT_DEFAULTED:                                                 # PyTorch runs
+    _os.environ[_k] = WAIT_DEFAULTS[_k]                                   # without them
+OMP_WAIT_POLICY_DEFAULTED = "OMP_WAIT_POLICY" in WAIT_DEFAULTED
 
 # The compute threads follow the cores this process may use (affinity mask, cgroup CPU quota)
 # unless the user set OMP_NUM_THREADS / OPENBLAS_ / MKL_ / NUMBA_NUM_THREADS: set here, before

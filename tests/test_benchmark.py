@@ -103,21 +103,28 @@ def test_quick_run(tmp_path):
     assert seen["pytorch"]["imported_minicaffe"] is False   # its peak RSS is PyTorch's own
 
 
-def test_import_sets_passive_omp_wait_unless_the_user_chose():
+def test_import_sets_sleeping_idle_threads_unless_the_user_chose():
     """minicaffe defaults OMP_WAIT_POLICY to PASSIVE (spinning Numba threads starve OpenBLAS's)
-    and leaves a user's value alone; the benchmark's PyTorch runs without the default."""
+    and OPENBLAS_THREAD_TIMEOUT to 4 (spinning OpenBLAS threads starve the chunk workers), and
+    leaves a user's value alone; the benchmark's PyTorch runs without the defaults."""
     code = ("import os, minicaffe; from minicaffe.commands import benchmark as b; "
-            "print(os.environ['OMP_WAIT_POLICY'], minicaffe.OMP_WAIT_POLICY_DEFAULTED, "
-            "'OMP_WAIT_POLICY' in b._framework_env(dict(os.environ), 'pytorch'), "
-            "'OMP_WAIT_POLICY' in b._framework_env(dict(os.environ), 'minicaffe'))")
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            "pt = b._framework_env(dict(os.environ), 'pytorch'); "
+            "mc = b._framework_env(dict(os.environ), 'minicaffe'); "
+            "print(*[os.environ[v] for v in ('OMP_WAIT_POLICY', 'OPENBLAS_THREAD_TIMEOUT')], "
+            "minicaffe.OMP_WAIT_POLICY_DEFAULTED, ','.join(minicaffe.WAIT_DEFAULTED) or '-', "
+            "'OMP_WAIT_POLICY' in pt, 'OPENBLAS_THREAD_TIMEOUT' in pt, "
+            "'OMP_WAIT_POLICY' in mc, 'OPENBLAS_THREAD_TIMEOUT' in mc)")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out == ["PASSIVE", "True", "False", "True"]
+    assert out == ["PASSIVE", "4", "True", "OMP_WAIT_POLICY,OPENBLAS_THREAD_TIMEOUT",
+                   "False", "False", "True", "True"]
     env["OMP_WAIT_POLICY"] = "ACTIVE"
+    env["OPENBLAS_THREAD_TIMEOUT"] = "20"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out == ["ACTIVE", "False", "True", "True"]
+    assert out == ["ACTIVE", "20", "False", "-", "True", "True", "True", "True"]
 
 
 # --- --load N: busy processes beside the measurements (the measurement itself faked) ---------

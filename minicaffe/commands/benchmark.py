@@ -69,7 +69,7 @@ MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4
 # must not import the minicaffe package (its RSS is PyTorch's alone)
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 REPORTED_VARS = THREAD_VARS + ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "NUMBA_THREADING_LAYER",
-                                "OMP_WAIT_POLICY")
+                                "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
 
 # BVLC LeNet's layers (the zoo file's TRAIN net), used when ../shared/zoo is not there
 _LENET_FALLBACK = """name: "LeNet"
@@ -500,17 +500,19 @@ _BOOT = ("import importlib.util, sys\n"
 
 
 def _minicaffe_defaulted():
+    """The idle-thread variables import minicaffe set (minicaffe.WAIT_DEFAULTS)."""
     import minicaffe
-    return minicaffe.OMP_WAIT_POLICY_DEFAULTED
+    return set(minicaffe.WAIT_DEFAULTED)
 
 
 def _framework_env(env, fw, threads=None):
-    """PyTorch runs in the user's environment: without the OMP_WAIT_POLICY=PASSIVE that
-    importing minicaffe sets when the user has not (see minicaffe/__init__.py), and without the
+    """PyTorch runs in the user's environment: without the OMP_WAIT_POLICY=PASSIVE and
+    OPENBLAS_THREAD_TIMEOUT=4 that importing minicaffe sets when the user has not (see
+    minicaffe/__init__.py), and without the
     thread counts it sets (minicaffe/threads.py) unless ``--threads`` gave them."""
     if fw == "pytorch":
         from minicaffe import threads as mc_threads
-        drop = {"OMP_WAIT_POLICY"} if _minicaffe_defaulted() else set()
+        drop = _minicaffe_defaulted()
         if not threads:
             drop |= {k for k, v in mc_threads.DEFAULTED.items() if env.get(k) == v}
         env = {k: v for k, v in env.items() if k not in drop}
@@ -667,8 +669,8 @@ def environment_lines(result):
              "python %s, %s" % (env["python"], env["platform"]),
              "variables: " + ", ".join("%s=%s" % (k, env["variables"].get(k) or "unset")
                                        for k in REPORTED_VARS)
-             + (" (OMP_WAIT_POLICY: %s)" % env["omp_wait_policy"] if "omp_wait_policy" in env
-                else "")]
+             + (" (%s: %s)" % ("/".join(env["wait_defaulted"]) or "OMP_WAIT_POLICY",
+                               env["omp_wait_policy"]) if "omp_wait_policy" in env else "")]
     if env.get("threads_defaulted"):
         lines.append("threads without --threads: %s = %d, minicaffe's default "
                      "(minicaffe/threads.py: the usable cores, or a thread variable you set); "
@@ -793,6 +795,7 @@ def benchmark_cmd(args):
                   "omp_wait_policy": ("minicaffe's default, set on import; PyTorch runs "
                                       "without it" if _minicaffe_defaulted()
                                       else "as set, for both"),
+                  "wait_defaulted": sorted(_minicaffe_defaulted()),
                   "torch": torch_note or "measured", "seen": {}},
               "rows": []}
     frameworks = ["minicaffe"] + (["pytorch"] if with_torch else [])
