@@ -33,7 +33,8 @@ at the window's end or as soon as the iterations get 1.5× slower or faster than
 chose (the load changed). The thread count
 does not change a result: every Numba kernel gives the same bits at any count, and so does BLAS
 on most builds; where a probe finds that it does not (``blas_same_bits``), the Governor sets
-Numba's threads only and BLAS keeps its count (tests/test_threads.py trains with the count
+Numba's threads (and the chunk workers) and BLAS runs on one thread (tests/test_threads.py
+trains with the count
 switching under it). It stays off when the user set a thread variable
 (their count is kept), on one core, on the GPU and under MPI (parallel.py splits the cores).
 """
@@ -260,10 +261,15 @@ def fixed_threads(n: int) -> Iterator[None]:
 
 
 def set_numba_threads(n: int) -> None:
-    """Run Numba's parallel regions (from the calling thread) on ``n`` threads; BLAS keeps its
-    count. What a Governor sets where BLAS's bits depend on its thread count."""
+    """Run Numba's parallel regions (from the calling thread) and the chunk workers on ``n``
+    threads, and BLAS on one: what a Governor sets where BLAS's bits depend on its thread
+    count. BLAS must then not follow the count (with two threads it also fought the load:
+    LeNet's "1 thread" iterations beside one busy process took 56 ms against 31 on one
+    thread truly); the convolutions' products run on the chunk workers, one BLAS thread each."""
     import numba
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    for c in _blas_controllers():
+        c.set_num_threads(1)
 
 
 _SAME_BITS: Dict[Tuple[int, ...], bool] = {}
@@ -303,9 +309,9 @@ def blas_same_bits(counts: Tuple[int, ...]) -> bool:
 
 
 def governed_setter(counts: Tuple[int, ...]) -> Callable[[int], None]:
-    """What a Governor switching among ``counts`` sets: BLAS's and Numba's threads, or only
-    Numba's where BLAS's bits depend on the count (``blas_same_bits``), so that no choice of
-    the Governor changes a result."""
+    """What a Governor switching among ``counts`` sets: BLAS's and Numba's threads, or Numba's
+    with BLAS on one thread where BLAS's bits depend on the count (``blas_same_bits``), so that
+    no choice of the Governor changes a result."""
     return set_compute_threads if blas_same_bits(counts) else set_numba_threads
 
 
@@ -343,8 +349,8 @@ class Governor:
         if set_threads is None:
             set_threads = governed_setter(tuple(self.counts))
             if set_threads is set_numba_threads and log is not None:
-                log.info("Threads: BLAS gives different bits at %s threads here, so the "
-                         "Governor sets Numba's threads only",
+                log.info("Threads: BLAS gives different bits at %s threads here, so it runs "
+                         "on one thread and the Governor sets Numba's",
                          " and ".join(str(c) for c in sorted(self.counts)))
         self._set, self.clock, self.log = set_threads, clock, log
         # the first trial starts on one thread: the count a busy machine never makes wait, so
@@ -390,13 +396,17 @@ class Governor:
 
     def resume(self) -> None:
         """Back to this Governor's count after ``pause`` (between steps every Governor leaves
-        all threads on, so at the full count there is nothing to set)."""
-        if self.threads != self.counts[0]:
+        all threads on, so at the full count there is nothing to set, unless BLAS runs on one
+        thread while it governs)."""
+        if self.threads != self.counts[0] or self._set is set_numba_threads:
             self._set(self.threads)
 
     def pause(self) -> None:
-        """Every thread again, for the code that runs between ``Solver.step`` calls."""
-        if self.threads != self.counts[0]:
+        """Every thread again (BLAS's too), for the code that runs between ``Solver.step``
+        calls."""
+        if self._set is set_numba_threads:
+            set_compute_threads(self.counts[0])
+        elif self.threads != self.counts[0]:
             self._set(self.counts[0])
 
     def record(self, seconds: float) -> None:

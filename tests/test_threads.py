@@ -394,8 +394,8 @@ def test_the_governor_leaves_blas_alone_where_its_bits_depend_on_the_count(monke
     try:
         assert gov._set is (threads.set_compute_threads if same else threads.set_numba_threads)
         assert [m for m in seen if "different bits" in m] == (
-            [] if same else ["Threads: BLAS gives different bits at 1 and 2 threads here, so "
-                             "the Governor sets Numba's threads only"])
+            [] if same else ["Threads: BLAS gives different bits at 1 and 2 threads here, so it "
+                             "runs on one thread and the Governor sets Numba's"])
     finally:
         threads.set_compute_threads(threads.default_threads())
 
@@ -437,3 +437,21 @@ def test_map_chunks_keeps_the_order_shares_the_items_and_raises_a_workers_error(
         assert threads.map_chunks(bad, [0, 1]) == [0, 1]   # the pool still works
     finally:
         numba.set_num_threads(before)
+
+
+def test_a_governor_pinning_blas_gives_every_thread_back_between_steps(monkeypatch):
+    """Where BLAS runs on one thread while a Governor governs, pause() gives BLAS its full
+    count back for the caller's code and resume() pins it again."""
+    controllers = threads._blas_controllers()
+    if not controllers:
+        pytest.skip("threadpoolctl cannot set this BLAS's threads")
+    monkeypatch.setattr(threads, "blas_same_bits", lambda counts: False)
+    gov = threads.Governor(2)
+    try:
+        assert [c.num_threads for c in controllers] == [1] * len(controllers)
+        gov.pause()
+        assert [c.num_threads for c in controllers] == [2] * len(controllers)
+        gov.resume()
+        assert [c.num_threads for c in controllers] == [1] * len(controllers)
+    finally:
+        threads.set_compute_threads(threads.default_threads())
