@@ -59,8 +59,8 @@ class _BaseConvolutionLayer(Layer):
     Deconvolution; the weight is (conv_out, conv_in/group, *kernel). ``_fwd_gemm`` is
     im2col + W·col, ``_bwd_gemm`` is Wᵀ·out + col2im, ``_weight_part`` is one chunk's
     out·colᵀ (``_add_part`` sums them into dW in chunk order), each per group and chunk of
-    images, through a column buffer per chunk worker (``_gpu`` twins below). 1-D spatial inputs run as 2-D with a
-    height of 1; other spatial ranks raise.
+    images, through a column buffer per chunk worker (``_gpu`` twins below). 1-D spatial
+    inputs run as 2-D with a height of 1; other spatial ranks raise.
     """
     min_num_bottom = 1
     min_num_top = 1

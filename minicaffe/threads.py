@@ -30,12 +30,11 @@ compares their mean times (the rare 10× iterations of a descheduled thread belo
 cost), runs the fastest for a window that doubles while the choice holds (16 → 512 iterations,
 never so short that the trials' slow samples cost more than 5 % of the time), and tries again
 at the window's end or as soon as the iterations get 1.5× slower or faster than just after it
-chose (the load changed). The thread count
-does not change a result: every Numba kernel gives the same bits at any count, and so does BLAS
-on most builds; where a probe finds that it does not (``blas_same_bits``), the Governor sets
-Numba's threads (and the chunk workers) and BLAS runs on one thread (tests/test_threads.py
-trains with the count
-switching under it). It stays off when the user set a thread variable
+chose (the load changed). The thread count does not change a result: every Numba kernel gives
+the same bits at any count, and so does BLAS on most builds; where a probe finds that it does
+not (``blas_same_bits``), the Governor sets Numba's threads (and the chunk workers) and BLAS
+runs on one thread (tests/test_threads.py trains with the count switching under it). It stays
+off when the user set a thread variable
 (their count is kept), on one core, on the GPU and under MPI (parallel.py splits the cores).
 """
 from __future__ import annotations
@@ -238,26 +237,40 @@ def set_compute_threads(n: int) -> None:
         c.set_num_threads(n)
 
 
+@contextlib.contextmanager
+def _blas_threads(n: int) -> Iterator[None]:
+    """BLAS on ``n`` threads inside; each library's count before comes back after."""
+    controllers = _blas_controllers()
+    before = [c.num_threads for c in controllers]
+    for c, b in zip(controllers, before):
+        if b != n:
+            c.set_num_threads(n)
+    try:
+        yield
+    finally:
+        for c, b in zip(controllers, before):
+            if b != n:
+                c.set_num_threads(b)
+
+
 _FIXED: List[int] = []   # fixed_threads' counts, innermost last
 
 
 @contextlib.contextmanager
 def fixed_threads(n: int) -> Iterator[None]:
     """BLAS and Numba on ``n`` threads inside, and no Governor (``Governor.for_training`` is
-    None): tools/reproduce's trainings in its own process, as in its one-thread workers. The
+    None): tools/reproduce's trainings, in its own process as in its one-thread workers. The
     counts before come back after."""
     import numba
     numba_before = numba.get_num_threads()
-    blas_before = [(c, c.num_threads) for c in _blas_controllers()]
     _FIXED.append(n)
-    set_compute_threads(n)
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
     try:
-        yield
+        with _blas_threads(n):
+            yield
     finally:
         _FIXED.pop()
         numba.set_num_threads(numba_before)
-        for c, b in blas_before:
-            c.set_num_threads(b)
 
 
 def set_numba_threads(n: int) -> None:
@@ -292,18 +305,12 @@ def blas_same_bits(counts: Tuple[int, ...]) -> bool:
             rng = np.random.default_rng(0)
             pairs = [(rng.standard_normal((m, k), np.float32),
                       rng.standard_normal((k, n), np.float32)) for m, k, n in _PROBE_SHAPES]
-            before = [c.num_threads for c in controllers]
-            try:
-                ref = None
-                for n in key:
-                    for c in controllers:
-                        c.set_num_threads(n)
+            ref = None
+            for n in key:
+                with _blas_threads(n):
                     out = [a @ b for a, b in pairs]
-                    ref = out if ref is None else ref
-                    same = same and all(np.array_equal(x, y) for x, y in zip(ref, out))
-            finally:
-                for c, b in zip(controllers, before):
-                    c.set_num_threads(b)
+                ref = out if ref is None else ref
+                same = same and all(np.array_equal(x, y) for x, y in zip(ref, out))
         _SAME_BITS[key] = same
     return _SAME_BITS[key]
 
@@ -494,37 +501,19 @@ def _cap_loaded(n):
 
 
 # --- parallel chunks: the CPU convolutions' images in fixed chunks, shared among threads ----
-_POOL: List[Any] = []          # [ThreadPoolExecutor] of the chunk workers, grown as needed
+_POOL: List[Tuple[int, Any]] = []   # [(size, ThreadPoolExecutor)] of the chunk workers
 _IN_WORKER = threading.local()
 
 
 def chunk_workers() -> int:
     """How many threads ``map_chunks`` runs now: Numba's count in the calling thread (what the
-    Governor or the user set). 1 inside a chunk worker, and where Numba's threading layer is
-    not known to take parallel kernels from two threads at once (workqueue; before the first
-    parallel kernel ran)."""
+    Governor or the user set). 1 inside a chunk worker, and where Numba's threading layer
+    cannot take parallel kernels from two threads at once (workqueue)."""
     import numba
-    n = numba.get_num_threads()
+    n = numba.get_num_threads()   # starts the threading layer if no kernel has yet
     if n <= 1 or getattr(_IN_WORKER, "on", False):
         return 1
-    try:
-        layer = numba.threading_layer()
-    except ValueError:   # no parallel kernel has run yet
-        return 1
-    return n if layer in ("omp", "tbb") else 1
-
-
-@contextlib.contextmanager
-def _blas_on_one_thread() -> Iterator[None]:
-    controllers = [c for c in _blas_controllers() if c.num_threads != 1]
-    before = [c.num_threads for c in controllers]
-    for c in controllers:
-        c.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for c, n in zip(controllers, before):
-            c.set_num_threads(n)
+    return n if numba.threading_layer() in ("omp", "tbb") else 1
 
 
 def map_chunks(fn: Callable[[int, Any], Any], items: List[Any]) -> List[Any]:
@@ -557,14 +546,15 @@ def map_chunks(fn: Callable[[int, Any], Any], items: List[Any]) -> List[Any]:
             _IN_WORKER.on = False
 
     mine = numba.get_num_threads()
-    with _blas_on_one_thread():
+    with _blas_threads(1):
         if n > 1:
-            if not _POOL or _POOL[0]._max_workers < n - 1:
+            if not _POOL or _POOL[0][0] < n - 1:
                 from concurrent.futures import ThreadPoolExecutor
                 if _POOL:
-                    _POOL.pop().shutdown(wait=True)
-                _POOL.append(ThreadPoolExecutor(n - 1, thread_name_prefix="minicaffe-chunk"))
-            futures = [_POOL[0].submit(work, w) for w in range(1, n)]
+                    _POOL.pop()[1].shutdown(wait=True)
+                _POOL.append((n - 1, ThreadPoolExecutor(n - 1,
+                                                        thread_name_prefix="minicaffe-chunk")))
+            futures = [_POOL[0][1].submit(work, w) for w in range(1, n)]
         else:
             futures = []
         try:

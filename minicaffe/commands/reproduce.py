@@ -567,10 +567,13 @@ Job = namedtuple("Job", "name sp weights log verbose")   # one training, picklab
 def train_job(job, tick):
     """One training, the same code in this process (--jobs 1) and in a worker: seeded by its
     solver's random_seed, its solver log kept in ``job.log``, ``tick(iter, max_iter, loss)``
-    after every iteration; returns the final model's path."""
+    after every iteration; returns the final model's path. One BLAS / Numba thread unless
+    the user set a count (a worker's environment says 1): the model is then the same bytes in
+    either place, where BLAS's bits depend on its thread count."""
     from minicaffe import backend, experiments
     backend.set_random_seed(job.sp.random_seed)
-    with solver_log(job.log, job.verbose):
+    with solver_log(job.log, job.verbose), \
+            contextlib.nullcontext() if threads.user_set() else threads.fixed_threads(1):
         return experiments.train(job.sp, weights=job.weights, progress=tick)
 
 
@@ -731,11 +734,7 @@ class Trainings:
 
     def _train_here(self, job):
         t0 = time.time()
-        # one thread, as in a worker (the model is then the same bytes: BLAS's bits can
-        # depend on its thread count)
-        with contextlib.nullcontext() if threads.user_set() else threads.fixed_threads(1):
-            model = train_job(job, lambda it, mx, loss: self.progress.tick(job.name, it, mx,
-                                                                           loss))
+        model = train_job(job, lambda it, mx, loss: self.progress.tick(job.name, it, mx, loss))
         self.progress.finish(job.name, job.sp.max_iter)
         return model, time.time() - t0
 
