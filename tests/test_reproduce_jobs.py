@@ -133,3 +133,21 @@ def test_ctrl_c_ends_the_workers(tiny_root, tmp_path):
     assert not [p for p in workers if _alive(p)]
     assert not os.path.exists(os.path.join(str(tmp_path), "res", "models",
                                            "DAH_Ar-Cl_8bits_iter_5000.caffemodel"))
+
+
+def test_a_freed_worker_gets_its_next_training_before_the_caller_handles_the_last():
+    """When a training ends, the next one is on the task queue before its key is yielded: the
+    caller's evaluation and figures (seconds) no longer leave that worker idle."""
+    import queue
+    import types
+    jobs = {k: types.SimpleNamespace(name=k, sp=types.SimpleNamespace(max_iter=1)) for k in "abc"}
+    t = reproduce.Trainings(jobs, 2, reproduce.Progress(3))
+    t._tasks, t._results = queue.Queue(), queue.Queue()
+    t._results.put(("done", "a", "a.caffemodel", 1.0))
+    gen = t.run(list("abc"), {})
+    assert next(gen) == ("a", ("a.caffemodel", 1.0))
+    handed = [t._tasks.get_nowait().name for _ in range(t._tasks.qsize())]
+    assert handed == ["a", "b", "c"]   # c already handed to a's worker
+    for k in "bc":
+        t._results.put(("done", k, k + ".caffemodel", 1.0))
+    assert [key for key, _ in gen] == ["b", "c"]

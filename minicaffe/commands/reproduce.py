@@ -716,7 +716,8 @@ class Trainings:
         waiting = [k for k in order if k in self.jobs]
         ready = collections.deque((k, None) for k in order if k not in self.jobs)
         handed, running = set(), {}   # running: job name -> key
-        while waiting or running or ready:
+
+        def hand_out():
             for k in list(waiting):
                 if len(running) >= self.workers:
                     break
@@ -724,9 +725,15 @@ class Trainings:
                     waiting.remove(k)
                     running[self.jobs[k].name] = k
                     self._tasks.put(self.jobs[k])
+
+        while waiting or running or ready:
+            hand_out()
             if not ready and not running:
                 raise RuntimeError("trainings wait on keys never handed: %s" % waiting)
             self._receive(running, ready, block=not ready)
+            # a freed worker starts its next training before the caller evaluates this one
+            # (and draws its figures): 6 s of the main job's 2 cores were idle there
+            hand_out()
             if ready:
                 key, trained = ready.popleft()
                 handed.add(key)
