@@ -256,6 +256,26 @@ def test_thread_settings_take_turns_within_each_round(monkeypatch, capsys):
         ("LeNet", "auto"), ("ToyHo", "auto"), ("LeNet", "1"), ("ToyHo", "1")]
 
 
+def test_rss_every_reads_resident_memory_every_kth_step(tmp_path):
+    text, result = _run(["--no_torch", "--nets", "lenet", "--steps", "4", "--warmup", "1",
+                         "--rss_every", "2"], tmp_path)
+    (trace,) = result["rows"][0]["minicaffe"]["rss_mib"]   # one round
+    assert [s for s, _ in trace] == [2, 4] and all(m > 10 for _, m in trace)   # warm-up counted
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("resident memory")]
+    assert line.startswith("resident memory, minicaffe lenet threads auto round 1: %.1f MiB "
+                           "after step 2, %.1f after step 4" % (trace[0][1], trace[1][1]))
+
+
+def test_memory_lines_give_the_growth_between_the_first_and_last_readings():
+    rows = [{"net": "lenet", "threads": "1",
+             "minicaffe": {"rss_mib": [[[1000, 200.0], [2000, 201.0], [3000, 203.5]]]},
+             "pytorch": {"rss_mib": [[[1000, 300.0]]]}}]   # one reading: no growth to give
+    assert benchmark.memory_lines(rows) == [
+        "resident memory, minicaffe lenet threads 1 round 1: 200.0 MiB after step 1000, "
+        "203.5 after step 3000 (+3.5 MiB; the readings: 200 201 204)", ""]
+    assert benchmark.memory_lines([{"net": "toy", "threads": "auto", "minicaffe": {}}]) == []
+
+
 def test_threads_option_parses_counts_and_auto():
     assert benchmark._threads_list("auto,1,2") == [None, 1, 2]
     assert benchmark._threads_list("2, 2,auto,auto") == [2, None]

@@ -2,7 +2,7 @@
 
     tools/benchmark [--nets vgg,lenet,toy] [--batches 8,16,32] [--steps 10] [--warmup 2]
                     [--threads auto|N[,...]] [--rounds 1] [--quick] [--json OUT] [--no_torch]
-                    [--load N] [--save_nets DIR]
+                    [--load N] [--save_nets DIR] [--rss_every K]
 
 A step is forward + backward + SGD update (momentum 0.9, weight decay 5e-4, each net's
 ``lr_mult`` / ``decay_mult``), fp32, on inputs that stay in memory (no data loading):
@@ -36,6 +36,10 @@ without those): minicaffe's default, whose thread Governor picks the count as it
 ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` are reported as set, never changed. PyTorch is
 optional: without it the PyTorch columns say why.
 ``--save_nets DIR`` writes the minicaffe nets as prototxt files, for ``tools/time --model``.
+
+``--rss_every K`` reads each measurement's resident memory (``/proc/self/statm``) after
+every K-th step and prints, under the table, the first and last readings and the growth
+between them: whether memory stays flat over a long run (``--steps 10000 --rss_every 1000``).
 
 ``--load N`` measures on a loaded machine: N processes, each a plain Python busy loop on one
 CPU, start before the first measurement and are killed (and reaped) after the last, on an
@@ -223,7 +227,7 @@ def _minicaffe_step(spec):
     solver.add_callback(on_start=lambda: marks.__setitem__("start", time.perf_counter()),
                         on_gradients_ready=lambda: marks.__setitem__("grads",
                                                                      time.perf_counter()))
-    steps, updates, first = [], [], None
+    steps, updates, first, rss = [], [], None, []
     for i in range(spec["warmup"] + spec["steps"]):
         t = time.perf_counter()
         solver.step(1)
@@ -233,6 +237,7 @@ def _minicaffe_step(spec):
         if i >= spec["warmup"]:
             steps.append((end - t) * 1000)
             updates.append((end - marks["grads"]) * 1000)
+        _rss_trace(rss, i, spec.get("rss_every"))
     info = {"numpy": np.__version__, "numba": numba.__version__,
             "numba_threads": numba.get_num_threads()}
     try:
@@ -245,7 +250,7 @@ def _minicaffe_step(spec):
         info["governor"] = [[it, n, {str(k): round(v * 1000, 2) for k, v in m.items()}]
                             for it, n, m in gov.choices]
     return {"step_ms": steps, "update_ms": updates, "build_s": build_s, "first_step_s": first,
-            "loss": float(solver.smoothed_loss), "info": info,
+            "rss_mib": rss, "loss": float(solver.smoothed_loss), "info": info,
             "params": int(sum(b.count() for b in net.learnable_params))}
 
 
@@ -437,7 +442,7 @@ def _torch_step(spec):
     opt = torch.optim.SGD(groups, lr=lr, momentum=MOMENTUM)
     model.train()
     build_s = time.perf_counter() - t0
-    steps, updates, first, loss = [], [], None, None
+    steps, updates, first, loss, rss = [], [], None, None, []
     for i in range(spec["warmup"] + spec["steps"]):
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -451,6 +456,7 @@ def _torch_step(spec):
         if i >= spec["warmup"]:
             steps.append((end - t) * 1000)
             updates.append((end - g) * 1000)
+        _rss_trace(rss, i, spec.get("rss_every"))
     import numpy as np
     cfg = torch.__config__.show()
     libs = [ln.strip(" -") for ln in cfg.splitlines()
@@ -460,11 +466,26 @@ def _torch_step(spec):
             "torch_interop_threads": torch.get_num_interop_threads(), "torch_libs": libs,
             "blas": _blas_info(np), "imported_minicaffe": "minicaffe" in sys.modules}
     return {"step_ms": steps, "update_ms": updates, "build_s": build_s, "first_step_s": first,
-            "loss": float(loss), "info": info,
+            "rss_mib": rss, "loss": float(loss), "info": info,
             "params": int(sum(p.numel() for p in model.parameters()))}
 
 
 # --- one measurement in its own process --------------------------------------------------------
+
+def _rss_mib():
+    """This process's resident memory now (Linux's /proc/self/statm), None elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2.0 ** 20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _rss_trace(trace, i, every):
+    """Append [step, RSS MiB] after every ``every``-th step (``--rss_every``; 0: never)."""
+    if every and (i + 1) % every == 0:
+        trace.append([i + 1, _rss_mib()])
+
 
 def _peak_rss_mib():
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -627,6 +648,10 @@ def build_parser():
     p.add_argument("--load", type=int, default=0,
                    help="run this many busy processes (one CPU spin loop each) beside the "
                         "measurements: the speed on a loaded machine (default 0)")
+    p.add_argument("--rss_every", type=int, default=0,
+                   help="read each measurement's resident memory after every this many steps "
+                        "(warm-up included) and print how it grew: flat memory over a long "
+                        "run, e.g. --steps 10000 --rss_every 1000 (default 0: not read)")
     p.add_argument("--timeout", type=float, default=1800.0,
                    help="seconds allowed for one measurement")
     return p
@@ -724,6 +749,23 @@ def table_lines(rows):
     return lines
 
 
+def memory_lines(rows):
+    """With --rss_every: each measurement's resident memory at its first reading and its
+    last, and the growth between them (a leak grows with the steps; a cache fills once)."""
+    lines = []
+    for r in rows:
+        for fw in ("minicaffe", "pytorch"):
+            for k, trace in enumerate(r.get(fw, {}).get("rss_mib", [])):
+                if len(trace) < 2 or None in (trace[0][1], trace[-1][1]):
+                    continue
+                (s0, m0), (s1, m1) = trace[0], trace[-1]
+                lines.append("resident memory, %s %s threads %s round %d: %.1f MiB after step "
+                             "%d, %.1f after step %d (%+.1f MiB; the readings: %s)"
+                             % (fw, r["net"], r["threads"], k + 1, m0, s0, m1, s1, m1 - m0,
+                                " ".join("%.0f" % m for _, m in trace)))
+    return lines + ([""] if lines else [])
+
+
 LABELS = {"vgg": "VGG_CNN_F DAH d=64, 224², HashLoss", "lenet": "LeNet 28², SoftmaxWithLoss",
           "toy": "ToyHome DAH 32², 48+48, MMD+hash+entropy"}
 
@@ -740,6 +782,7 @@ def _merge(results):
            "median_update_ms": statistics.median(updates),
            "peak_rss_mib": max(r["peak_rss_mib"] for r in ok),
            "build_s": [r["build_s"] for r in ok], "first_step_s": [r["first_step_s"] for r in ok],
+           "rss_mib": [r.get("rss_mib", []) for r in ok],   # per round: [step, MiB]
            "loss": ok[-1]["loss"], "params": ok[-1]["params"]}
     if len(ok) < len(results):
         out["errors"] = [r["error"] for r in results if "error" in r]
@@ -756,9 +799,10 @@ def benchmark_cmd(args):
     batches = args.batches or ([2] if args.quick else [8, 16, 32])
     steps = args.steps if args.steps is not None else (3 if args.quick else 10)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
-    if steps < 1 or warmup < 0 or args.rounds < 1 or args.load < 0:
+    if steps < 1 or warmup < 0 or args.rounds < 1 or args.load < 0 or args.rss_every < 0:
         from ._cli import UsageError
-        raise UsageError("--steps and --rounds must be >= 1, --warmup and --load >= 0")
+        raise UsageError("--steps and --rounds must be >= 1, --warmup, --load and --rss_every "
+                         ">= 0")
     threads_list = args.threads or [None]
     with_torch = not args.no_torch
     torch_note = ""
@@ -782,7 +826,8 @@ def benchmark_cmd(args):
     from minicaffe import threads as mc_threads
     result = {"command": ["tools/benchmark"] + list(sys.argv[1:]),
               "settings": {"nets": nets, "batches": batches, "steps": steps, "warmup": warmup,
-                           "threads": threads_list, "rounds": args.rounds, "load": args.load},
+                           "threads": threads_list, "rounds": args.rounds, "load": args.load,
+                           "rss_every": args.rss_every},
               "load_average": {"start": _load()},
               "environment": {
                   "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
@@ -825,6 +870,7 @@ def benchmark_cmd(args):
                         for fw in frameworks:
                             spec = {"framework": fw, "net": name, "batch": n, "steps": steps,
                                     "warmup": warmup, "threads": threads,
+                                    "rss_every": args.rss_every,
                                     "toy_sizes": _toy_sizes() if name == "toy" else None}
                             t0 = time.perf_counter()
                             r = measure(spec, _framework_env(env, fw, threads), workdir,
@@ -866,7 +912,7 @@ def benchmark_cmd(args):
              % (MOMENTUM, WEIGHT_DECAY, steps, warmup, args.rounds,
                 "; with %d busy process(es) beside it (--load %d)" % (args.load, args.load)
                 if args.load else ""), ""]
-    lines += table_lines(result["rows"]) + [""]
+    lines += table_lines(result["rows"]) + [""] + memory_lines(result["rows"])
     if torch_note:
         lines.append("PyTorch: not measured (%s)" % torch_note)
     lines += environment_lines(result)
