@@ -8,7 +8,8 @@ The leading axes of every image array are parallel (num·channels planes).
   im[n, c, y·sh−ph+i·dh, x·sw−pw+j·dw], 0 outside the image (caffe/util/im2col.cpp, with
   the chunk's images side by side so that one GEMM serves them all).
 - ``col2im(col, ..., im)``: the adjoint; **overwrites** im with the scattered sums.
-- ``to_rows`` / ``from_rows``: (N, A, D) ↔ (A, N·D), the GEMM layout of a chunk's outputs.
+- ``to_rows``: (N, A, D) → (A, N·D), the GEMM layout of a chunk's outputs; ``from_cols``:
+  (G, N·D, A/G) → (N, A, D), the forward product's transposed output back to the blob's.
 - ``pool_forward(x (P,H,W), kh, kw, sh, sw, ph, pw, is_max, top (P,PH,PW), mask)``:
   MAX scans the window clipped to the image with a strict ``>`` from −FLT_MAX (first maximum
   wins, mask = h·W+w, −1 for an empty window); AVE divides the in-image sum by the window size
@@ -158,16 +159,21 @@ def to_rows(src, dst):
         dst[a, b * D:(b + 1) * D] = src[b, a, :]
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def from_rows(src, bias, dst):
-    """(A, N·D) → (N, A, D), adding ``bias[a]`` (pass a 0-length bias for none)."""
+@njit(nogil=True, cache=True)
+def from_cols(src, bias, dst):
+    """(G, N·D, A/G) → (N, A, D), adding ``bias[a]`` (pass a 0-length bias for none): the
+    forward product's output, which BLAS computes transposed (``_fwd_gemm``). Serial: it runs
+    on the chunk workers, one thread each."""
     N, A, D = dst.shape
+    og = src.shape[2]
     has_bias = bias.shape[0] > 0
-    for t in prange(N * A):
-        b = t // A
-        a = t - b * A
-        v = bias[a] if has_bias else 0
-        dst[b, a, :] = src[a, b * D:(b + 1) * D] + v
+    for b in range(N):
+        for a in range(A):
+            g = a // og
+            r = a - g * og
+            v = bias[a] if has_bias else 0
+            for d in range(D):
+                dst[b, a, d] = src[g, b * D + d, r] + v
 
 
 @njit(parallel=True, cache=True, error_model="numpy")

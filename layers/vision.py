@@ -22,7 +22,7 @@ from .im2col import (
     col2im,
     col2im_gpu,
     col_buffer,
-    from_rows,
+    from_cols,
     im2col,
     im2col_gpu,
     launch,
@@ -58,7 +58,7 @@ class _BaseConvolutionLayer(Layer):
     ``conv_in``/``conv_out`` channels are (C, num_output) for Convolution and swapped for
     Deconvolution; the weight is (conv_out, conv_in/group, *kernel). ``_fwd_gemm`` is
     im2col + W·col, ``_bwd_gemm`` is Wᵀ·out + col2im, ``_weight_part`` is one chunk's
-    out·colᵀ (``_add_part`` sums them into dW in chunk order), each per group and chunk of
+    (out·colᵀ)ᵀ (``_add_part`` sums them into dW in chunk order), each per group and chunk of
     images, through a column buffer per chunk worker (``_gpu`` twins below). 1-D spatial
     inputs run as 2-D with a height of 1; other spatial ranks raise.
     """
@@ -214,14 +214,18 @@ class _BaseConvolutionLayer(Layer):
         return rows
 
     def _fwd_gemm(self, im, out, n0, n, w, col=None, bias=None):
-        """out = W·im2col(im) (+ bias)."""
+        """out = W·im2col(im) (+ bias), which BLAS computes as colᵀ·Wᵀ, the long side as its
+        rows: faster for these few-row weights (ToyHome conv2, a chunk at 1 thread: 1.1 ->
+        0.7 ms); ``from_cols`` transposes it into ``out`` with the bias."""
         if col is None:
             col = self._col(im, n0, n, w)
-        rows = self._rows_buf(n, out.dtype, w)
+        og = self.conv_out // self.group
+        prod = col_buffer(self.conv_out * n * self.col_dim, out.dtype, "rows%d" % w).reshape(
+            self.group, n * self.col_dim, og)
         wt = self.blobs[0].data.reshape(self.conv_out, self.kernel_dim)
-        for so, sk in self._groups():
-            np.dot(wt[so], col[sk], out=rows[so])
-        from_rows(rows, _NO_BIAS[out.dtype] if bias is None else bias, out[n0:n0 + n])
+        for g, (so, sk) in enumerate(self._groups()):
+            np.dot(col[sk].T, wt[so].T, out=prod[g])
+        from_cols(prod, _NO_BIAS[out.dtype] if bias is None else bias, out[n0:n0 + n])
 
     def _bwd_gemm(self, out, im, n0, n, w, rows=None):
         """im = col2im(Wᵀ·out) (overwrites)."""
@@ -235,20 +239,23 @@ class _BaseConvolutionLayer(Layer):
                self.col_hw[0], self.col_hw[1], im[n0:n0 + n])
 
     def _weight_part(self, im, out, n0, n, w, slot, rows=None):
-        """(out·im2col(im)ᵀ of one chunk in ``slot``'s buffer, the column buffer)."""
+        """(one chunk's dWᵀ = im2col(im)·outᵀ per group in ``slot``'s buffer, the column
+        buffer): the transposed product is the faster one here too (conv2: 1.05 -> 0.69 ms)."""
         col = self._col(im, n0, n, w)
         if rows is None:
             rows = self._rows(out, n0, n, w)
+        og = self.conv_out // self.group
         part = col_buffer(self.conv_out * self.kernel_dim, im.dtype, "dw%d" % slot).reshape(
-            self.conv_out, self.kernel_dim)
-        for so, sk in self._groups():
-            np.dot(rows[so], col[sk].T, out=part[so])
+            self.group, self.kernel_dim, og)
+        for g, (so, sk) in enumerate(self._groups()):
+            np.dot(col[sk], rows[so].T, out=part[g])
         return part, col
 
     def _add_part(self, part):
-        """dW += one chunk's part, called in chunk order: the same sums on any thread count
-        (a fresh step's first part is copied in, as its GEMM wrote in place before)."""
+        """dW += one chunk's part (transposed back), called in chunk order: the same sums on
+        any thread count (a fresh step's first part is copied in)."""
         w = self.blobs[0]
+        part = part.transpose(0, 2, 1)
         if w.diff_is_zero:
             w.diff_overwrite().reshape(part.shape)[...] = part
         else:
