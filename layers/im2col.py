@@ -223,32 +223,38 @@ def pool_forward(x, kh, kw, sh, sw, ph, pw, is_max, top, mask):
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def pool_backward(top_diff, mask, kh, kw, sh, sw, ph, pw, is_max, bottom_diff):
+    # flat views and unsigned indices, as pool_forward (ToyHome pool1's MAX backward at batch
+    # 96, 1 thread: 0.83 -> 0.40 ms)
     P, H, W = bottom_diff.shape
     PH, PW = top_diff.shape[1], top_diff.shape[2]
+    bf = bottom_diff.reshape(bottom_diff.size)
+    tf = top_diff.reshape(top_diff.size)
+    mf = mask.reshape(mask.size)
     for p in prange(P):
-        for h in range(H):
-            for w in range(W):
-                bottom_diff[p, h, w] = 0
+        plane = p * H * W
+        for q in range(H * W):
+            bf[_u(plane + q)] = 0
+        o0 = p * PH * PW
+        if is_max:
+            for o in range(PH * PW):
+                idx = mf[_u(o0 + o)]
+                if idx >= 0:
+                    bf[_u(plane + idx)] += tf[_u(o0 + o)]
+            continue
         for i in range(PH):
             for j in range(PW):
-                g = top_diff[p, i, j]
-                if is_max:
-                    idx = mask[p, i, j]
-                    if idx >= 0:
-                        bottom_diff[p, idx // W, idx % W] += g
-                else:
-                    hs = i * sh - ph
-                    ws = j * sw - pw
-                    he = min(hs + kh, H + ph)
-                    we = min(ws + kw, W + pw)
-                    g = g / ((he - hs) * (we - ws))
-                    hs = max(hs, 0)
-                    ws = max(ws, 0)
-                    he = min(he, H)
-                    we = min(we, W)
-                    for h in range(hs, he):
-                        for w in range(ws, we):
-                            bottom_diff[p, h, w] += g
+                hs = i * sh - ph
+                ws = j * sw - pw
+                he = min(hs + kh, H + ph)
+                we = min(ws + kw, W + pw)
+                g = tf[_u(o0 + i * PW + j)] / ((he - hs) * (we - ws))
+                hs = max(hs, 0)
+                ws = max(ws, 0)
+                he = min(he, H)
+                we = min(we, W)
+                for h in range(hs, he):
+                    for w in range(ws, we):
+                        bf[_u(plane + h * W + w)] += g
 
 
 _LRN_BLOCK = 2048  # pixels per parallel task of the LRN kernels
