@@ -22,8 +22,9 @@ it runs the kernel on one thread, since waking the thread pool costs more than s
 (and far more when the cores are shared).
 
 Their GPU twins (``im2col_gpu``, ``col2im_gpu``, ``pool_forward_gpu``, ``pool_backward_gpu``)
-follow at the end: the same index maps on flat device arrays, batched over images. The GPU
-backward kernels gather (one thread per bottom element, as Caffe's), so they need no atomics.
+follow at the end: the same index maps on flat device arrays, batched over images; a pooled
+window's value is one function for both (``_pool_window``). The GPU backward kernels gather
+(one thread per bottom element, as Caffe's), so they need no atomics.
 """
 import math
 
