@@ -5,8 +5,6 @@ import pytest
 
 import minicaffe as caffe
 
-ZOO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "zoo"))
-
 # tests/gpu needs a CUDA device or the simulator (NUMBA_ENABLE_CUDASIM=1 before numba is
 # imported): test_gpu_simulator.py runs it in a subprocess that sets MINICAFFE_GPU_TESTS=1.
 collect_ignore = [] if os.environ.get("MINICAFFE_GPU_TESTS") == "1" else ["gpu"]

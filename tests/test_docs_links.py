@@ -1,6 +1,9 @@
 """The README and docs/ point only inside the repository: every relative Markdown link resolves
 to a file or folder of the checkout, every file named in backticks under one of the
-repository's folders exists, and no page points at ../shared."""
+repository's folders exists, and no page names a relative path that leaves the checkout.
+Everything here is decided from the pages' text and the checkout's own files: nothing outside
+the repository is opened, so a clone anywhere (with or without folders beside it) gives the
+same answers."""
 import glob
 import os
 import re
@@ -14,6 +17,8 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 # root, as the pages write them; a code span with spaces, globs or placeholders (NAME) is not one
 TOP = ("docs", "prototxt", "minicaffe", "layers", "solver", "tools", "tests", ".ci")
 CODE_PATH = re.compile(r"`((?:%s)/[\w./-]*)(?::[\w/]+)?`" % "|".join(re.escape(t) for t in TOP))
+# a relative path that goes up (../x, ../../x) anywhere in the text, link or not
+UP_PATH = re.compile(r"(?<![\w./])((?:\.\./)+[\w.-][\w./-]*)")
 
 
 def _page_id(path):
@@ -71,8 +76,23 @@ def test_a_broken_link_is_caught():
     assert broken(page, "see `prototxt/toyhome/no_such_net.prototxt`") == ["prototxt/toyhome/no_such_net.prototxt"]
 
 
-def test_no_page_points_at_shared():
-    # a text check of the repository's own pages; ../shared itself is never opened
-    for page in glob.glob(os.path.join(ROOT, "*.md")) + glob.glob(os.path.join(ROOT, "docs", "*.md")):
-        text = open(page, encoding="utf-8").read()
-        assert "../shared" not in text, _page_id(page)
+def outside(page, text):
+    """The relative paths ``text`` names that resolve outside the checkout from ``page``'s
+    folder (by their spelling alone)."""
+    here = os.path.dirname(page)
+    return [t for t in UP_PATH.findall(text)
+            if not os.path.normpath(os.path.join(here, t)).startswith(ROOT + os.sep)]
+
+
+def test_an_outside_path_is_caught():
+    readme, guide = PAGES[0], os.path.join(ROOT, "docs", "user-guide.md")
+    assert outside(guide, "see [the README](../README.md) and `../RESULTS.md`") == []
+    assert outside(readme, "the zoo in `../beside/zoo` or ../beside/x.md") == [
+        "../beside/zoo", "../beside/x.md"]
+    assert outside(guide, "[up two](../../beside/page.md)") == ["../../beside/page.md"]
+
+
+@pytest.mark.parametrize("page", sorted(glob.glob(os.path.join(ROOT, "*.md"))) + PAGES[1:],
+                         ids=_page_id)
+def test_no_page_names_a_path_outside_the_repository(page):
+    assert outside(page, open(page, encoding="utf-8").read()) == []
