@@ -220,8 +220,7 @@ class _BaseConvolutionLayer(Layer):
         if col is None:
             col = self._col(im, n0, n, w)
         og = self.conv_out // self.group
-        prod = col_buffer(self.conv_out * n * self.col_dim, out.dtype, "rows%d" % w).reshape(
-            self.group, n * self.col_dim, og)
+        prod = self._rows_buf(n, out.dtype, w).reshape(self.group, n * self.col_dim, og)
         wt = self.blobs[0].data.reshape(self.conv_out, self.kernel_dim)
         for g, (so, sk) in enumerate(self._groups()):
             np.dot(col[sk].T, wt[so].T, out=prod[g])
