@@ -6,9 +6,10 @@ the input keep a copy of it in that case (Caffe's PReLU ``bottom_memory_``); Caf
 Log, Clip and ELU (with α < 0) read the clobbered bottom instead, so here they are also right in
 place. AbsVal refuses in-place use, as in Caffe.
 
-GPU: each layer's ``forward_gpu`` / ``backward_gpu`` launch the elementwise kernels defined
-beside it (grid-stride loops over the flat blob); Dropout draws its mask from the same host
-generator as on the CPU and uploads it, so both modes drop the same units.
+Each formula is written once for both devices (``minicaffe.kernels.elementwise``), and a layer
+that is one formula each way (``_FormulaLayer``) names its two formulas and their arguments, so
+the same code runs them on the host arrays or the device ones. Dropout draws its mask from the
+same host generator on both devices and uploads it, so both modes drop the same units.
 """
 import math
 
@@ -74,6 +75,61 @@ def _io(bottom, top):
 def _grads(top, bottom):
     """(dy, dx) on the device for a backward."""
     return top[0].gpu_diff(False), bottom[0].gpu_diff()
+
+
+class _FormulaLayer(_KeepsInput):
+    """A neuron layer that is one formula each way, run by the same code on both devices:
+    ``y = forward_formula(x, *forward_args())`` and ``dx = backward_formula(dy, *reads,
+    *backward_args())`` (the layer's parameters; the same by default), where ``reads`` names what the gradient
+    reads: "x" the input as it was at forward time (kept when in place), "bottom" the bottom's
+    data at backward time (the output when in place: ReLU, whose sign matches), "y" the output.
+    ``backward_formula`` None: no gradient (backward with propagate_down raises)."""
+    forward_formula = backward_formula = None
+    reads = ("y",)
+
+    def forward_args(self):
+        return ()
+
+    def backward_args(self):
+        return self.forward_args()
+
+    def _forward(self, bottom, top, dev):
+        if "x" in self.reads:
+            x = (self._keep_input_gpu if dev else self._keep_input)(bottom, top)
+        else:
+            x = bottom[0].gpu_data(False) if dev else bottom[0].data
+        y = top[0].gpu_data() if dev else top[0].data
+        (self.forward_formula.gpu if dev else self.forward_formula)(x, *self.forward_args(), out=y)
+
+    def _backward(self, top, propagate_down, bottom, dev):
+        if not propagate_down[0]:
+            return
+        if self.backward_formula is None:
+            raise NotImplementedCaffeError(
+                "%s layer %s: backward is not implemented (the function has no gradient); keep "
+                "it out of the backward pass (propagate_down: false)" % (self.type, self.name))
+        dy, dx = _grads(top, bottom) if dev else (top[0].diff, bottom[0].diff)
+        reads = [self._read(r, bottom, top, dev) for r in self.reads]
+        (self.backward_formula.gpu if dev else self.backward_formula)(
+            dy, *reads, *self.backward_args(), out=dx)
+
+    def _read(self, what, bottom, top, dev):
+        if what == "x":
+            return self._input_gpu(bottom) if dev else self._input(bottom)
+        blob = bottom[0] if what == "bottom" else top[0]
+        return blob.gpu_data(False) if dev else blob.data
+
+    def forward_cpu(self, bottom, top):
+        self._forward(bottom, top, False)
+
+    def forward_gpu(self, bottom, top):
+        self._forward(bottom, top, True)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        self._backward(top, propagate_down, bottom, False)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        self._backward(top, propagate_down, bottom, True)
 
 
 # --- the per-element math, once for both devices (minicaffe.kernels) --------------------------
@@ -232,29 +288,15 @@ def _prelu_bwd(x, dy, a, channels, inner, want_dx, da_terms, dx):
 
 
 @register("ReLU", "RELU")
-class ReLULayer(NeuronLayer):
+class ReLULayer(_FormulaLayer):
     """ReLU: y = max(x, 0) + ν·min(x, 0) (``negative_slope`` ν, 0).
     dx = dy·(1 if x > 0 else ν); the gradient at 0 is ν, as in Caffe. In place, x is the output,
     whose sign matches the input's for ν ≥ 0."""
     gradcheck_kink = (0.0, 0.01)  # not differentiable at 0: checks skip |x| <= 0.01
+    forward_formula, backward_formula, reads = _relu, _relu_grad, ("bottom",)
 
-    def forward_cpu(self, bottom, top):
-        _relu(bottom[0].data, self.layer_param.relu_param.negative_slope, out=top[0].data)
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            _relu_grad(top[0].diff, bottom[0].data, self.layer_param.relu_param.negative_slope,
-                       out=bottom[0].diff)
-
-    def forward_gpu(self, bottom, top):
-        x, y = _io(bottom, top)
-        _relu.gpu(x, self.layer_param.relu_param.negative_slope, out=y)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            dy, dx = _grads(top, bottom)
-            _relu_grad.gpu(dy, bottom[0].gpu_data(False), self.layer_param.relu_param.negative_slope,
-                           out=dx)
+    def forward_args(self):
+        return (self.layer_param.relu_param.negative_slope,)
 
 
 @register("PReLU")
@@ -351,102 +393,38 @@ class PReLULayer(_KeepsInput):
 
 
 @register("ELU")
-class ELULayer(_KeepsInput):
+class ELULayer(_FormulaLayer):
     """ELU: y = x if x > 0 else α·(exp(x) − 1) (``elu_param.alpha`` α, 1).
     dx = dy·(1 if x > 0 else y + α)."""
     gradcheck_kink = (0.0, 0.01)  # not differentiable at 0: checks skip |x| <= 0.01
+    forward_formula, backward_formula, reads = _elu, _elu_grad, ("x", "y")
 
-    def forward_cpu(self, bottom, top):
-        x = self._keep_input(bottom, top)
-        alpha = self.layer_param.elu_param.alpha
-        _elu(x, alpha, out=top[0].data)
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
-            return
-        x, y, dy = self._input(bottom), top[0].data, top[0].diff
-        alpha = self.layer_param.elu_param.alpha
-        _elu_grad(dy, x, y, alpha, out=bottom[0].diff)
-
-    def forward_gpu(self, bottom, top):
-        x = self._keep_input_gpu(bottom, top)
-        y = top[0].gpu_data()
-        _elu.gpu(x, self.layer_param.elu_param.alpha, out=y)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            x, y = self._input_gpu(bottom), top[0].gpu_data(False)
-            dy, dx = _grads(top, bottom)
-            _elu_grad.gpu(dy, x, y, self.layer_param.elu_param.alpha, out=dx)
+    def forward_args(self):
+        return (self.layer_param.elu_param.alpha,)
 
 
 @register("Sigmoid", "SIGMOID")
-class SigmoidLayer(NeuronLayer):
+class SigmoidLayer(_FormulaLayer):
     """Sigmoid: y = 1/(1 + exp(−x)), computed as ½·tanh(x/2) + ½. dx = dy·y·(1 − y)."""
-
-    def forward_cpu(self, bottom, top):
-        _sigmoid(bottom[0].data, out=top[0].data)
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            _sigmoid_grad(top[0].diff, top[0].data, out=bottom[0].diff)
-
-    def forward_gpu(self, bottom, top):
-        x, y = _io(bottom, top)
-        _sigmoid.gpu(x, out=y)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            dy, dx = _grads(top, bottom)
-            _sigmoid_grad.gpu(dy, top[0].gpu_data(False), out=dx)
+    forward_formula, backward_formula = _sigmoid, _sigmoid_grad
 
 
 @register("TanH", "TANH")
-class TanHLayer(NeuronLayer):
+class TanHLayer(_FormulaLayer):
     """TanH: y = tanh(x). dx = dy·(1 − y²)."""
-
-    def forward_cpu(self, bottom, top):
-        _tanh(bottom[0].data, out=top[0].data)
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            _tanh_grad(top[0].diff, top[0].data, out=bottom[0].diff)
-
-    def forward_gpu(self, bottom, top):
-        x, y = _io(bottom, top)
-        _tanh.gpu(x, out=y)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            dy, dx = _grads(top, bottom)
-            _tanh_grad.gpu(dy, top[0].gpu_data(False), out=dx)
+    forward_formula, backward_formula = _tanh, _tanh_grad
 
 
 @register("AbsVal", "ABSVAL")
-class AbsValLayer(NeuronLayer):
+class AbsValLayer(_FormulaLayer):
     """AbsVal: y = |x|. dx = dy·sign(x) (0 at x = 0). No in-place computation (Caffe CHECKs)."""
+    forward_formula, backward_formula, reads = _abs, _abs_grad, ("bottom",)
     gradcheck_kink = (0.0, 0.01)  # not differentiable at 0: checks skip |x| <= 0.01
 
     def reshape(self, bottom, top):
         if _in_place(bottom, top):
             raise CaffeError("AbsVal Layer %s does not allow in-place computation" % self.name)
         top[0].reshape(bottom[0].shape)
-
-    def forward_cpu(self, bottom, top):
-        _abs(bottom[0].data, out=top[0].data)
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            _abs_grad(top[0].diff, bottom[0].data, out=bottom[0].diff)
-
-    def forward_gpu(self, bottom, top):
-        x, y = _io(bottom, top)
-        _abs.gpu(x, out=y)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            dy, dx = _grads(top, bottom)
-            _abs_grad.gpu(dy, bottom[0].gpu_data(False), out=dx)
 
 
 @register("Power", "POWER")
@@ -517,9 +495,10 @@ def _log_base(layer, base):
 
 
 @register("Exp", "EXP")
-class ExpLayer(NeuronLayer):
+class ExpLayer(_FormulaLayer):
     """Exp: y = base^(shift + scale·x) (``exp_param`` base −1 meaning e, scale 1, shift 0),
     computed as base^shift · exp(ln(base)·scale·x). dx = dy·y·ln(base)·scale."""
+    forward_formula, backward_formula = _exp, _exp_grad
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.exp_param
@@ -530,27 +509,18 @@ class ExpLayer(NeuronLayer):
         else:
             self.outer_scale = float(np.exp(p.shift)) if p.base == -1 else float(p.base) ** p.shift
 
-    def forward_cpu(self, bottom, top):
-        _exp(bottom[0].data, self.inner_scale, self.outer_scale, out=top[0].data)
+    def forward_args(self):
+        return (self.inner_scale, self.outer_scale)
 
-    def backward_cpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            _exp_grad(top[0].diff, top[0].data, self.inner_scale, out=bottom[0].diff)
-
-    def forward_gpu(self, bottom, top):
-        x, y = _io(bottom, top)
-        _exp.gpu(x, self.inner_scale, self.outer_scale, out=y)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            dy, dx = _grads(top, bottom)
-            _exp_grad.gpu(dy, top[0].gpu_data(False), self.inner_scale, out=dx)
+    def backward_args(self):
+        return (self.inner_scale,)
 
 
 @register("Log")
-class LogLayer(_KeepsInput):
+class LogLayer(_FormulaLayer):
     """Log: y = log_base(shift + scale·x) (``log_param`` base −1 meaning e, scale 1, shift 0).
     dx = dy·scale / ((shift + scale·x)·ln(base)). base must be > 0 and ≠ 1."""
+    forward_formula, backward_formula, reads = _log, _log_grad, ("x",)
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.log_param
@@ -562,66 +532,29 @@ class LogLayer(_KeepsInput):
         self.scale, self.shift = p.scale, p.shift
         self.backward_num_scale = p.scale / log_base
 
-    def forward_cpu(self, bottom, top):
-        x = self._keep_input(bottom, top)
-        _log(x, self.scale, self.shift, self.base_scale, out=top[0].data)
+    def forward_args(self):
+        return (self.scale, self.shift, self.base_scale)
 
-    def backward_cpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            _log_grad(top[0].diff, self._input(bottom), self.scale, self.shift,
-                      self.backward_num_scale, out=bottom[0].diff)
-
-    def forward_gpu(self, bottom, top):
-        x = self._keep_input_gpu(bottom, top)
-        _log.gpu(x, self.scale, self.shift, self.base_scale, out=top[0].gpu_data())
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            dy, dx = _grads(top, bottom)
-            _log_grad.gpu(dy, self._input_gpu(bottom), self.scale, self.shift,
-                          self.backward_num_scale, out=dx)
+    def backward_args(self):
+        return (self.scale, self.shift, self.backward_num_scale)
 
 
 @register("BNLL")
-class BNLLLayer(NeuronLayer):
+class BNLLLayer(_FormulaLayer):
     """BNLL: y = log(1 + exp(x)) (softplus), computed stably as logaddexp(0, x).
     dx = dy·σ(x) = dy·(1 − exp(−y)), evaluated from the output, so it is exact for large |x|
     and safe in place."""
-
-    def forward_cpu(self, bottom, top):
-        _bnll(bottom[0].data, out=top[0].data)
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            _bnll_grad(top[0].diff, top[0].data, out=bottom[0].diff)
-
-    def forward_gpu(self, bottom, top):
-        x, y = _io(bottom, top)
-        _bnll.gpu(x, out=y)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            dy, dx = _grads(top, bottom)
-            _bnll_grad.gpu(dy, top[0].gpu_data(False), out=dx)
+    forward_formula, backward_formula = _bnll, _bnll_grad
 
 
 @register("Threshold", "THRESHOLD")
-class ThresholdLayer(NeuronLayer):
+class ThresholdLayer(_FormulaLayer):
     """Threshold: y = 1 if x > threshold else 0 (``threshold_param.threshold``, 0).
     It has no gradient: backward with propagate_down raises (Caffe's NOT_IMPLEMENTED)."""
+    forward_formula = _threshold
 
-    def forward_cpu(self, bottom, top):
-        _threshold(bottom[0].data, self.layer_param.threshold_param.threshold, out=top[0].data)
-
-    def forward_gpu(self, bottom, top):
-        x, y = _io(bottom, top)
-        _threshold.gpu(x, self.layer_param.threshold_param.threshold, out=y)
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            raise NotImplementedCaffeError(
-                "Threshold layer %s: backward is not implemented (the step function has no "
-                "gradient); keep it out of the backward pass (propagate_down: false)" % self.name)
+    def forward_args(self):
+        return (self.layer_param.threshold_param.threshold,)
 
 
 @register("Dropout", "DROPOUT")
@@ -709,9 +642,10 @@ class SwishLayer(NeuronLayer):
 
 
 @register("Clip")
-class ClipLayer(_KeepsInput):
+class ClipLayer(_FormulaLayer):
     """Clip: y = max(min, min(x, max)) (``clip_param`` min and max, both required).
     dx = dy where min ≤ x ≤ max, else 0 (ties pass the gradient, as in Caffe)."""
+    forward_formula, backward_formula, reads = _clip, _clip_grad, ("x",)
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.clip_param
@@ -720,18 +654,5 @@ class ClipLayer(_KeepsInput):
                 raise CaffeError("Clip layer %s: clip_param.%s is required" % (self.name, f))
         self.lo, self.hi = p.min, p.max
 
-    def forward_cpu(self, bottom, top):
-        _clip(self._keep_input(bottom, top), self.lo, self.hi, out=top[0].data)
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            _clip_grad(top[0].diff, self._input(bottom), self.lo, self.hi, out=bottom[0].diff)
-
-    def forward_gpu(self, bottom, top):
-        x = self._keep_input_gpu(bottom, top)
-        _clip.gpu(x, self.lo, self.hi, out=top[0].gpu_data())
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            dy, dx = _grads(top, bottom)
-            _clip_grad.gpu(dy, self._input_gpu(bottom), self.lo, self.hi, out=dx)
+    def forward_args(self):
+        return (self.lo, self.hi)
