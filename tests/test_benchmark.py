@@ -282,3 +282,28 @@ def test_threads_option_parses_counts_and_auto():
     for bad in ("x", "0", ""):
         with pytest.raises(argparse.ArgumentTypeError):
             benchmark._threads_list(bad)
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed (the PyTorch reference nets)")
+def test_gpu_check_times_the_benchmarks_dah_net_in_both_frameworks():
+    """tools/gpu_check's two phases: dah_train_64 with Input layers, and tools/benchmark's
+    PyTorch DAH net (built here on the CPU): the same learned shapes, a finite DAH loss."""
+    from importlib.machinery import SourceFileLoader
+
+    import minicaffe as caffe
+    loader = SourceFileLoader("gpu_check", os.path.join(ROOT, "tools", "gpu_check"))
+    gpu_check = importlib.util.module_from_spec(importlib.util.spec_from_loader("gpu_check", loader))
+    loader.exec_module(gpu_check)
+    p = gpu_check._bench_net_param(2)
+    assert not _layers(p, "DomainData")
+    (inp,) = _layers(p, "Input")
+    assert [list(s.dim) for s in inp.input_param.shape] == [[2, 3, 224, 224], [2]] * 2
+    assert {"MMDLoss", "HashLoss", "EntropyLoss"} <= {lp.type for lp in p.layer}
+    net = caffe.Net(p, caffe.TRAIN)
+    model, loss_fn, groups = benchmark.torch_models()["vgg_dah"](2)
+    # minicaffe also counts BatchNorm's 2·64 + 1 statistics
+    assert sum(b.count() for b in net.learnable_params) == \
+        sum(t.numel() for t in model.parameters()) + 2 * 64 + 1
+    assert len(groups) == len(list(model.parameters()))
+    loss = loss_fn()
+    assert loss.dim() == 0 and bool(loss.isfinite())

@@ -274,10 +274,11 @@ def _blas_info(np):
 
 # --- the PyTorch nets --------------------------------------------------------------------------
 
-def _torch_models(toy_sizes=None):
+def torch_models(toy_sizes=None, device="cpu"):
     """{name: builder(batch) -> (model, loss_fn(), param groups)}: the layers, shapes,
-    lr_mult / decay_mult and loss formulas of the minicaffe nets. ``toy_sizes``: (images per
-    domain, classes, image side) of the ToyHome net."""
+    lr_mult / decay_mult and loss formulas of the minicaffe nets, on ``device`` (tools/gpu_check
+    times "vgg_dah" on CUDA). ``toy_sizes``: (images per domain, classes, image side) of the
+    ToyHome net."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -315,13 +316,13 @@ def _torch_models(toy_sizes=None):
 
     def mmd(s, t, kernels=5, mul=2.0):
         # linear-time MK-MMD over random quadruples, median bandwidth (a constant)
-        s = s[torch.randperm(s.shape[0])]
-        t = t[torch.randperm(t.shape[0])]
+        s = s[torch.randperm(s.shape[0], device=s.device)]
+        t = t[torch.randperm(t.shape[0], device=t.device)]
         q = min(s.shape[0], t.shape[0]) // 2
         ua, ub, va, vb = s[0:2 * q:2], s[1:2 * q:2], t[0:2 * q:2], t[1:2 * q:2]
         d = [((x - y) ** 2).sum(1) for x, y in ((ua, ub), (va, vb), (ua, vb), (ub, va))]
         base = torch.cat(d).detach().median()
-        sig = base * mul ** (torch.arange(kernels, dtype=s.dtype) - kernels // 2)
+        sig = base * mul ** (torch.arange(kernels, dtype=s.dtype, device=s.device) - kernels // 2)
         k = [torch.exp(-x[:, None] / sig[None, :]) for x in d]
         return (k[0] + k[1] - k[2] - k[3]).sum() / (q * kernels)
 
@@ -354,8 +355,10 @@ def _torch_models(toy_sizes=None):
             x = pool(self.lrn(F.relu(self.conv2(x))), 3, 2)
             x = F.relu(self.conv4(F.relu(self.conv3(x))))
             x = pool(F.relu(self.conv5(x)), 3, 2)
-            x = F.relu(self.fc7(F.relu(self.fc6(x.flatten(1)))))
-            return torch.tanh(self.bn(self.fc8(x)))
+            f6 = F.relu(self.fc6(x.flatten(1)))
+            f7 = F.relu(self.fc7(f6))
+            f8 = self.fc8(f7)
+            return f6, f7, f8, torch.tanh(self.bn(f8))
 
     class LeNet(nn.Module):
         def __init__(self):
@@ -390,15 +393,32 @@ def _torch_models(toy_sizes=None):
             f8 = self.fc8(f7)
             return f6, f7, f8, torch.tanh(self.bn(f8))
 
-    def vgg(batch):
-        m = VGGCNNF()
+    def dah_loss(m, x, n, lab, classes):
+        # dah_train*.prototxt's objective: MK-MMD on fc6/fc7/fc8, HashLoss, EntropyLoss
+        f6, f7, f8, code = m(x)
+        return (mmd(f6[:n], f6[n:]) + mmd(f7[:n], f7[n:]) + mmd(f8[:n], f8[n:])
+                + hash_loss(code[:n], lab, 0.5, 10.0, 1.0, float(n))
+                + entropy_loss(code[n:], code[:n], lab, classes))
+
+    def vgg_model():
+        m = VGGCNNF().to(device)
         init(m)
         trunk = [m.conv1, m.conv2, m.conv3, m.conv4, m.conv5, m.fc6, m.fc7]
-        g = groups(trunk_params(trunk, 0.1, 0.2, 0.0) + trunk_params([m.fc8], 1, 2, 0.0)
-                   + [(m.bn.weight, 2, 0.0), (m.bn.bias, 1, 0.0)])
-        x = torch.randn(batch, 3, VGG_SIZE, VGG_SIZE)
-        lab = torch.randint(0, VGG_CLASSES, (batch,))
-        return m, lambda: hash_loss(m(x), lab), g
+        return m, groups(trunk_params(trunk, 0.1, 0.2, 0.0) + trunk_params([m.fc8], 1, 2, 0.0)
+                         + [(m.bn.weight, 2, 0.0), (m.bn.bias, 1, 0.0)])
+
+    def vgg(batch):
+        m, g = vgg_model()
+        x = torch.randn(batch, 3, VGG_SIZE, VGG_SIZE, device=device)
+        lab = torch.randint(0, VGG_CLASSES, (batch,), device=device)
+        return m, lambda: hash_loss(m(x)[3], lab), g
+
+    def vgg_dah(batch):
+        # ``batch`` source + ``batch`` target images, labels in class order (as DomainData)
+        m, g = vgg_model()
+        x = torch.randn(2 * batch, 3, VGG_SIZE, VGG_SIZE, device=device) * 50
+        lab = torch.arange(batch, device=device) * VGG_CLASSES // batch
+        return m, lambda: dah_loss(m, x, batch, lab, VGG_CLASSES), g
 
     def lenet(batch):
         m = LeNet()
@@ -410,21 +430,25 @@ def _torch_models(toy_sizes=None):
 
     def toy(batch):
         n, classes, side = toy_sizes
-        m = Toy(side)
+        m = Toy(side).to(device)
         init(m)
         g = groups(trunk_params([m.conv1, m.conv2, m.conv3, m.fc6, m.fc7, m.fc8], 1, 2, 0.0)
                    + [(m.bn.weight, 2, 0.0), (m.bn.bias, 1, 0.0)])
-        x = torch.randn(2 * n, 3, side, side)
-        lab = torch.arange(n) * classes // n
+        x = torch.randn(2 * n, 3, side, side, device=device)
+        lab = torch.arange(n, device=device) * classes // n
+        return m, lambda: dah_loss(m, x, n, lab, classes), g
 
-        def loss():
-            f6, f7, f8, code = m(x)
-            return (mmd(f6[:n], f6[n:]) + mmd(f7[:n], f7[n:]) + mmd(f8[:n], f8[n:])
-                    + hash_loss(code[:n], lab, 0.5, 10.0, 1.0, float(n))
-                    + entropy_loss(code[n:], code[:n], lab, classes))
-        return m, loss, g
+    return {"vgg": vgg, "vgg_dah": vgg_dah, "lenet": lenet, "toy": toy}
 
-    return {"vgg": vgg, "lenet": lenet, "toy": toy}
+
+def torch_sgd(groups, lr):
+    """torch.optim.SGD over ``torch_models``' param groups: the solver's momentum and weight
+    decay, each group's lr_mult / decay_mult applied."""
+    import torch
+    for g in groups:
+        g["lr"] = lr * g.pop("lr_mult")
+        g["weight_decay"] = WEIGHT_DECAY * g.pop("decay_mult")
+    return torch.optim.SGD(groups, lr=lr, momentum=MOMENTUM)
 
 
 def _torch_step(spec):
@@ -434,12 +458,8 @@ def _torch_step(spec):
     torch.manual_seed(1701)
     name = spec["net"]
     t0 = time.perf_counter()
-    model, loss_fn, groups = _torch_models(spec.get("toy_sizes"))[name](spec["batch"])
-    lr = BASE_LR[name]
-    for g in groups:
-        g["lr"] = lr * g.pop("lr_mult")
-        g["weight_decay"] = WEIGHT_DECAY * g.pop("decay_mult")
-    opt = torch.optim.SGD(groups, lr=lr, momentum=MOMENTUM)
+    model, loss_fn, groups = torch_models(spec.get("toy_sizes"))[name](spec["batch"])
+    opt = torch_sgd(groups, BASE_LR[name])
     model.train()
     build_s = time.perf_counter() - t0
     steps, updates, first, loss, rss = [], [], None, None, []
