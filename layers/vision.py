@@ -164,6 +164,71 @@ class _BaseConvolutionLayer(Layer):
         self.col_hw = two_d(col_sp)
         self.col_dim = math.prod(col_sp)
 
+    # --- forward and backward: Convolution's, and with ``reverse`` Deconvolution's, the same
+    # three products with bottom and top swapped (one's forward is the other's input gradient).
+    # ``im`` is the im2col side (conv: the bottom, deconv: the top), ``out`` the column side -----
+    def forward_cpu(self, bottom, top):
+        bias = self.blobs[1].data if self.bias_term and not self.reverse else None
+        for b, t in zip(bottom, top):
+            im, out = self._views(b.data, t.data)
+            for _ in self._cpu_chunks(self._forward_chunk, im, out, bias):
+                pass
+            if self.reverse:
+                self._add_bias(t)
+
+    def _forward_chunk(self, w, slot, n0, n, im, out, bias):
+        if self.reverse:
+            self._bwd_gemm(out, im, n0, n, w)              # top = col2im(Wᵀ·bottom)
+        else:
+            self._fwd_gemm(im, out, n0, n, w, bias=bias)   # top = W·im2col(bottom) + b, one pass
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        dw = self.param_propagate_down[0]
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            self._bias_backward(t)
+            if not (dw or propagate_down[i]):
+                continue
+            im, out = self._views(b.data, t.diff)
+            dx = self._views(b.diff, t.diff)[int(self.reverse)] if propagate_down[i] else None
+            for part in self._cpu_chunks(self._backward_chunk, im, out, dx, dw):
+                if part is not None:
+                    self._add_part(part)
+
+    def _backward_chunk(self, w, slot, n0, n, im, out, dx, dw):
+        if self.reverse:  # im is dy, out is x
+            part, col = self._weight_part(im, out, n0, n, w, slot) if dw else (None, None)
+            if dx is not None:
+                self._fwd_gemm(im, dx, n0, n, w, col)  # dx = W·im2col(dy), reusing im2col(dy)
+            return part
+        rows = self._rows(out, n0, n, w)  # dy's rows, shared by both products
+        part = self._weight_part(im, out, n0, n, w, slot, rows)[0] if dw else None
+        if dx is not None:
+            self._bwd_gemm(out, dx, n0, n, w, rows)  # dx = col2im(Wᵀ·dy)
+        return part
+
+    def forward_gpu(self, bottom, top):
+        for b, t in zip(bottom, top):
+            x, y = b.gpu_data(False), t.gpu_data()
+            for n0, n in self._chunks(GPU_COL_LIMIT):
+                (self._bwd_gemm_gpu if self.reverse else self._fwd_gemm_gpu)(x, y, n0, n)
+            self._add_bias_gpu(t)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        dw = self.param_propagate_down[0]
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            self._bias_backward_gpu(t)
+            if not (dw or propagate_down[i]):
+                continue
+            x, dy = b.gpu_data(False), t.gpu_diff(False)
+            dx = b.gpu_diff() if propagate_down[i] else None
+            im, out = (dy, x) if self.reverse else (x, dy)
+            for n0, n in self._chunks(GPU_COL_LIMIT):
+                col = self._weight_gemm_gpu(im, out, n0, n) if dw else None
+                if dx is not None and self.reverse:
+                    self._fwd_gemm_gpu(dy, dx, n0, n, col)  # reusing im2col(dy)
+                elif dx is not None:
+                    self._bwd_gemm_gpu(dy, dx, n0, n)
+
     # --- GEMM helpers over a chunk of images [n0, n0 + n): ``im`` (num, conv_in, H, W) and
     # ``out`` (num, conv_out, col_dim) views. The chunk's columns sit side by side, so each
     # group is one BLAS call for the whole chunk (a call per image paid a thread-pool sync
@@ -401,55 +466,6 @@ class ConvolutionLayer(_BaseConvolutionLayer):
             out.append(num // s + 1 if num >= 0 else 0)
         return tuple(out)
 
-    def forward_cpu(self, bottom, top):
-        bias = self.blobs[1].data if self.bias_term else None
-        for b, t in zip(bottom, top):
-            x, y = self._views(b.data, t.data)
-            for _ in self._cpu_chunks(self._forward_chunk, x, y, bias):
-                pass
-
-    def _forward_chunk(self, w, slot, n0, n, x, y, bias):
-        self._fwd_gemm(x, y, n0, n, w, bias=bias)  # bias added in the same pass
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        for i, (t, b) in enumerate(zip(top, bottom)):
-            self._bias_backward(t)
-            dw = self.param_propagate_down[0]
-            if not (dw or propagate_down[i]):
-                continue
-            x, dy = self._views(b.data, t.diff)
-            dx = self._views(b.diff, t.diff)[0] if propagate_down[i] else None
-            for part in self._cpu_chunks(self._backward_chunk, x, dy, dx, dw):
-                if part is not None:
-                    self._add_part(part)
-
-    def _backward_chunk(self, w, slot, n0, n, x, dy, dx, dw):
-        rows = self._rows(dy, n0, n, w)  # shared by both GEMMs
-        part = self._weight_part(x, dy, n0, n, w, slot, rows)[0] if dw else None
-        if dx is not None:
-            self._bwd_gemm(dy, dx, n0, n, w, rows)
-        return part
-
-    def forward_gpu(self, bottom, top):
-        for b, t in zip(bottom, top):
-            x, y = b.gpu_data(False), t.gpu_data()
-            for n0, n in self._chunks(GPU_COL_LIMIT):
-                self._fwd_gemm_gpu(x, y, n0, n)
-            self._add_bias_gpu(t)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        for i, (t, b) in enumerate(zip(top, bottom)):
-            self._bias_backward_gpu(t)
-            if not (self.param_propagate_down[0] or propagate_down[i]):
-                continue
-            x, dy = b.gpu_data(False), t.gpu_diff(False)
-            dx = b.gpu_diff() if propagate_down[i] else None
-            for n0, n in self._chunks(GPU_COL_LIMIT):
-                if self.param_propagate_down[0]:
-                    self._weight_gemm_gpu(x, dy, n0, n)
-                if propagate_down[i]:
-                    self._bwd_gemm_gpu(dy, dx, n0, n)
-
 
 @register("Deconvolution", "DECONVOLUTION")
 class DeconvolutionLayer(_BaseConvolutionLayer):
@@ -464,55 +480,6 @@ class DeconvolutionLayer(_BaseConvolutionLayer):
     def compute_output_shape(self, in_shape):
         return tuple(s * (i - 1) + d * (k - 1) + 1 - 2 * p for i, k, s, p, d in
                      zip(in_shape, self.kernel_shape, self.stride, self.pad, self.dilation))
-
-    def forward_cpu(self, bottom, top):
-        for b, t in zip(bottom, top):
-            y, x = self._views(b.data, t.data)
-            for _ in self._cpu_chunks(self._forward_chunk, x, y):
-                pass
-            self._add_bias(t)
-
-    def _forward_chunk(self, w, slot, n0, n, x, y):
-        self._bwd_gemm(x, y, n0, n, w)
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        for i, (t, b) in enumerate(zip(top, bottom)):
-            self._bias_backward(t)
-            dw = self.param_propagate_down[0]
-            if not (dw or propagate_down[i]):
-                continue
-            dy, x = self._views(b.data, t.diff)
-            dx = self._views(b.diff, t.diff)[1] if propagate_down[i] else None
-            for part in self._cpu_chunks(self._backward_chunk, x, dy, dx, dw):
-                if part is not None:
-                    self._add_part(part)
-
-    def _backward_chunk(self, w, slot, n0, n, x, dy, dx, dw):
-        part, col = self._weight_part(dy, x, n0, n, w, slot) if dw else (None, None)
-        if dx is not None:
-            self._fwd_gemm(dy, dx, n0, n, w, col)  # reuses im2col(dy) when computed
-        return part
-
-    def forward_gpu(self, bottom, top):
-        for b, t in zip(bottom, top):
-            x, y = b.gpu_data(False), t.gpu_data()
-            for n0, n in self._chunks(GPU_COL_LIMIT):
-                self._bwd_gemm_gpu(x, y, n0, n)
-            self._add_bias_gpu(t)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        for i, (t, b) in enumerate(zip(top, bottom)):
-            self._bias_backward_gpu(t)
-            if not (self.param_propagate_down[0] or propagate_down[i]):
-                continue
-            x, dy = b.gpu_data(False), t.gpu_diff(False)
-            dx = b.gpu_diff() if propagate_down[i] else None
-            for n0, n in self._chunks(GPU_COL_LIMIT):
-                col = None
-                if self.param_propagate_down[0]:
-                    col = self._weight_gemm_gpu(dy, x, n0, n)
-                if propagate_down[i]:
-                    self._fwd_gemm_gpu(dy, dx, n0, n, col)
 
 
 @register("Pooling", "POOLING")
