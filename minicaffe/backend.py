@@ -7,6 +7,7 @@ asked for, and a missing CUDA raises one clear error that says what to install.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any, Dict
@@ -17,6 +18,7 @@ from numpy.typing import DTypeLike, NDArray
 from .errors import CaffeError
 
 CPU, GPU = "CPU", "GPU"
+_log = logging.getLogger("minicaffe")
 
 _state: Dict[str, Any] = {"mode": CPU, "device": 0, "rng": np.random.default_rng(), "seed": None}
 _cuda: Dict[str, Any] = {"checked": False, "module": None, "why": ""}
@@ -169,3 +171,50 @@ class Timer:
     @property
     def seconds(self) -> float:
         return self.ms / 1000.0
+
+
+def select_device(gpu: Any, solver_param: Any = None, local_rank: Any = None) -> None:
+    """--gpu N wins; else an explicit solver_mode: GPU (the proto default is ignored, as Caffe).
+    A solver file that asks for GPU on a machine without one falls back to the CPU with a
+    warning (every public solver file says solver_mode: GPU); --gpu without a GPU is an error.
+    One rank of a data-parallel job (``local_rank``: its index on its machine) takes GPU
+    ``local_rank`` for ``--gpu all``, the ``local_rank``-th id of a list, a single id as
+    given, and ``device_id + local_rank`` for solver_mode: GPU."""
+    if gpu is not None and gpu != "" and local_rank is not None:
+        ids = str(gpu).split(",")
+        if ids[0] == "all":
+            ids = [str(local_rank)]
+        elif len(ids) > 1:
+            if local_rank >= len(ids):
+                raise CaffeError("--gpu %s lists %d GPUs but this machine runs at least %d ranks "
+                                 "(one GPU per rank)" % (gpu, len(ids), local_rank + 1))
+            ids = [ids[local_rank]]
+        gpu = ids[0]
+    if gpu is not None and gpu != "":
+        ids = str(gpu).split(",")
+        if ids[0] == "all":
+            ids = ["0"]
+        if len(ids) > 1:
+            _log.warning("Multi-GPU training runs on one process here; using GPU %s "
+                         "(see docs/mpi.md for MPI data-parallel training)", ids[0])
+        try:
+            dev = int(ids[0])
+        except ValueError:
+            raise CaffeError("--gpu must be a device id or 'all', got %r" % gpu) from None
+        set_mode_gpu()
+        set_device(dev)
+        _log.info("Using GPU %d", dev)
+        return
+    from .proto import caffe_pb2
+    if solver_param is not None and solver_param.HasField("solver_mode") and \
+            solver_param.solver_mode == caffe_pb2.SolverParameter.GPU:
+        if gpu_available():
+            dev = solver_param.device_id + (local_rank or 0)
+            set_mode_gpu()
+            set_device(dev)
+            _log.info("Using GPU %d", dev)
+            return
+        _log.warning("The solver asks for solver_mode: GPU but no CUDA device is usable; "
+                     "training on the CPU")
+    set_mode_cpu()
+    _log.info("Use CPU.")

@@ -40,6 +40,11 @@ def prototxt_dir():
                      "(install from a checkout: pip install -e .)")
 
 
+def default_trunk():
+    """The shipped generic trunk of the ToyHome family (``tools/make_trunk``)."""
+    return os.path.join(prototxt_dir(), "toyhome", "things_trunk.caffemodel")
+
+
 def family_file(family, name):
     path = family if os.path.isdir(family) else os.path.join(prototxt_dir(), family)
     f = os.path.join(path, name)

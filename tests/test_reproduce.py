@@ -10,6 +10,7 @@ import pytest
 
 from minicaffe import experiments, figures, protoio
 from minicaffe.commands import make_trunk, reproduce
+from minicaffe.dah import pipeline
 from minicaffe.datasets import toyhome
 from minicaffe.io import blobproto_to_array
 
@@ -49,7 +50,7 @@ def test_reproduce_tiny(tiny_root, tmp_path, capsys, monkeypatch):
     for name in ("DAH_Ar-Cl_8bits", "DAN_Ar-Cl"):   # Office-Home short names, logs kept
         assert "Iteration 0" in open(os.path.join(out, "logs", name + ".log")).read(), name
     # the embedded protocol: every method from the generic trunk's conv1-fc7, no pretraining
-    digest = reproduce.file_digest(make_trunk.default_trunk())
+    digest = pipeline.file_digest(make_trunk.default_trunk())
     trunk = _conv1(make_trunk.default_trunk())
     for name in ("DAH_Ar-Cl_8bits", "NoDA_Ar-Cl_8bits", "SuH_Ar-Cl_8bits", "DAN_Ar-Cl"):
         assert res[name]["start"] == "trunk:" + digest, name
@@ -67,7 +68,7 @@ def test_reproduce_tiny(tiny_root, tmp_path, capsys, monkeypatch):
     from minicaffe.commands import evaluate, extract_features
     model = os.path.join(out, "models", "DAH_Ar-Cl_8bits_iter_2.caffemodel")
     deploy = str(tmp_path / "deploy.prototxt")
-    dep = reproduce._deploy_param(experiments.family_file("toyhome", "hash_deploy.prototxt"), 8, 3)
+    dep = pipeline._deploy_param(experiments.family_file("toyhome", "hash_deploy.prototxt"), 8, 3)
     open(deploy, "w").write(str(dep))
     train_net = str(tmp_path / "train.prototxt")
     sp = experiments.configure("toyhome", "DAH", source_list="x", target_list="y", root="",
@@ -211,22 +212,22 @@ def test_dah_authors_and_figures(tiny_root, tmp_path, capsys):
     assert open(os.path.join(out, "map_8bits_a.csv")).readline().strip() == \
         "Target (source),NoDA,DAH,DAH_authors"
     comp = [c for c in res["comparison"] if c["a"] == "DAH_authors"]
-    assert [(c["b"], c["metric"]) for c in comp] == [("NoDA", k) for k, _ in reproduce.METRICS]
+    assert [(c["b"], c["metric"]) for c in comp] == [("NoDA", k) for k, _ in pipeline.METRICS]
     noda = res["runs"]["NoDA_Ar-Cl_8bits"]
     assert comp[1]["mean_diff"] == pytest.approx(rec["map_a"] - noda["map_a"])
     if importlib.util.find_spec("matplotlib") is None:
         assert cap.err.count("figures skipped: pip install 'minicaffe[plot]'") == 1
         pytest.skip("matplotlib is not installed: no figures")
     figs = os.path.join(out, "figures", "Ar-Cl_8bits")
-    assert sorted(os.listdir(figs)) == sorted(reproduce.FIGURES)
-    for f in reproduce.FIGURES:
+    assert sorted(os.listdir(figs)) == sorted(pipeline.FIGURES)
+    for f in pipeline.FIGURES:
         assert open(os.path.join(figs, f), "rb").read(8) == b"\x89PNG\r\n\x1a\n", f
     # fc7 before adaptation: the start trunk's, through the hash deploy net (12 images, 256-d)
     feats = os.path.join(out, "features")
     start = [f for f in os.listdir(feats)
              if f.startswith("start_") and f.endswith("_Ar-Cl_target_fc7.npy")]
     assert len(start) == 1 and np.load(os.path.join(feats, start[0])).shape == (12, 256)
-    fc7 = reproduce.hash_features("toyhome", 8, make_trunk.default_trunk(), sp.net_param,
+    fc7 = pipeline.hash_features("toyhome", 8, make_trunk.default_trunk(), sp.net_param,
                                   {"target": os.path.join(out, "lists", "Clipart.txt")},
                                   tiny_root + "/", 3, blobs=("fc7",))["target"]["fc7"]
     assert np.array_equal(np.load(os.path.join(feats, start[0])), fc7)

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from minicaffe.commands import reproduce
+from minicaffe.dah import pipeline
 from minicaffe.datasets import toyhome
 from minicaffe.errors import CaffeError
 
@@ -25,15 +26,15 @@ def tiny_root(tmp_path_factory):
 
 
 def test_jobs_count():
-    assert reproduce.parse_jobs("auto") == reproduce.parse_jobs("0") == 0
-    assert reproduce.parse_jobs(" 3 ") == 3
+    assert pipeline.parse_jobs("auto") == pipeline.parse_jobs("0") == 0
+    assert pipeline.parse_jobs(" 3 ") == 3
     with pytest.raises(CaffeError, match="--jobs many: a number of worker processes, or auto"):
-        reproduce.parse_jobs("many")
+        pipeline.parse_jobs("many")
     from minicaffe import threads
     cores = threads.usable_cores()
-    assert reproduce.worker_count(0, 100) == cores
-    assert reproduce.worker_count(0, 1) == 1 and reproduce.worker_count(4, 2) == 2
-    assert reproduce.worker_count(3, 0) == 1
+    assert pipeline.worker_count(0, 100) == cores
+    assert pipeline.worker_count(0, 1) == 1 and pipeline.worker_count(4, 2) == 2
+    assert pipeline.worker_count(3, 0) == 1
 
 
 def test_workers_train_the_same_models(tiny_root, tmp_path, capsys):
@@ -141,7 +142,7 @@ def test_a_freed_worker_gets_its_next_training_before_the_caller_handles_the_las
     import queue
     import types
     jobs = {k: types.SimpleNamespace(name=k, sp=types.SimpleNamespace(max_iter=1)) for k in "abc"}
-    t = reproduce.Trainings(jobs, 2, reproduce.Progress(3))
+    t = pipeline.Trainings(jobs, 2, pipeline.Progress(3))
     t._tasks, t._results = queue.Queue(), queue.Queue()
     t._results.put(("done", "a", "a.caffemodel", 1.0))
     gen = t.run(list("abc"), {})
@@ -151,3 +152,14 @@ def test_a_freed_worker_gets_its_next_training_before_the_caller_handles_the_las
     for k in "bc":
         t._results.put(("done", k, k + ".caffemodel", 1.0))
     assert [key for key, _ in gen] == ["b", "c"]
+
+
+def test_the_pipeline_takes_the_commands_options_as_keywords():
+    """minicaffe.dah.pipeline.reproduce(**options): tools/reproduce's options by name, the rest
+    at the command's defaults; a misspelt one is a TypeError, not ignored."""
+    with pytest.raises(TypeError, match="unknown option 'method'"):
+        pipeline.reproduce(method="DAH")
+    with pytest.raises(CaffeError, match=r"unknown method\(s\) Nope"):   # the option reached the plan
+        pipeline.reproduce(methods="DAH,Nope")
+    defaults = pipeline.build_parser().parse_args([])
+    assert (defaults.bits, defaults.pairs, defaults.jobs) == ("16,64,128", "all", "1")

@@ -17,6 +17,7 @@ import pytest
 
 from minicaffe import experiments, figures, protoio
 from minicaffe.commands import make_trunk, parse_log, reproduce
+from minicaffe.dah import pipeline
 from minicaffe.datasets import toyhome
 from minicaffe.errors import CaffeError
 from minicaffe.hashing.stats import paired_comparison, sign_flip_p
@@ -78,7 +79,7 @@ def test_paired_comparison_against_brute_force():
 # --- domains, pairs, protocol ----------------------------------------------------------------
 
 def test_pairs_match_case_spaces_aliases_and_prefixes():
-    pp = reproduce.parse_pairs
+    pp = pipeline.parse_pairs
     assert pp("Art:Clipart", OFFICE_HOME) == [("Art", "Clipart")]
     assert pp("Real World:Art", OFFICE_HOME) == [("Real World", "Art")]   # "Real World":Art
     assert pp("realworld:art, Real_World:PRODUCT", OFFICE_HOME) == [("Real World", "Art"),
@@ -96,15 +97,15 @@ def test_pairs_match_case_spaces_aliases_and_prefixes():
         pp("Photos:drawings", gen, "/d")
     with pytest.raises(CaffeError, match="one domain"):
         pp("Art:ar", OFFICE_HOME)
-    assert [reproduce.domain_tag(d) for d in OFFICE_HOME + ["RealWorld", "my photos", "amazon"]] \
+    assert [pipeline.domain_tag(d) for d in OFFICE_HOME + ["RealWorld", "my photos", "amazon"]] \
         == ["Ar", "Cl", "Pr", "Rw", "Rw", "my_photos", "amazon"]
     # the supplement's sources for Office-Home targets; one row per pair elsewhere
     pairs = pp("all", OFFICE_HOME)
-    assert reproduce.map_rows(pairs, OFFICE_HOME) == [("Clipart", "Art"), ("Art", "Clipart"),
+    assert pipeline.map_rows(pairs, OFFICE_HOME) == [("Clipart", "Art"), ("Art", "Clipart"),
                                                       ("Art", "Product"), ("Art", "Real World")]
-    assert reproduce.map_rows(pp("Pr:Rw,Ar:Cl", OFFICE_HOME), OFFICE_HOME) == \
+    assert pipeline.map_rows(pp("Pr:Rw,Ar:Cl", OFFICE_HOME), OFFICE_HOME) == \
         [("Art", "Clipart"), ("Product", "Real World")]
-    assert reproduce.map_rows(pp("all", gen), gen) == [
+    assert pipeline.map_rows(pp("all", gen), gen) == [
         ("paintings", "Photos"), ("sketches", "Photos"), ("Photos", "paintings"),
         ("sketches", "paintings"), ("Photos", "sketches"), ("paintings", "sketches")]
 
@@ -115,7 +116,7 @@ def _ns(**kw):
 
 
 def test_start_protocol_is_one_decision(tmp_path):
-    sp, S = reproduce.start_protocol, reproduce.Start
+    sp, S = pipeline.start_protocol, pipeline.Start
     generic = make_trunk.default_trunk()
     assert sp(_ns(), "toyhome") == S(0, generic, True, True)           # the generic trunk
     assert sp(_ns(root="/d"), "toyhome") == S(0, generic, True, True)  # on a user's data too
@@ -136,22 +137,22 @@ def test_start_protocol_is_one_decision(tmp_path):
     # what each start is recorded as, and its tag in run names
     w = tmp_path / "w.caffemodel"
     w.write_bytes(b"weights")
-    digest = reproduce.file_digest(str(w))
+    digest = pipeline.file_digest(str(w))
     assert len(digest) == 8
-    ids = reproduce.start_identities
+    ids = pipeline.start_identities
     assert ids(S(0, None, False, True), "toyhome") == ("scratch", "scratch")
     assert ids(S(0, str(w), True, False), "toyhome") == ("trunk:" + digest,) * 2
     assert ids(S(0, str(w), False, True), "toyhome") == ("weights:" + digest,) * 2
     assert ids(S(300, None, False, False), "toyhome") == ("scratch", "pretrain300")
     assert ids(S(5, str(w), True, False), "toyhome") == \
         ("trunk:" + digest, "pretrain5+trunk:" + digest)
-    assert reproduce.name_tag("pretrain5+trunk:" + digest) == "pre5_trunk" + digest
+    assert pipeline.name_tag("pretrain5+trunk:" + digest) == "pre5_trunk" + digest
     with pytest.raises(CaffeError, match="no such file"):
         ids(S(0, str(tmp_path / "nope"), True, False), "toyhome")
 
 
 def test_family_from_the_domains(caplog):
-    choose = reproduce.choose_family
+    choose = pipeline.choose_family
     with caplog.at_level(logging.INFO, logger="minicaffe"):
         assert choose(_ns(root="/d"), "/d", OFFICE_HOME) == "office_home"
         assert "office_home: the domains of /d (Art, Clipart, Product, Real World) are " \
@@ -170,13 +171,13 @@ def test_family_from_the_domains(caplog):
 
 def test_first_eta_leaves_out_the_warm_up(monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr(reproduce.time, "time", lambda: clock[0])
-    p = reproduce.Progress(105)
+    monkeypatch.setattr(pipeline.time, "time", lambda: clock[0])
+    p = pipeline.Progress(105)
     for it in range(1, 11):
         clock[0] += 10.0 if it <= 5 else 0.1     # five slow JIT iterations, then 0.1 s each
         p.tick("x", it, 105, 1.0)
     assert p.eta(10, clock[0]) == pytest.approx(95 * 0.1)    # not 95 * 5.05 s
-    q = reproduce.Progress(105)
+    q = pipeline.Progress(105)
     q.tick("x", 4, 105, 1.0)
     assert q.eta(4, clock[0]) is None                        # no rate during the warm-up
 
@@ -186,8 +187,8 @@ def test_first_eta_lines_of_a_five_minute_job(monkeypatch, caplog):
     kernels for 16 s; the first ETA line read 5:19:53 (1199 x 16 s). Now the lines before the
     rate is measured say so, and the first ETA is the job's real remaining time."""
     clock = [0.0]
-    monkeypatch.setattr(reproduce.time, "time", lambda: clock[0])
-    p = reproduce.Progress(1200)
+    monkeypatch.setattr(pipeline.time, "time", lambda: clock[0])
+    p = pipeline.Progress(1200)
     with caplog.at_level(logging.INFO, logger="minicaffe"):
         for it in range(1, 301):
             clock[0] += 16.0 if it == 1 else 0.25
@@ -209,7 +210,7 @@ def _dah(method="DAH"):
 
 
 def test_set_overrides_change_the_nets():
-    O = reproduce.Override
+    O = pipeline.Override
     dah, noda = _dah(), _dah("NoDA")
     layer = lambda sp, name: [lp for lp in sp.net_param.layer if lp.name == name][0]  # noqa: E731
     assert O("mmd_*.loss_weight=10").apply(dah, "DAH") == 3
@@ -318,7 +319,7 @@ def test_seeds_comparison_logs_and_overrides(gen_root, tmp_path, capsys, monkeyp
     assert cap.err.count("figures skipped: pip install 'minicaffe[plot]'") == 1
     assert not os.path.exists(os.path.join(out, "figures"))
     assert not [f for f in os.listdir(out) if f.endswith(".png")]   # PR curves as CSV only
-    h = reproduce.overrides_hash(["DAH:mmd_*.loss_weight=7"])
+    h = pipeline.overrides_hash(["DAH:mmd_*.loss_weight=7"])
     res = json.load(open(os.path.join(out, "results.json")))
     runs = res["runs"]
     names = ["%s_%s_8bits%s" % (m, p, s) for m in ("DAH", "NoDA") for p in
@@ -372,7 +373,7 @@ def test_trunk_starts_every_method(gen_root, tmp_path, capsys, monkeypatch):
                             "--out", first] + TINY)
     assert rc == 0, cap.err
     model = os.path.join(first, "models", "NoDA_Photos-sketches_8bits_iter_1.caffemodel")
-    digest = reproduce.file_digest(model)
+    digest = pipeline.file_digest(model)
     out = str(tmp_path / "res")
     rc, cap = _run(capsys, ["--root", gen_root, "--pairs", "sketches:paintings", "--methods",
                             "DAH,DAN", "--trunk", model, "--out", out] + TINY)
@@ -399,17 +400,17 @@ def test_trunk_starts_every_method(gen_root, tmp_path, capsys, monkeypatch):
                             "DAH,DAN", "--trunk", other, "--out", out] + TINY)
     assert rc == 0 and "2 trainings planned over 1 seed(s) (0 already done)" in cap.err
     runs = json.load(open(os.path.join(out, "results.json")))["runs"]
-    assert "DAN_sketches-paintings_trunk" + reproduce.file_digest(other) in runs
+    assert "DAN_sketches-paintings_trunk" + pipeline.file_digest(other) in runs
     # a plain-named model of the default protocol whose generic trunk changed is trained again
-    generic = reproduce.file_digest(make_trunk.default_trunk())
-    monkeypatch.setattr(make_trunk, "default_trunk", lambda: other)
+    generic = pipeline.file_digest(make_trunk.default_trunk())
+    monkeypatch.setattr(experiments, "default_trunk", lambda: other)
     rc, cap = _run(capsys, ["--root", gen_root, "--pairs", "Photos:sketches", "--methods", "NoDA",
                             "--out", first] + TINY)
     assert rc == 0, cap.err
     assert "was trained from trunk:%s, not trunk:%s: training it again" % (
-        generic, reproduce.file_digest(other)) in cap.err
+        generic, pipeline.file_digest(other)) in cap.err
     assert "1 trainings planned over 1 seed(s) (0 already done)" in cap.err
     rec = json.load(open(os.path.join(first, "results.json")))["runs"]["NoDA_Photos-sketches_8bits"]
-    assert rec["start"] == "trunk:" + reproduce.file_digest(other)
+    assert rec["start"] == "trunk:" + pipeline.file_digest(other)
     conv1 = _model_layer(model, "conv1")[0]
     assert np.abs(conv1 - _model_layer(other, "conv1")[0]).max() < 0.02

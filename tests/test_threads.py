@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from minicaffe import threads
-from minicaffe.commands import reproduce
+from minicaffe.dah import pipeline
 
 
 def _cgroup(tmp_path, files, own="0::/\n"):
@@ -139,19 +139,19 @@ def test_import_sets_them_before_numba_loads():
 
 def test_reproduce_jobs_auto_uses_it(monkeypatch):
     monkeypatch.setattr(threads, "usable_cores", lambda *a: 3)
-    assert reproduce.worker_count(0, 100) == 3 and reproduce.worker_count(0, 2) == 2
+    assert pipeline.worker_count(0, 100) == 3 and pipeline.worker_count(0, 2) == 2
 
 
 def test_reproduce_workers_get_one_thread_unless_the_user_chose(monkeypatch):
     monkeypatch.setattr(threads, "DEFAULTED", {v: "2" for v in threads.THREAD_VARS})
     for v in threads.THREAD_VARS:
         monkeypatch.setenv(v, "2")                       # import minicaffe's defaults
-    with reproduce._spawning():
+    with pipeline._spawning():
         assert {v: os.environ[v] for v in threads.THREAD_VARS} == \
             {v: "1" for v in threads.THREAD_VARS}
     assert os.environ["OMP_NUM_THREADS"] == "2"
     monkeypatch.setenv("OMP_NUM_THREADS", "4")           # the user's
-    with reproduce._spawning():
+    with pipeline._spawning():
         assert os.environ["OMP_NUM_THREADS"] == "4"
 
 

@@ -42,9 +42,8 @@ def build_parser():
 
 def evaluate_cmd(args):
     from minicaffe import experiments, figures
+    from minicaffe.backend import select_device
     from minicaffe.search import transform_param_from
-
-    from .train import select_device
     setup_logging()
     if args.out:
         check_output(args.out, args.out + "_pr.csv")

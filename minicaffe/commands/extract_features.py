@@ -38,9 +38,8 @@ def build_parser():
 
 def extract_cmd(args):
     from minicaffe import experiments
+    from minicaffe.backend import select_device
     from minicaffe.search import transform_param_from
-
-    from .train import select_device
     setup_logging()
     check_output(args.out, args.out + "_<blob>.npy")
     src = transform_param_from(args.model, args.transform_from, args.raw)

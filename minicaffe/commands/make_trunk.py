@@ -18,18 +18,14 @@ import os
 import tempfile
 import time
 
+from minicaffe.experiments import default_trunk  # noqa: F401  (tools/make_trunk writes it)
+
 from ._cli import run, setup_logging, summary
 
 log = logging.getLogger("minicaffe")
 
 DEFAULT_ITERS = 2000
 DEFAULT_PER_CLASS = 20
-
-
-def default_trunk():
-    """The shipped trunk of the ToyHome family."""
-    from .. import experiments
-    return os.path.join(experiments.prototxt_dir(), "toyhome", "things_trunk.caffemodel")
 
 
 def make_trunk(out, iters=DEFAULT_ITERS, seed=1, per_class=DEFAULT_PER_CLASS, progress=None):

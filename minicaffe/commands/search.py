@@ -154,11 +154,10 @@ def _write_atomic(path, data):
 
 
 def search_cmd(args):
+    from minicaffe.backend import select_device
     from minicaffe.errors import CaffeError
     from minicaffe.search import HashIndex, check_same_net, encode_images
     from minicaffe.transformer import read_image_list
-
-    from .train import select_device
     setup_logging()
     select_device(args.gpu)
     for out in (args.csv, args.png):

@@ -61,9 +61,8 @@ def time_net(net, iterations, sync=lambda: None, governor=None):
 
 
 def time_cmd(args):
+    from minicaffe.backend import select_device
     from minicaffe.net import Net
-
-    from .train import select_device
     setup_logging()
     select_device(args.gpu)
     stages = [s for s in args.stage.split(",") if s]

@@ -17,10 +17,9 @@ import contextlib
 import logging
 import signal
 
-from minicaffe import backend
+from minicaffe.backend import select_device
 from minicaffe.errors import CaffeError
 from minicaffe.parallel import DataParallel, launched_in_parallel
-from minicaffe.proto import caffe_pb2
 
 from ._cli import run, setup_logging
 
@@ -41,52 +40,6 @@ def build_parser():
                    help="what SIGHUP does: snapshot and go on (default), stop, or nothing")
     p.add_argument("--iterations", type=int, default=None, help=argparse.SUPPRESS)  # ignored, as caffe
     return p
-
-
-def select_device(gpu, solver_param=None, local_rank=None):
-    """--gpu N wins; else an explicit solver_mode: GPU (the proto default is ignored, as Caffe).
-    A solver file that asks for GPU on a machine without one falls back to the CPU with a
-    warning (every public solver file says solver_mode: GPU); --gpu without a GPU is an error.
-    One rank of a data-parallel job (``local_rank``: its index on its machine) takes GPU
-    ``local_rank`` for ``--gpu all``, the ``local_rank``-th id of a list, a single id as
-    given, and ``device_id + local_rank`` for solver_mode: GPU."""
-    if gpu is not None and gpu != "" and local_rank is not None:
-        ids = str(gpu).split(",")
-        if ids[0] == "all":
-            ids = [str(local_rank)]
-        elif len(ids) > 1:
-            if local_rank >= len(ids):
-                raise CaffeError("--gpu %s lists %d GPUs but this machine runs at least %d ranks "
-                                 "(one GPU per rank)" % (gpu, len(ids), local_rank + 1))
-            ids = [ids[local_rank]]
-        gpu = ids[0]
-    if gpu is not None and gpu != "":
-        ids = str(gpu).split(",")
-        if ids[0] == "all":
-            ids = ["0"]
-        if len(ids) > 1:
-            log.warning("Multi-GPU training runs on one process here; using GPU %s "
-                        "(see docs/mpi.md for MPI data-parallel training)", ids[0])
-        try:
-            dev = int(ids[0])
-        except ValueError:
-            raise CaffeError("--gpu must be a device id or 'all', got %r" % gpu) from None
-        backend.set_mode_gpu()
-        backend.set_device(dev)
-        log.info("Using GPU %d", dev)
-        return
-    if solver_param is not None and solver_param.HasField("solver_mode") and \
-            solver_param.solver_mode == caffe_pb2.SolverParameter.GPU:
-        if backend.gpu_available():
-            dev = solver_param.device_id + (local_rank or 0)
-            backend.set_mode_gpu()
-            backend.set_device(dev)
-            log.info("Using GPU %d", dev)
-            return
-        log.warning("The solver asks for solver_mode: GPU but no CUDA device is usable; "
-                    "training on the CPU")
-    backend.set_mode_cpu()
-    log.info("Use CPU.")
 
 
 def train(args):
