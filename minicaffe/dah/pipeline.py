@@ -715,6 +715,8 @@ def reproduce(args=None, **options):
     as ``build_parser()`` parses tools/reproduce's command line, or the same options as keywords
     (``reproduce(pairs="Ar:Cl", bits="64", out="results")``, the rest at their defaults).
     Returns 0."""
+    if args is not None and options:
+        raise TypeError("reproduce() takes parsed args or keyword options, not both")
     if args is None:
         args = build_parser().parse_args([])
         args.record_argv = False
