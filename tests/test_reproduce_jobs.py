@@ -163,3 +163,24 @@ def test_the_pipeline_takes_the_commands_options_as_keywords():
         pipeline.reproduce(methods="DAH,Nope")
     defaults = pipeline.build_parser().parse_args([])
     assert (defaults.bits, defaults.pairs, defaults.jobs) == ("16,64,128", "all", "1")
+
+
+def test_the_plan_without_training(tiny_root, tmp_path):
+    """Reproduction(args) makes the plan and trains nothing: one solver per method, pair, bit
+    length and seed, one source pretraining per source and seed that its runs start from,
+    distinct names and every snapshot in --out/models."""
+    args = pipeline.build_parser().parse_args(
+        ["--root", tiny_root, "--pairs", "Ar:Cl,Ar:Pr", "--bits", "16", "--methods", "DAH,NoDA",
+         "--seeds", "1,2", "--pretrain", "3", "--iters", "2", "--per_class", "2",
+         "--out", str(tmp_path)])
+    plan = pipeline.Reproduction(args)
+    assert len(plan.runs) == 2 * 2 * 2   # pairs × methods × seeds
+    assert plan.pre_keys == [("Art", 1), ("Art", 2)]
+    assert len(set(plan.names.values())) == len(plan.names) == 10
+    r = plan.runs[0]
+    assert plan.start_of(r) == plan.trunk_of((r.source, r.seed))
+    assert plan.start_of(plan.pre_keys[0]) == plan.init
+    assert {sp.max_iter for key, (_, sp) in plan.solvers.items() if key not in plan.pre_keys} == {2}
+    assert all(sp.snapshot_prefix.startswith(plan.models_dir) for _, sp in plan.solvers.values())
+    assert not os.path.exists(plan.models_dir) or not os.listdir(plan.models_dir)
+    assert os.path.exists(plan.list_of["Art"])   # the lists are written

@@ -719,277 +719,353 @@ def reproduce(args=None, **options):
         raise TypeError("reproduce() takes parsed args or keyword options, not both")
     if args is None:
         args = build_parser().parse_args([])
-        args.record_argv = False
         for k, v in options.items():
             if not hasattr(args, k):
                 raise TypeError("reproduce() got an unknown option %r" % k)
             setattr(args, k, v)
-    from minicaffe import experiments, protoio
     from minicaffe.backend import select_device
-    from minicaffe.hashing import BASELINES
     setup_logging(args.log_level)
     select_device(args.gpu)
-    bits = [int(b) for b in str(args.bits).split(",") if b]
-    seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()] if args.seeds else [args.seed]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in KNOWN_METHODS]
-    if bad:
-        raise CaffeError("unknown method(s) %s (known: %s)"
-                         % (", ".join(bad), ", ".join(KNOWN_METHODS)))
-    overrides = [Override(t) for t in args.set]
-    jobs = parse_jobs(args.jobs)
-    out = os.path.abspath(args.out)
-    if args.root:
-        root = os.path.abspath(args.root)
-        found = lists_mod.scan(root)
-        lists_mod.check_layout(root, found)
-        domains = found[0]
-        pairs = parse_pairs(args.pairs, domains, root)
-    else:
-        from minicaffe.datasets import toyhome
-        domains = list(toyhome.DOMAINS)
-        pairs = parse_pairs(args.pairs, domains, "ToyHome")
-        log.info("Preparing the embedded ToyHome data (generated once, then cached)")
-        root = toyhome.ensure()
-        found = lists_mod.scan(root)
-    family = choose_family(args, root, domains)
-    start = start_protocol(args, family)
-    first_id, run_id = start_identities(start, family)
-    num_classes = len(found[1])
-    tags = {d: domain_tag(d) for d in domains}
-    if len(set(tags.values())) < len(tags):
-        raise CaffeError("%s: domains %s have the same file-safe name" % (root, ", ".join(domains)))
-    rows = map_rows(pairs, domains)
-    lists_dir, rootp = os.path.join(out, "lists"), root.rstrip("/") + "/"
-    list_of = {d: os.path.join(lists_dir, lists_mod.list_name(d)) for d in domains}
+    return Reproduction(args).run()
 
-    def configure(method, s, t, b, seed, iters):
+
+class Reproduction:
+    """One reproduce command, in the order ``run`` takes it: the data and the plan (every
+    training's solver and name, ``__init__``), the trainings with each run's evaluation and
+    figures as it ends (``train``), the unsupervised baselines on NoDA's features
+    (``baselines``) and the tables (``tables``). Keys: a ``Run`` for a method's training,
+    ``(source, seed)`` for a source pretraining."""
+
+    def __init__(self, args):
+        self.args = args
+        self._data()
+        self._plan()
+        self._results()
+
+    # the data: options, domains, pairs, lists
+
+    def _data(self):
+        args = self.args
+        self.bits = [int(b) for b in str(args.bits).split(",") if b]
+        self.seeds = ([int(x) for x in str(args.seeds).split(",") if x.strip()] if args.seeds
+                      else [args.seed])
+        self.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        bad = [m for m in self.methods if m not in KNOWN_METHODS]
+        if bad:
+            raise CaffeError("unknown method(s) %s (known: %s)"
+                             % (", ".join(bad), ", ".join(KNOWN_METHODS)))
+        self.overrides = [Override(t) for t in args.set]
+        self.jobs = parse_jobs(args.jobs)
+        self.out = os.path.abspath(args.out)
+        if args.root:
+            root = os.path.abspath(args.root)
+            found = lists_mod.scan(root)
+            lists_mod.check_layout(root, found)
+            domains = found[0]
+            self.pairs = parse_pairs(args.pairs, domains, root)
+        else:
+            from minicaffe.datasets import toyhome
+            domains = list(toyhome.DOMAINS)
+            self.pairs = parse_pairs(args.pairs, domains, "ToyHome")
+            log.info("Preparing the embedded ToyHome data (generated once, then cached)")
+            root = toyhome.ensure()
+            found = lists_mod.scan(root)
+        self.root, self.found, self.domains = root, found, domains
+        self.family = choose_family(args, root, domains)
+        self.start = start_protocol(args, self.family)
+        self.first_id, self.run_id = start_identities(self.start, self.family)
+        self.num_classes = len(found[1])
+        self.tags = {d: domain_tag(d) for d in domains}
+        if len(set(self.tags.values())) < len(self.tags):
+            raise CaffeError("%s: domains %s have the same file-safe name"
+                             % (root, ", ".join(domains)))
+        self.rows = map_rows(self.pairs, domains)
+        self.lists_dir, self.rootp = os.path.join(self.out, "lists"), root.rstrip("/") + "/"
+        self.list_of = {d: os.path.join(self.lists_dir, lists_mod.list_name(d)) for d in domains}
+
+    def configure(self, method, s, t, b, seed, iters):
+        """The solver of one training (``experiments.configure``), logging a few rows."""
+        from minicaffe import experiments
         sp = experiments.configure(
-            family, method, source_list=list_of[s], target_list=list_of[t], root=rootp,
-            num_classes=num_classes, bits=b, max_iter=iters, seed=seed,
-            per_class=args.per_class, snapshot_prefix="")
+            self.family, method, source_list=self.list_of[s], target_list=self.list_of[t],
+            root=self.rootp, num_classes=self.num_classes, bits=b, max_iter=iters, seed=seed,
+            per_class=self.args.per_class, snapshot_prefix="")
         sp.display = display_every(sp.max_iter)
         return sp
 
-    runs = plan_runs(pairs, rows, bits, methods, seeds)
-    solvers = {r: (r.method, configure(r.method, r.source, r.target, r.bits, r.seed, args.iters))
-               for r in runs}
-    pre_keys = [(s, seed) for seed in seeds for s in domains
-                if any(r.source == s and r.seed == seed for r in runs)] if start.pretrain else []
-    for s, seed in pre_keys:  # the source-only NoDA net
-        solvers[(s, seed)] = ("pretrain", configure("NoDA", s, s, bits[0], seed, start.pretrain))
-    changed = apply_overrides(overrides, solvers)
-    k = max(lp.domain_data_param.per_class for _, sp in solvers.values()
-            for lp in sp.net_param.layer if lp.type == "DomainData")
-    lists_mod.check_layout(root, found, [d for d in domains if any(d in p for p in pairs)], k)
+    # the plan: solvers, names, snapshot prefixes, start weights
 
-    # a method's runs start from the pretraining, so its overrides count in their names too
-    pre_set = changed.get("pretrain", [])
-    changed = {m: changed.get(m, []) if m == "pretrain" else pre_set + changed.get(m, [])
-               for m in TRAINED + OPTIONAL + ("pretrain",)}
-    hashes = {m: overrides_hash(texts) for m, texts in changed.items()}
-    start_tag = "" if start.plain else name_tag(run_id)
-    names = {r: run_name(r.method, tags[r.source], tags[r.target], r.bits, r.seed,
-                         hashes.get(r.method, ""), start_tag) for r in runs}
-    names.update({(s, seed): pretrain_name(tags[s], seed, hashes.get("pretrain", ""),
-                                           "" if start.init is None else name_tag(first_id))
-                  for s, seed in pre_keys})
-    identity = {key: first_id if key in pre_keys else run_id for key in names}
-    models_dir, logs_dir = os.path.join(out, "models"), os.path.join(out, "logs")
-    for key, (_, sp) in solvers.items():
-        sp.snapshot_prefix = os.path.join(models_dir, names[key])
+    def _plan(self):
+        from minicaffe import experiments
+        start, seeds, bits = self.start, self.seeds, self.bits
+        self.runs = runs = plan_runs(self.pairs, self.rows, bits, self.methods, seeds)
+        self.solvers = {r: (r.method, self.configure(*r, self.args.iters)) for r in runs}
+        self.pre_keys = [(s, seed) for seed in seeds for s in self.domains
+                         if any(r.source == s and r.seed == seed for r in runs)
+                         ] if start.pretrain else []
+        for s, seed in self.pre_keys:  # the source-only NoDA net
+            self.solvers[(s, seed)] = ("pretrain", self.configure("NoDA", s, s, bits[0], seed,
+                                                                  start.pretrain))
+        changed = apply_overrides(self.overrides, self.solvers)
+        k = max(lp.domain_data_param.per_class for _, sp in self.solvers.values()
+                for lp in sp.net_param.layer if lp.type == "DomainData")
+        lists_mod.check_layout(self.root, self.found,
+                               [d for d in self.domains if any(d in p for p in self.pairs)], k)
 
-    init = start.init
-    if start.as_trunk:   # its conv1-fc7, named by the content of the file they come from
-        init = os.path.join(models_dir, "start_trunk_%s.caffemodel" % first_id.split(":")[1])
-        if not os.path.exists(init):
-            os.makedirs(models_dir, exist_ok=True)
-            experiments.trunk_weights(start.init, family, init)
+        # a method's runs start from the pretraining, so its overrides count in their names too
+        pre_set = changed.get("pretrain", [])
+        self.changed = {m: changed.get(m, []) if m == "pretrain" else pre_set + changed.get(m, [])
+                        for m in TRAINED + OPTIONAL + ("pretrain",)}
+        self.hashes = hashes = {m: overrides_hash(texts) for m, texts in self.changed.items()}
+        tags = self.tags
+        self.start_tag = "" if start.plain else name_tag(self.run_id)
+        self.names = {r: run_name(r.method, tags[r.source], tags[r.target], r.bits, r.seed,
+                                  hashes.get(r.method, ""), self.start_tag) for r in runs}
+        self.names.update({(s, seed): pretrain_name(
+            tags[s], seed, hashes.get("pretrain", ""),
+            "" if start.init is None else name_tag(self.first_id)) for s, seed in self.pre_keys})
+        self.identity = {key: self.first_id if key in self.pre_keys else self.run_id
+                         for key in self.names}
+        self.models_dir = os.path.join(self.out, "models")
+        self.logs_dir = os.path.join(self.out, "logs")
+        for key, (_, sp) in self.solvers.items():
+            sp.snapshot_prefix = os.path.join(self.models_dir, self.names[key])
 
-    def start_of(key):
+        self.init = start.init
+        if start.as_trunk:   # its conv1-fc7, named by the content of the file they come from
+            self.init = os.path.join(self.models_dir, "start_trunk_%s.caffemodel"
+                                     % self.first_id.split(":")[1])
+            if not os.path.exists(self.init):
+                os.makedirs(self.models_dir, exist_ok=True)
+                experiments.trunk_weights(start.init, self.family, self.init)
+
+    def start_of(self, key):
         """The weights a training starts from: its source's pretrained trunk, or ``init``."""
-        if key in pre_keys or not pre_keys:
-            return init
-        return solvers[(key.source, key.seed)][1].snapshot_prefix + "_trunk.caffemodel"
+        if key in self.pre_keys or not self.pre_keys:
+            return self.init
+        return self.trunk_of((key.source, key.seed))
 
-    lists_mod.write_lists(root, lists_dir, domains)
-    results_path = os.path.join(out, "results.json")
-    results = json.load(open(results_path)) if os.path.exists(results_path) else {}
-    command = "tools/reproduce " + shlex.join(args.argv) if args.record_argv else ""
-    results["command"] = command
-    results.setdefault("runs", {})
-    pre_records = results.setdefault("pretrain", {}) if pre_keys else {}
+    def trunk_of(self, key):
+        """A pretraining's conv1-fc7, which its source's runs start from."""
+        return self.solvers[key][1].snapshot_prefix + "_trunk.caffemodel"
 
-    def save():
-        text = json.dumps(results, indent=1, sort_keys=True)
-        protoio.atomic_write(results_path, lambda f: f.write(text.encode()), CaffeError)
-
-    def final(key):
-        sp = solvers[key][1]
+    def final(self, key):
+        sp = self.solvers[key][1]
         return sp.snapshot_prefix + "_iter_%d.caffemodel" % sp.max_iter
 
-    def records(key):
-        """The dict holding ``key``'s record, and its name there."""
-        if key in pre_keys:
-            return pre_records, names[key][len("pretrain_"):]
-        return results["runs"], names[key]
+    # results.json: every training's record and numbers, kept across commands
 
-    def reusable(key):
+    def _results(self):
+        lists_mod.write_lists(self.root, self.lists_dir, self.domains)
+        self.results_path = os.path.join(self.out, "results.json")
+        self.results = results = (json.load(open(self.results_path))
+                                  if os.path.exists(self.results_path) else {})
+        argv = getattr(self.args, "argv", None)   # the command line, when it ran as a command
+        self.command = "" if argv is None else "tools/reproduce " + shlex.join(argv)
+        results["command"] = self.command
+        results.setdefault("runs", {})
+        self.pre_records = results.setdefault("pretrain", {}) if self.pre_keys else {}
+        self.evaluated = set()   # the runs evaluated by this command: the baselines refit these
+
+    def save(self):
+        from minicaffe import protoio
+        text = json.dumps(self.results, indent=1, sort_keys=True)
+        protoio.atomic_write(self.results_path, lambda f: f.write(text.encode()), CaffeError)
+
+    def records(self, key):
+        """The dict holding ``key``'s record, and its name there."""
+        if key in self.pre_keys:
+            return self.pre_records, self.names[key][len("pretrain_"):]
+        return self.results["runs"], self.names[key]
+
+    def reusable(self, key):
         """A model in --out is reused when its record says it started from the same weights."""
-        model = final(key)
+        model = self.final(key)
         if not os.path.exists(model):
             return False
-        where, name = records(key)
+        where, name = self.records(key)
         was = _recorded_start(where.get(name, {}))
-        if was == identity[key]:
+        if was == self.identity[key]:
             return True
         log.warning("%s was trained from %s, not %s: training it again", model,
-                    was or "start weights not recorded in %s" % results_path, identity[key])
+                    was or "start weights not recorded in %s" % self.results_path,
+                    self.identity[key])
         return False
 
-    order = list(pre_keys) + runs
-    deps = {r: (r.source, r.seed) for r in runs} if pre_keys else {}
-    todo = {key for key in order if not reusable(key)}
-    todo |= {r for r in runs if deps.get(r) in todo}   # its start is trained again
-    os.makedirs(models_dir, exist_ok=True)
-    train_jobs = {}
-    for key in order:
-        if key in todo:
-            sp = solvers[key][1]
-            protoio.write_proto_text(sp.snapshot_prefix + "_solver.prototxt", sp)
-            train_jobs[key] = Job(names[key], sp, start_of(key),
-                                  os.path.join(logs_dir, names[key] + ".log"), args.verbose)
-    progress = Progress(sum(solvers[key][1].max_iter for key in todo))
-    workers = worker_count(jobs, len(todo))
-    n_pre = sum(1 for key in todo if key in pre_keys)
-    log.info("%d trainings planned over %d seed(s) (%d already done)%s, %d iterations to run%s",
-             len(runs), len(seeds), len(runs) - (len(todo) - n_pre),
-             ", after %d source pretrainings of %d iterations" % (n_pre, start.pretrain)
-             if n_pre else "", progress.total,
-             " in %d worker processes" % workers if workers > 1 else "")
+    # the trainings, each run evaluated (and its pair's figures drawn) as it ends
 
-    def train_record(key, trained):
-        method, sp = solvers[key]
-        job = train_jobs[key]
-        return {"command": command, "seed": sp.random_seed, "overrides": changed.get(method, []),
+    def train(self):
+        from minicaffe import protoio
+        runs, pre_keys, names = self.runs, self.pre_keys, self.names
+        order = list(pre_keys) + runs
+        deps = {r: (r.source, r.seed) for r in runs} if pre_keys else {}
+        todo = {key for key in order if not self.reusable(key)}
+        todo |= {r for r in runs if deps.get(r) in todo}   # its start is trained again
+        os.makedirs(self.models_dir, exist_ok=True)
+        self.train_jobs = {}
+        for key in order:
+            if key in todo:
+                sp = self.solvers[key][1]
+                protoio.write_proto_text(sp.snapshot_prefix + "_solver.prototxt", sp)
+                self.train_jobs[key] = Job(names[key], sp, self.start_of(key),
+                                           os.path.join(self.logs_dir, names[key] + ".log"),
+                                           self.args.verbose)
+        progress = Progress(sum(self.solvers[key][1].max_iter for key in todo))
+        workers = worker_count(self.jobs, len(todo))
+        n_pre = sum(1 for key in todo if key in pre_keys)
+        log.info("%d trainings planned over %d seed(s) (%d already done)%s, %d iterations to "
+                 "run%s", len(runs), len(self.seeds), len(runs) - (len(todo) - n_pre),
+                 ", after %d source pretrainings of %d iterations" % (n_pre, self.start.pretrain)
+                 if n_pre else "", progress.total,
+                 " in %d worker processes" % workers if workers > 1 else "")
+
+        draw = figures_wanted(self.args, self.methods)
+        groups = {}   # (source, target, bits) -> {first seed's run: None until handled, then fresh}
+        for r in runs:
+            if draw and r.method in FIGURE_METHODS and r.seed == self.seeds[0]:
+                groups.setdefault((r.source, r.target, r.bits), {})[r] = None
+        self.groups = {g: runs_ for g, runs_ in groups.items()
+                       if {"DAH", "NoDA"} <= {r.method for r in runs_}}
+
+        with Trainings(self.train_jobs, workers, progress, self.args.log_level,
+                       self.args.gpu) as trainings:
+            for key, trained in trainings.run(order, deps):
+                (self.pretrained if key in pre_keys else self.trained_run)(key, trained)
+
+    def train_record(self, key, trained):
+        method, sp = self.solvers[key]
+        job = self.train_jobs[key]
+        return {"command": self.command, "seed": sp.random_seed,
+                "overrides": self.changed.get(method, []),
                 "train_seconds": round(trained[1], 1), "start_weights": job.weights,
-                "start": identity[key], "solver": sp.snapshot_prefix + "_solver.prototxt",
+                "start": self.identity[key], "solver": sp.snapshot_prefix + "_solver.prototxt",
                 "log": job.log}
 
-    def pretrained(key, trained):
-        where, name = records(key)
+    def pretrained(self, key, trained):
+        """A source pretraining has ended (or was there): its record and its trunk."""
+        from minicaffe import experiments
+        where, name = self.records(key)
         if trained:
-            where[name] = train_record(key, trained)
-        where.setdefault(name, {}).update(iterations=start.pretrain, model=final(key))
-        trunk = solvers[key][1].snapshot_prefix + "_trunk.caffemodel"
+            where[name] = self.train_record(key, trained)
+        where.setdefault(name, {}).update(iterations=self.start.pretrain, model=self.final(key))
+        trunk = self.trunk_of(key)
         if trained or not os.path.exists(trunk):
-            experiments.trunk_weights(final(key), family, trunk)
-        save()
+            experiments.trunk_weights(self.final(key), self.family, trunk)
+        self.save()
 
-    draw = figures_wanted(args, methods)
-    groups = {}   # (source, target, bits) -> {first seed's run: None until handled, then fresh}
-    for r in runs:
-        if draw and r.method in FIGURE_METHODS and r.seed == seeds[0]:
-            groups.setdefault((r.source, r.target, r.bits), {})[r] = None
-    groups = {g: runs_ for g, runs_ in groups.items()
-              if {"DAH", "NoDA"} <= {r.method for r in runs_}}
-
-    evaluated = set()   # the runs evaluated by this command: the baselines on NoDA's refit
-
-    def features_of(r):
+    def features_of(self, r):
         """Where a run's features are kept: NoDA's for the baselines, the figures' runs'."""
-        if r.method == "NoDA" or (r.method in FIGURE_METHODS and r.seed == seeds[0]):
-            return os.path.join(out, "features", names[r])
+        if r.method == "NoDA" or (r.method in FIGURE_METHODS and r.seed == self.seeds[0]):
+            return os.path.join(self.out, "features", self.names[r])
         return None
 
-    def trained_run(r, trained):
+    def trained_run(self, r, trained):
+        """A method's training has ended (or was there): its record, its numbers unless they
+        are there, and its pair's figures once the pair's last run is in."""
         m, s, t, b, seed = r
-        name, sp = names[r], solvers[r][1]
+        name, sp = self.names[r], self.solvers[r][1]
+        runs = self.results["runs"]
         if trained:
-            results["runs"][name] = train_record(r, trained)
-            save()
-        rec = results["runs"].setdefault(name, {})
+            runs[name] = self.train_record(r, trained)
+            self.save()
+        rec = runs.setdefault(name, {})
         rec.update({"method": m, "source": s, "target": t, "bits": b, "seed": seed})
         fresh = bool(trained)
-        if "evaluated" not in rec or args.reevaluate:
-            rec.update(evaluate_run(family, m, b, final(r), sp.net_param, list_of[s], list_of[t],
-                                    rootp, num_classes, features_of(r)), evaluated=True)
+        if "evaluated" not in rec or self.args.reevaluate:
+            rec.update(evaluate_run(self.family, m, b, self.final(r), sp.net_param,
+                                    self.list_of[s], self.list_of[t], self.rootp,
+                                    self.num_classes, self.features_of(r)), evaluated=True)
             log.info("%s: %s", name, ", ".join("%s %.4f" % (k, rec[k]) for k in
                                                 ("accuracy", "map_a", "map_b") if k in rec))
-            save()
-            evaluated.add(name)
+            self.save()
+            self.evaluated.add(name)
             fresh = True
-        group = groups.get((s, t, b), {})
+        group = self.groups.get((s, t, b), {})
         if r in group:
             group[r] = fresh
             if None not in group.values():
                 try:
-                    pair_figures_of(s, t, b, group, any(group.values()))
+                    self.pair_figures(s, t, b, group, any(group.values()))
                 except (CaffeError, ValueError, OSError) as exc:   # the numbers are kept
                     log.warning("figures of %s -> %s, %d bits failed: %s", s, t, b, exc)
 
-    def pair_figures_of(s, t, b, group, fresh):
+    def pair_figures(self, s, t, b, group, fresh):
         """The figures of one pair and bit length (``minicaffe.dah.figures.pair_figures``)
         from the first seed's runs, redrawn when one of them is new."""
         from minicaffe.dah import figures
-        dah = Run("DAH", s, t, b, seeds[0])
-        where = os.path.join(out, "figures", names[dah][len("DAH_"):])
+        dah = Run("DAH", s, t, b, self.seeds[0])
+        where = os.path.join(self.out, "figures", self.names[dah][len("DAH_"):])
         if not fresh and all(os.path.exists(os.path.join(where, f)) for f in FIGURES):
             return
-        lists = {"source": list_of[s], "target": list_of[t]}
-        transform = solvers[dah][1].net_param
-        feats = {r.method: hash_features(family, b, final(r), transform, lists, rootp,
-                                         num_classes, features_of(r), reuse=True)
+        lists = {"source": self.list_of[s], "target": self.list_of[t]}
+        transform = self.solvers[dah][1].net_param
+        feats = {r.method: hash_features(self.family, b, self.final(r), transform, lists,
+                                         self.rootp, self.num_classes, self.features_of(r),
+                                         reuse=True)
                  for r in sorted(group, key=lambda r: FIGURE_METHODS.index(r.method))}
-        weights, trunk = start_of(dah), None
+        weights, trunk = self.start_of(dah), None
         if weights is not None:   # fc7 before adaptation: the start's conv1-fc7
-            keep = os.path.join(out, "features", "start_%s_%s-%s" % (
-                file_digest(weights), tags[s], tags[t]))
-            trunk = hash_features(family, b, weights, transform, lists, rootp, num_classes,
-                                  keep, blobs=("fc7",), reuse=True)
-        logs = {r.method: os.path.join(logs_dir, names[r] + ".log") for r in group}
-        figures.pair_figures(where, feats, trunk=trunk, lists=lists, root=rootp,
+            keep = os.path.join(self.out, "features", "start_%s_%s-%s" % (
+                file_digest(weights), self.tags[s], self.tags[t]))
+            trunk = hash_features(self.family, b, weights, transform, lists, self.rootp,
+                                  self.num_classes, keep, blobs=("fc7",), reuse=True)
+        logs = {r.method: os.path.join(self.logs_dir, self.names[r] + ".log") for r in group}
+        figures.pair_figures(where, feats, trunk=trunk, lists=lists, root=self.rootp,
                              logs={m: p for m, p in logs.items() if os.path.exists(p)} or None,
-                             class_names=found[1], source_name=s, target_name=t)
+                             class_names=self.found[1], source_name=s, target_name=t)
         log.info("Figures of %s -> %s, %d bits: %s", s, t, b, where)
 
-    with Trainings(train_jobs, workers, progress, args.log_level, args.gpu) as trainings:
-        for key, trained in trainings.run(order, deps):
-            (pretrained if key in pre_keys else trained_run)(key, trained)
+    # the unsupervised baselines, on the NoDA model's fc7 features of each mAP row
 
-    # unsupervised baselines on the NoDA model's fc7 features of each mAP row
-    for seed in seeds:
-        for s, t in rows:
-            for b in bits:
-                for m in UNSUPERVISED:
-                    if m not in methods:
-                        continue
-                    noda = names[Run("NoDA", s, t, b, seed)]
-                    name = m + noda[len("NoDA"):]
-                    if results["runs"].get(name, {}).get("evaluated") and \
-                            not args.reevaluate and noda not in evaluated:
-                        continue
-                    feats = os.path.join(out, "features", noda)
-                    xs, xt, ls, lt = (np.load("%s_%s.npy" % (feats, w)) for w in FEATURES)
-                    t0 = time.time()
-                    log.info("Fitting %s (%d bits, seed %d) on the %s features", m, b, seed, t)
-                    model = BASELINES[m](xt, b, seed=seed)
-                    ev = experiments.evaluate_hashing(model.encode(xs).astype(np.float32), ls,
-                                                      model.encode(xt).astype(np.float32), lt,
-                                                      num_classes, with_accuracy=False)
-                    results["runs"][name] = dict(
-                        _numbers(ev), method=m, source=s, target=t, bits=b, seed=seed,
-                        command=command, features=noda, fit_seconds=round(time.time() - t0, 1),
-                        evaluated=True)
-                    log.info("%s: map_a %.4f, map_b %.4f", name, ev["map_a"], ev["map_b"])
-                    save()
+    def baselines(self):
+        runs = self.results["runs"]
+        for seed in self.seeds:
+            for s, t in self.rows:
+                for b in self.bits:
+                    for m in UNSUPERVISED:
+                        if m not in self.methods:
+                            continue
+                        noda = self.names[Run("NoDA", s, t, b, seed)]
+                        name = m + noda[len("NoDA"):]
+                        if runs.get(name, {}).get("evaluated") and \
+                                not self.args.reevaluate and noda not in self.evaluated:
+                            continue
+                        runs[name] = dict(self.fit_baseline(m, t, b, seed, noda), method=m,
+                                          source=s, target=t, bits=b, seed=seed,
+                                          command=self.command, features=noda, evaluated=True)
+                        log.info("%s: map_a %.4f, map_b %.4f", name, runs[name]["map_a"],
+                                 runs[name]["map_b"])
+                        self.save()
 
-    table = Tables(results, pairs, rows, bits, methods, seeds, tags, hashes, start_tag)
-    results["comparison"] = table.comparison()
-    save()
-    table.write(out, command)
-    table.print_summary()
-    return 0
+    def fit_baseline(self, m, t, b, seed, noda):
+        """Baseline ``m`` fitted on the target's features of run ``noda``, its codes
+        evaluated as the hashing nets' are."""
+        from minicaffe import experiments
+        from minicaffe.hashing import BASELINES
+        feats = os.path.join(self.out, "features", noda)
+        xs, xt, ls, lt = (np.load("%s_%s.npy" % (feats, w)) for w in FEATURES)
+        t0 = time.time()
+        log.info("Fitting %s (%d bits, seed %d) on the %s features", m, b, seed, t)
+        model = BASELINES[m](xt, b, seed=seed)
+        ev = experiments.evaluate_hashing(model.encode(xs).astype(np.float32), ls,
+                                          model.encode(xt).astype(np.float32), lt,
+                                          self.num_classes, with_accuracy=False)
+        return dict(_numbers(ev), fit_seconds=round(time.time() - t0, 1))
+
+    def tables(self):
+        table = Tables(self.results, self.pairs, self.rows, self.bits, self.methods, self.seeds,
+                       self.tags, self.hashes, self.start_tag)
+        self.results["comparison"] = table.comparison()
+        self.save()
+        table.write(self.out, self.command)
+        table.print_summary()
+
+    def run(self):
+        """Train, fit the baselines, write the tables; returns 0."""
+        self.train()
+        self.baselines()
+        self.tables()
+        return 0
 
 
 def figures_wanted(args, methods):
@@ -1356,5 +1432,4 @@ def build_parser(description=None):
     p.add_argument("--reevaluate", action="store_true", help="recompute the numbers of existing models")
     p.add_argument("--verbose", action="store_true", help="show the solvers' logs")
     p.add_argument("--log_level", default="INFO", help="console log level (default INFO)")
-    p.set_defaults(record_argv=True)
     return p
