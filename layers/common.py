@@ -12,7 +12,7 @@ from minicaffe import gpu
 from minicaffe.errors import CaffeError
 from minicaffe.fillers import fill
 from minicaffe.kernels import elementwise, in_place
-from minicaffe.layer import Layer, register
+from minicaffe.layer import Layer, OneCode, register
 from minicaffe.proto import caffe_pb2
 
 _ELT = caffe_pb2.EltwiseParameter
@@ -411,48 +411,75 @@ class EltwiseLayer(Layer):
                 _eltwise_max_grad.gpu(dy, self._mask_dev, i, out=dx)
 
 
-def axis_parts(blobs, axis):
-    """(blob, its slice of the joined axis, its size) for the parts Concat joins and Slice
-    cuts, in order."""
-    off = 0
-    for b in blobs:
-        k = b.shape[axis]
-        yield b, slice(off, off + k), k
-        off += k
+class _AxisParts(OneCode, Layer):
+    """Concat and Slice: a whole blob and its parts along one axis. One copies the parts into
+    the whole where the other copies the whole into the parts, forward and backward swapped;
+    with a single part the top shares the bottom's data and diff and nothing is copied. The axis
+    is ``<param>.axis``, or the deprecated ``<legacy>`` when that is set (both is an error)."""
+    param, legacy = "", ""   # concat_param / concat_dim, slice_param / slice_dim
 
+    def layer_setup(self, bottom, top):
+        self._axis(bottom[0])
 
-def legacy_axis(layer, param, legacy, bottom):
-    """The axis of Concat and Slice: the deprecated ``concat_dim`` / ``slice_dim`` when it is
-    set (setting it together with ``axis`` is an error, as in Caffe), else ``axis``."""
-    kind, field = layer.type, type(param).__name__.replace("Parameter", "").lower() + "_param"
-    if param.HasField("axis") and param.HasField(legacy):
-        raise CaffeError("%s layer %s: either %s.axis or %s.%s should be specified; not both"
-                         % (kind, layer.name, field, field, legacy))
-    n = bottom.num_axes
-    if param.HasField(legacy):
-        axis = int(getattr(param, legacy))
-        if axis >= n:
-            raise CaffeError("%s layer %s: %s.%s %d out of range for a %d-D bottom"
-                             % (kind, layer.name, field, legacy, axis, n))
+    def _axis(self, bottom):
+        layer, param = self.layer_param, getattr(self.layer_param, self.param)
+        if param.HasField("axis") and param.HasField(self.legacy):
+            raise CaffeError("%s layer %s: either %s.axis or %s.%s should be specified; not both"
+                             % (layer.type, layer.name, self.param, self.param, self.legacy))
+        if param.HasField(self.legacy):
+            axis = int(getattr(param, self.legacy))
+            if axis >= bottom.num_axes:
+                raise CaffeError("%s layer %s: %s.%s %d out of range for a %d-D bottom"
+                                 % (layer.type, layer.name, self.param, self.legacy, axis,
+                                    bottom.num_axes))
+        else:
+            axis = bottom.canonical_axis(param.axis)
+        self.axis = axis
         return axis
-    return bottom.canonical_axis(param.axis)
+
+    def _layout(self, whole, parts, bottom, top):
+        self.outer = whole.count(0, self.axis)
+        self.inner = whole.count(self.axis + 1)
+        if len(parts) == 1:
+            top[0].share_data(bottom[0])
+            top[0].share_diff(bottom[0])
+
+    def _copy(self, whole, parts, diff, to_whole, on_gpu, wanted=None):
+        """Copy ``data`` (or ``diff``) between ``whole`` and each of ``parts`` (``wanted``:
+        the parts to copy, default all): into the whole, or out of it."""
+        if len(parts) == 1:
+            return
+        field = ("gpu_" if on_gpu else "") + ("diff" if diff else "data")
+        w = getattr(whole, field)(to_whole) if on_gpu else getattr(whole, field)
+        dim = whole.shape[self.axis]
+        if not on_gpu:
+            w = w.reshape(self.outer, dim, self.inner)
+        off = 0
+        for i, p in enumerate(parts):
+            k, s = p.shape[self.axis], slice(off, off + p.shape[self.axis])
+            if wanted is None or wanted[i]:
+                if on_gpu:
+                    slice_copy(getattr(p, field)(not to_whole), w, self.outer, k, self.inner, dim,
+                               off, to_whole)
+                elif to_whole:
+                    w[:, s, :] = getattr(p, field).reshape(self.outer, k, self.inner)
+                else:
+                    getattr(p, field).reshape(self.outer, k, self.inner)[...] = w[:, s, :]
+            off += k
 
 
 @register("Concat", "CONCAT")
-class ConcatLayer(Layer):
-    """Concat: joins the bottoms along ``concat_param.axis`` (1); the deprecated ``concat_dim``
-    is used instead when it is set (setting both is an error, as in Caffe). All other axes must
-    match. Backward copies each bottom's slice of dy back. A single bottom shares data and diff.
+class ConcatLayer(_AxisParts):
+    """Concat: joins the bottoms along ``concat_param.axis`` (1; ``concat_dim``: see
+    ``_AxisParts``). All other axes must match. Backward copies each bottom's slice of dy back.
     """
     min_num_bottom = 1
     exact_num_top = 1
-
-    def layer_setup(self, bottom, top):
-        legacy_axis(self, self.layer_param.concat_param, "concat_dim", bottom[0])
+    param, legacy = "concat_param", "concat_dim"
 
     def reshape(self, bottom, top):
         n = bottom[0].num_axes
-        self.axis = axis = legacy_axis(self, self.layer_param.concat_param, "concat_dim", bottom[0])
+        axis = self._axis(bottom[0])
         shape = list(bottom[0].shape)
         names = self.layer_param.bottom
         for i, b in enumerate(bottom[1:], 1):
@@ -463,63 +490,29 @@ class ConcatLayer(Layer):
                                           bottom[0].shape), b.shape, expected)
             shape[axis] += b.shape[axis]
         top[0].reshape(tuple(shape))
-        self.outer = bottom[0].count(0, axis)
-        self.inner = bottom[0].count(axis + 1)
-        if len(bottom) == 1:
-            top[0].share_data(bottom[0])
-            top[0].share_diff(bottom[0])
+        self._layout(top[0], bottom, bottom, top)
 
-    def _parts(self, blobs):
-        return axis_parts(blobs, self.axis)
+    def forward_with(self, dev, bottom, top):
+        self._copy(top[0], bottom, False, True, dev)
 
-    def forward_cpu(self, bottom, top):
-        if len(bottom) == 1:
-            return
-        y = top[0].data.reshape(self.outer, -1, self.inner)
-        for b, s, k in self._parts(bottom):
-            y[:, s, :] = b.data.reshape(self.outer, k, self.inner)
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        if len(bottom) == 1:
-            return
-        dy = top[0].diff.reshape(self.outer, -1, self.inner)
-        for (b, s, k), pd in zip(self._parts(bottom), propagate_down):
-            if pd:
-                b.diff.reshape(self.outer, k, self.inner)[...] = dy[:, s, :]
-
-    def forward_gpu(self, bottom, top):
-        if len(bottom) == 1:
-            return
-        y, dim = top[0].gpu_data(), top[0].shape[self.axis]
-        for b, s, k in self._parts(bottom):
-            slice_copy(b.gpu_data(False), y, self.outer, k, self.inner, dim, s.start, True)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        if len(bottom) == 1:
-            return
-        dy, dim = top[0].gpu_diff(False), top[0].shape[self.axis]
-        for (b, s, k), pd in zip(self._parts(bottom), propagate_down):
-            if pd:
-                slice_copy(b.gpu_diff(), dy, self.outer, k, self.inner, dim, s.start, False)
+    def backward_with(self, dev, top, propagate_down, bottom):
+        self._copy(top[0], bottom, True, False, dev, propagate_down)
 
 
 @register("Slice", "SLICE")
-class SliceLayer(Layer):
-    """Slice: splits the bottom along ``slice_param.axis`` (1; the deprecated ``slice_dim`` is
-    used when set, both is an error) at ``slice_point``s (strictly increasing, one fewer than
-    the tops) or into equal parts (the tops must divide the axis). Backward copies each top's
-    diff into its slice. A single top shares data and diff."""
+class SliceLayer(_AxisParts):
+    """Slice: splits the bottom along ``slice_param.axis`` (1; ``slice_dim``: see
+    ``_AxisParts``) at ``slice_point``s (strictly increasing, one fewer than the tops) or into
+    equal parts (the tops must divide the axis). Backward copies each top's diff into its
+    slice."""
     exact_num_bottom = 1
     min_num_top = 1
-
-    def layer_setup(self, bottom, top):
-        legacy_axis(self, self.layer_param.slice_param, "slice_dim", bottom[0])
+    param, legacy = "slice_param", "slice_dim"
 
     def reshape(self, bottom, top):
-        p = self.layer_param.slice_param
-        self.axis = axis = legacy_axis(self, p, "slice_dim", bottom[0])
+        axis = self._axis(bottom[0])
         dim = bottom[0].shape[axis]
-        points = list(p.slice_point)
+        points = list(self.layer_param.slice_param.slice_point)
         if points:
             if len(points) != len(top) - 1:
                 raise CaffeError("Slice layer %s: slice_param.slice_point must be given %d times "
@@ -545,42 +538,14 @@ class SliceLayer(Layer):
         for t, k in zip(top, sizes):
             shape[axis] = k
             t.reshape(tuple(shape))
-        self.outer = bottom[0].count(0, axis)
-        self.inner = bottom[0].count(axis + 1)
-        if len(top) == 1:
-            top[0].share_data(bottom[0])
-            top[0].share_diff(bottom[0])
+        self._layout(bottom[0], top, bottom, top)
 
-    def _parts(self, blobs):
-        return axis_parts(blobs, self.axis)
+    def forward_with(self, dev, bottom, top):
+        self._copy(bottom[0], top, False, False, dev)
 
-    def forward_cpu(self, bottom, top):
-        if len(top) == 1:
-            return
-        x = bottom[0].data.reshape(self.outer, -1, self.inner)
-        for t, s, k in self._parts(top):
-            t.data.reshape(self.outer, k, self.inner)[...] = x[:, s, :]
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        if not propagate_down[0] or len(top) == 1:
-            return
-        dx = bottom[0].diff.reshape(self.outer, -1, self.inner)
-        for t, s, k in self._parts(top):
-            dx[:, s, :] = t.diff.reshape(self.outer, k, self.inner)
-
-    def forward_gpu(self, bottom, top):
-        if len(top) == 1:
-            return
-        x, dim = bottom[0].gpu_data(False), bottom[0].shape[self.axis]
-        for t, s, k in self._parts(top):
-            slice_copy(t.gpu_data(), x, self.outer, k, self.inner, dim, s.start, False)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        if not propagate_down[0] or len(top) == 1:
-            return
-        dx, dim = bottom[0].gpu_diff(), bottom[0].shape[self.axis]
-        for t, s, k in self._parts(top):
-            slice_copy(t.gpu_diff(False), dx, self.outer, k, self.inner, dim, s.start, True)
+    def backward_with(self, dev, top, propagate_down, bottom):
+        if propagate_down[0]:
+            self._copy(bottom[0], top, True, True, dev)
 
 
 @register("Flatten", "FLATTEN")

@@ -20,7 +20,7 @@ from minicaffe import backend, gpu, kernels
 from minicaffe.errors import CaffeError, ShapeError
 from minicaffe.fillers import fill
 from minicaffe.kernels import elementwise
-from minicaffe.layer import NeuronLayer, register
+from minicaffe.layer import NeuronLayer, OneCode, register
 
 
 class NotImplementedCaffeError(CaffeError, NotImplementedError):
@@ -77,7 +77,7 @@ def _grads(top, bottom):
     return top[0].gpu_diff(False), bottom[0].gpu_diff()
 
 
-class _FormulaLayer(_KeepsInput):
+class _FormulaLayer(OneCode, _KeepsInput):
     """A neuron layer that is one formula each way, run by the same code on both devices:
     ``y = forward_formula(x, *forward_args())`` and ``dx = backward_formula(dy, *reads,
     *backward_args())`` (the layer's parameters; the same by default), where ``reads`` names what the gradient
@@ -93,7 +93,7 @@ class _FormulaLayer(_KeepsInput):
     def backward_args(self):
         return self.forward_args()
 
-    def _forward(self, bottom, top, dev):
+    def forward_with(self, dev, bottom, top):
         if "x" in self.reads:
             x = (self._keep_input_gpu if dev else self._keep_input)(bottom, top)
         else:
@@ -101,7 +101,7 @@ class _FormulaLayer(_KeepsInput):
         y = top[0].gpu_data() if dev else top[0].data
         (self.forward_formula.gpu if dev else self.forward_formula)(x, *self.forward_args(), out=y)
 
-    def _backward(self, top, propagate_down, bottom, dev):
+    def backward_with(self, dev, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         if self.backward_formula is None:
@@ -119,17 +119,6 @@ class _FormulaLayer(_KeepsInput):
         blob = bottom[0] if what == "bottom" else top[0]
         return blob.gpu_data(False) if dev else blob.data
 
-    def forward_cpu(self, bottom, top):
-        self._forward(bottom, top, False)
-
-    def forward_gpu(self, bottom, top):
-        self._forward(bottom, top, True)
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        self._backward(top, propagate_down, bottom, False)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        self._backward(top, propagate_down, bottom, True)
 
 
 # --- the per-element math, once for both devices (minicaffe.kernels) --------------------------

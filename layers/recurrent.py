@@ -22,7 +22,7 @@ from minicaffe import gpu
 from minicaffe.errors import CaffeError, ShapeError
 from minicaffe.fillers import fill
 from minicaffe.kernels import elementwise, mul
-from minicaffe.layer import Layer, register
+from minicaffe.layer import Layer, OneCode, register
 
 # --- the per-element formulas (σ(x) = ½·tanh(x/2) + ½, Caffe's 1/(1 + e^(−x))) -----------------
 
@@ -266,21 +266,10 @@ def _bottom_label(layer, i):
 
 # --- the Recurrent machinery -----------------------------------------------------------------
 
-class _OneCode(Layer):
-    """The layers of this module write forward and backward once, as ``forward_with(ops, ...)``
-    / ``backward_with(ops, ...)``; ``ops`` is _HOST or _DEVICE."""
-
-    def forward_cpu(self, bottom, top):
-        self.forward_with(_HOST, bottom, top)
-
-    def forward_gpu(self, bottom, top):
-        self.forward_with(_DEVICE, bottom, top)
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        self.backward_with(_HOST, top, propagate_down, bottom)
-
-    def backward_gpu(self, top, propagate_down, bottom):
-        self.backward_with(_DEVICE, top, propagate_down, bottom)
+class _OneCode(OneCode, Layer):
+    """The layers of this module write forward and backward once (``OneCode``) over array
+    operations: ``dev`` is _HOST or _DEVICE."""
+    HOST, DEVICE = _HOST, _DEVICE
 
 
 class _Recurrent(_OneCode):

@@ -217,6 +217,34 @@ class Layer:
         return "<%s layer %r>" % (self.type, self.name)
 
 
+class OneCode:
+    """A mixin for a layer whose forward and backward are written once for both devices, as
+    ``forward_with(dev, bottom, top)`` and ``backward_with(dev, top, propagate_down, bottom)``:
+    ``dev`` is ``HOST`` on the CPU and ``DEVICE`` on the GPU (False and True; the recurrent
+    layers put their host and device array operations there). Listed before the Layer base."""
+    HOST: Any = False
+    DEVICE: Any = True
+
+    def forward_with(self, dev: Any, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        raise NotImplementedError
+
+    def backward_with(self, dev: Any, top: Sequence[Blob], propagate_down: Sequence[bool],
+                      bottom: Sequence[Blob]) -> None:
+        """Without a gradient: nothing, as Layer.backward_cpu."""
+
+    def forward_cpu(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        self.forward_with(self.HOST, bottom, top)
+
+    def forward_gpu(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        self.forward_with(self.DEVICE, bottom, top)
+
+    def backward_cpu(self, top: Sequence[Blob], propagate_down: Sequence[bool], bottom: Sequence[Blob]) -> None:
+        self.backward_with(self.HOST, top, propagate_down, bottom)
+
+    def backward_gpu(self, top: Sequence[Blob], propagate_down: Sequence[bool], bottom: Sequence[Blob]) -> None:
+        self.backward_with(self.DEVICE, top, propagate_down, bottom)
+
+
 class LossLayer(Layer):
     """Two bottoms (predictions, labels), one scalar top with default loss_weight 1."""
     exact_num_bottom = 2

@@ -109,6 +109,19 @@ def test_concat_forward_and_gradient():
     GradientChecker(1e-2, 1e-2).check_gradient(layer, b0, empty_tops(1))
 
 
+def test_concat_backward_writes_only_the_bottoms_asked_for():
+    bottom = gaussian_blobs([(2, 3, 2), (2, 1, 2), (2, 2, 2)])
+    layer = make_layer('type: "Concat"')
+    top = run(layer, bottom, empty_tops(1))
+    top[0].diff[...] = np.arange(top[0].count()).reshape(top[0].shape)
+    for b in bottom:
+        b.diff[...] = -7
+    layer.backward(top, [True, False, True], bottom)
+    np.testing.assert_array_equal(bottom[0].diff, top[0].diff[:, :3])
+    np.testing.assert_array_equal(bottom[1].diff, np.full((2, 1, 2), -7.0))
+    np.testing.assert_array_equal(bottom[2].diff, top[0].diff[:, 4:])
+
+
 def test_concat_dim_wins_over_default_axis_and_both_is_an_error():
     bottom = gaussian_blobs([(2, 3, 2), (1, 3, 2)])
     top = run(make_layer('type: "Concat" concat_param { concat_dim: 0 }'), bottom, empty_tops(1))
