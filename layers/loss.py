@@ -41,12 +41,34 @@ def _raised(flag):
     return bool(flag.copy_to_host()[0])
 
 
+@cuda.jit(device=True)
+def _counted_label(label, k, channels, has_ignore, ignore, valid, bad):
+    """Position k's label, or -1 where it is ignored (``valid[k]`` 0) or out of range (``bad``
+    set; the host raises): the prologue of the per-position loss and accuracy kernels."""
+    lab = int(label[k])
+    valid[k] = 0
+    if has_ignore and lab == ignore:
+        return -1
+    valid[k] = 1
+    if lab < 0 or lab >= channels:
+        bad[0] = 1
+        return -1
+    return lab
+
+
+@cuda.jit(device=True)
+def _channel0(k, channels, inner):
+    """Flat index of channel 0 at position k (outer index k // inner) of an (outer, channels,
+    inner) array."""
+    o = k // inner
+    return o * channels * inner + k - o * inner
+
+
 @cuda.jit
 def _softmax_fwd(x, outer, channels, inner, y):
     k = cuda.grid(1)
     while k < outer * inner:
-        o = k // inner
-        base = o * channels * inner + k - o * inner
+        base = _channel0(k, channels, inner)
         m = x[base]
         for c in range(1, channels):
             v = x[base + c * inner]
@@ -66,8 +88,7 @@ def _softmax_fwd(x, outer, channels, inner, y):
 def _softmax_bwd(y, dy, outer, channels, inner, dx):
     k = cuda.grid(1)
     while k < outer * inner:
-        o = k // inner
-        base = o * channels * inner + k - o * inner
+        base = _channel0(k, channels, inner)
         dot = 0.0
         for c in range(channels):
             dot += dy[base + c * inner] * y[base + c * inner]
@@ -88,17 +109,11 @@ def _pick_log_loss(prob, label, outer, channels, inner, has_ignore, ignore, floo
     # per position: −log max(p[label], floor), 0 where ignored; valid = 1/0; bad label → flag
     k = cuda.grid(1)
     while k < outer * inner:
-        lab = int(label[k])
         loss[k] = 0
-        valid[k] = 0
-        if not has_ignore or lab != ignore:
-            valid[k] = 1
-            if lab < 0 or lab >= channels:
-                bad[0] = 1
-            else:
-                o = k // inner
-                pr = prob[(o * channels + lab) * inner + k - o * inner]
-                loss[k] = -math.log(pr if pr > floor else floor)
+        lab = _counted_label(label, k, channels, has_ignore, ignore, valid, bad)
+        if lab >= 0:
+            pr = prob[_channel0(k, channels, inner) + lab * inner]
+            loss[k] = -math.log(pr if pr > floor else floor)
         k += cuda.gridsize(1)
 
 
@@ -210,21 +225,15 @@ def _multinomial_bwd(p, label, dim, scale, dx):
 def _infogain(prob, label, h, outer, channels, inner, has_ignore, ignore, loss, valid, bad):
     k = cuda.grid(1)
     while k < outer * inner:
-        lab = int(label[k])
         loss[k] = 0
-        valid[k] = 0
-        if not has_ignore or lab != ignore:
-            valid[k] = 1
-            if lab < 0 or lab >= channels:
-                bad[0] = 1
-            else:
-                o = k // inner
-                base = o * channels * inner + k - o * inner
-                acc = 0.0
-                for c in range(channels):
-                    pr = prob[base + c * inner]
-                    acc += h[lab * channels + c] * math.log(pr if pr > 1e-20 else 1e-20)
-                loss[k] = -acc
+        lab = _counted_label(label, k, channels, has_ignore, ignore, valid, bad)
+        if lab >= 0:
+            base = _channel0(k, channels, inner)
+            acc = 0.0
+            for c in range(channels):
+                pr = prob[base + c * inner]
+                acc += h[lab * channels + c] * math.log(pr if pr > 1e-20 else 1e-20)
+            loss[k] = -acc
         k += cuda.gridsize(1)
 
 
@@ -251,23 +260,17 @@ def _infogain_bwd(prob, label, h, outer, channels, inner, has_ignore, ignore, sc
 def _accuracy(x, label, outer, channels, inner, top_k, has_ignore, ignore, correct, valid, bad):
     k = cuda.grid(1)
     while k < outer * inner:
-        lab = int(label[k])
         correct[k] = 0
-        valid[k] = 0
-        if not has_ignore or lab != ignore:
-            valid[k] = 1
-            if lab < 0 or lab >= channels:
-                bad[0] = 1
-            else:
-                o = k // inner
-                base = o * channels * inner + k - o * inner
-                v = x[base + lab * inner]
-                better = -1
-                for c in range(channels):
-                    if x[base + c * inner] >= v:
-                        better += 1
-                if better < top_k:
-                    correct[k] = 1
+        lab = _counted_label(label, k, channels, has_ignore, ignore, valid, bad)
+        if lab >= 0:
+            base = _channel0(k, channels, inner)
+            v = x[base + lab * inner]
+            better = -1
+            for c in range(channels):
+                if x[base + c * inner] >= v:
+                    better += 1
+            if better < top_k:
+                correct[k] = 1
         k += cuda.gridsize(1)
 
 
