@@ -352,11 +352,6 @@ def _imin(a, b):
     return a if a < b else b
 
 
-@cuda.jit(device=True, inline=True)
-def _imax(a, b):
-    return a if a > b else b
-
-
 @cuda.jit
 def im2col_gpu(im, n, C, H, W, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
     total = n * C * kh * kw * oh * ow

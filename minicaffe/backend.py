@@ -13,7 +13,7 @@ import time
 from typing import Any, Dict
 
 import numpy as np
-from numpy.typing import DTypeLike, NDArray
+from numpy.typing import NDArray
 
 from .errors import CaffeError
 
@@ -128,10 +128,6 @@ def to_host(device_array: Any, host_array: NDArray[Any]) -> NDArray[Any]:
     """Copy a device array into an existing host array."""
     device_array.copy_to_host(host_array.reshape(device_array.shape))
     return host_array
-
-
-def device_empty(shape: Any, dtype: DTypeLike) -> Any:
-    return cuda().device_array(shape, dtype=dtype)
 
 
 def synchronize() -> None:

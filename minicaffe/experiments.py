@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from . import backend, protoio
+from . import protoio
 from .errors import CaffeError
 from .hashing import metrics
 from .net import TEST, Net
@@ -282,7 +282,3 @@ def evaluate_hashing(src_codes, src_labels, tgt_codes, tgt_labels, num_classes,
 def evaluate_classifier(prob, labels):
     """Target accuracy of a softmax classifier (DAN, DANN): argmax of the probabilities."""
     return float(np.mean(np.argmax(prob, axis=1) == labels))
-
-
-def seed_everything(seed):
-    backend.set_random_seed(seed)

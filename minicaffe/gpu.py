@@ -386,10 +386,6 @@ def cupy_module():
     return _cupy["module"]
 
 
-def gemm_backend():
-    return "cublas (CuPy)" if cupy_module() is not None else "numba (%s)" % GEMM_KERNEL
-
-
 def _strides(trans, rows, cols):
     """(row stride, col stride) of op(X) for a row-major X stored as (rows, cols) or, with
     trans, as (cols, rows)."""
