@@ -275,70 +275,67 @@ _LRN_BLOCK = 2048  # pixels per parallel task of the LRN kernels
 
 
 @njit(inline="always")
-def _neg_pow(v, beta):
-    # v^-β; AlexNet's β = 0.75 as 1/(√v·√√v), ten times faster than pow
-    if beta == 0.75:
-        r = math.sqrt(v)
-        return 1.0 / (r * math.sqrt(r))
-    return v ** -beta
+def _lrn_term(xf, yf, sf, dyf, i, forward):
+    """Element i's term of the LRN window sum: x² forward, dy·y/s backward."""
+    if forward:
+        v = xf[i]
+        return v * v
+    return dyf[i] * yf[i] / sf[i]
 
 
-@njit(parallel=True, cache=True)
-def lrn_across_fwd(x, size, alpha_n, k, beta, s, p, y):
-    """ACROSS_CHANNELS LRN of x (N, C, D): s = k + (α/n)·Σ_window x², p = s^−β, y = x·p.
-    The window sum slides over the channels (add the entering one, drop the leaving one),
-    as lrn_layer.cpp."""
+@njit(parallel=True, cache=True, error_model="numpy")
+def lrn_across(x, y, s, p, dy, size, alpha_n, k, beta, coeff, forward, out):
+    """ACROSS_CHANNELS LRN of (N, C, D) planes, both ways over one window that slides over the
+    channels (add the entering one, drop the leaving one, as lrn_layer.cpp). ``forward``:
+    s = k + (α/n)·Σ_window x², p = s^−β, out = y = x·p (``y``, ``dy`` unread). Backward:
+    out = dx = dy·p − coeff·x·Σ_window dy·y/s (coeff = 2αβ/n). Scalars in the arrays' dtype
+    (float32 math, as Caffe's); flat views and unsigned indices so that the loops over a
+    block of pixels vectorise (VGG_CNN_F norm1 at batch 16, 1 thread: forward 49 -> 4.7 ms,
+    backward 22 -> 4.9 ms)."""
     N, C, D = x.shape
     r = (size - 1) // 2
     nb = (D + _LRN_BLOCK - 1) // _LRN_BLOCK
+    xf, yf, sf, pf = x.reshape(x.size), y.reshape(y.size), s.reshape(s.size), p.reshape(p.size)
+    dyf, of = dy.reshape(dy.size), out.reshape(out.size)
+    one = np.ones(1, x.dtype)[0]
     for t in prange(N * nb):
         n = t // nb
         d0 = (t - n * nb) * _LRN_BLOCK
-        d1 = min(D, d0 + _LRN_BLOCK)
-        acc = np.zeros(d1 - d0, x.dtype)
-        for c in range(min(r, C)):
-            for d in range(d0, d1):
-                acc[d - d0] += x[n, c, d] * x[n, c, d]
-        for c in range(C):
+        L = min(D, d0 + _LRN_BLOCK) - d0
+        base = n * C * D + d0
+        acc = np.zeros(L, x.dtype)
+        for c in range(-r, C):   # the window of channel c is complete once c + r is in
             if c + r < C:
-                for d in range(d0, d1):
-                    acc[d - d0] += x[n, c + r, d] * x[n, c + r, d]
+                o = base + (c + r) * D
+                for d in range(L):
+                    acc[d] += _lrn_term(xf, yf, sf, dyf, _u(o + d), forward)
+            if c < 0:
+                continue
             if c - r - 1 >= 0:
-                for d in range(d0, d1):
-                    acc[d - d0] -= x[n, c - r - 1, d] * x[n, c - r - 1, d]
-            for d in range(d0, d1):
-                v = k + alpha_n * acc[d - d0]
-                s[n, c, d] = v
-                q = _neg_pow(v, beta)
-                p[n, c, d] = q
-                y[n, c, d] = x[n, c, d] * q
-
-
-@njit(parallel=True, cache=True)
-def lrn_across_bwd(x, y, s, p, dy, size, coeff, dx):
-    """dx = dy·p − coeff·x·Σ_window dy·y/s (coeff = 2αβ/n), the same sliding window."""
-    N, C, D = x.shape
-    r = (size - 1) // 2
-    nb = (D + _LRN_BLOCK - 1) // _LRN_BLOCK
-    for t in prange(N * nb):
-        n = t // nb
-        d0 = (t - n * nb) * _LRN_BLOCK
-        d1 = min(D, d0 + _LRN_BLOCK)
-        acc = np.zeros(d1 - d0, x.dtype)
-        for c in range(min(r, C)):
-            for d in range(d0, d1):
-                acc[d - d0] += dy[n, c, d] * y[n, c, d] / s[n, c, d]
-        for c in range(C):
-            if c + r < C:
-                e = c + r
-                for d in range(d0, d1):
-                    acc[d - d0] += dy[n, e, d] * y[n, e, d] / s[n, e, d]
-            if c - r - 1 >= 0:
-                e = c - r - 1
-                for d in range(d0, d1):
-                    acc[d - d0] -= dy[n, e, d] * y[n, e, d] / s[n, e, d]
-            for d in range(d0, d1):
-                dx[n, c, d] = dy[n, c, d] * p[n, c, d] - coeff * x[n, c, d] * acc[d - d0]
+                o = base + (c - r - 1) * D
+                for d in range(L):
+                    acc[d] -= _lrn_term(xf, yf, sf, dyf, _u(o + d), forward)
+            o = base + c * D
+            if not forward:
+                for d in range(L):
+                    i = _u(o + d)
+                    of[i] = dyf[i] * pf[i] - coeff * xf[i] * acc[d]
+                continue
+            for d in range(L):
+                sf[_u(o + d)] = k + alpha_n * acc[d]
+            if beta == 0.75:   # AlexNet's β: v^−β as 1/(√v·√√v), ten times faster than pow
+                for d in range(L):
+                    i = _u(o + d)
+                    q = math.sqrt(sf[i])
+                    q = one / (q * math.sqrt(q))
+                    pf[i] = q
+                    of[i] = xf[i] * q
+            else:
+                for d in range(L):
+                    i = _u(o + d)
+                    q = sf[i] ** -beta
+                    pf[i] = q
+                    of[i] = xf[i] * q
 
 
 # --- GPU twins (numba.cuda, grid-stride over flat arrays) ------------------------------------

@@ -26,8 +26,7 @@ from .im2col import (
     im2col,
     im2col_gpu,
     launch,
-    lrn_across_bwd,
-    lrn_across_fwd,
+    lrn_across,
     pool_backward,
     pool_backward_gpu,
     pool_forward,
@@ -714,16 +713,23 @@ class LRNLayer(Layer):
             launch(pool_forward, a.size * self.size ** 2, a.reshape(n * c, h, w), self.size,
                    self.size, 1, 1, r, r, False, out.reshape(n * c, h, w), _NO_MASK)
 
+    def _across(self, forward, x, y, dy, out):
+        """ACROSS_CHANNELS in one fused pass each way (``im2col.lrn_across``; no temporaries),
+        its scalars in the data's dtype."""
+        f = x.dtype.type
+        planes = self._planes(x, y, self.scale, self.scale_pow, dy, out)
+        launch(lrn_across, x.size * self.size, *planes[:5], self.size, f(self.alpha / self.size),
+               f(self.k), f(self.beta), f(2.0 * self.alpha * self.beta / self.size), forward,
+               planes[5])
+
     def _planes(self, *arrays):
         n, c = arrays[0].shape[:2]
         return [a.reshape(n, c, -1) for a in arrays]
 
     def forward_cpu(self, bottom, top):
         x, y, s = bottom[0].data, top[0].data, self.scale
-        if self.across:  # one fused pass (no temporaries)
-            launch(lrn_across_fwd, x.size * self.size,
-                   *self._planes(x), self.size, self.alpha / self.size, self.k, self.beta,
-                   *self._planes(s, self.scale_pow, y))
+        if self.across:
+            self._across(True, x, y, x, y)
             return
         self._box_mean(x * x, s)
         s *= self.alpha
@@ -737,9 +743,7 @@ class LRNLayer(Layer):
         x, y, dy, s = bottom[0].data, top[0].data, top[0].diff, self.scale
         dx = bottom[0].diff
         if self.across:
-            launch(lrn_across_bwd, x.size * self.size,
-                   *self._planes(x, y, s, self.scale_pow, dy), self.size,
-                   2.0 * self.alpha * self.beta / self.size, *self._planes(dx))
+            self._across(False, x, y, dy, dx)
             return
         ratio = dy * y / s
         acc = np.empty_like(ratio)
