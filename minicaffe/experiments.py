@@ -31,13 +31,14 @@ AUTHORS_METHODS = ("DAH_authors",)   # a hash net too; kept out of TRAINED (repr
 
 
 def prototxt_dir():
-    """The checkout's ``prototxt/`` folder (shipped nets and solvers)."""
+    """The shipped nets and solvers: the checkout's ``prototxt/``, or the installed package's
+    copy (``minicaffe/prototxt``, package data)."""
     here = os.path.dirname(os.path.abspath(__file__))
-    for cand in (os.path.join(here, "..", "prototxt"), os.path.join(here, "prototxt")):
+    for cand in (os.path.join(here, "prototxt"), os.path.join(here, "..", "prototxt")):
         if os.path.isdir(cand):
             return os.path.normpath(cand)
     raise CaffeError("the shipped prototxt/ folder was not found next to the minicaffe package "
-                     "(install from a checkout: pip install -e .)")
+                     "(%s); reinstall it: pip install ." % here)
 
 
 def default_trunk():

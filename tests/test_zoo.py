@@ -182,3 +182,18 @@ def test_large_train_val_nets(name, shapes, labels):
     p = swap_data_for_input(protoio.read_net_param(zoo(name)), shapes)
     for phase in (caffe.TRAIN, caffe.TEST):
         run_net(p, phase, labels)
+
+
+def test_the_benchmarks_lenet_is_bvlcs():
+    """tools/benchmark's embedded LeNet is the TRAIN net of BVLC's lenet_train_test.prototxt
+    (its data layer's settings aside)."""
+    from minicaffe.commands import benchmark
+    from minicaffe.net import filter_net
+    state = caffe_pb2.NetState(phase=caffe_pb2.TRAIN)
+    ours = filter_net(protoio.read_net_param(benchmark.LENET), state)
+    bvlc = filter_net(protoio.read_net_param(zoo("bvlc/mnist__lenet_train_test.prototxt")), state)
+    def layers(p):
+        return [(lp.name, lp.type, list(lp.bottom), list(lp.top), list(lp.param),
+                 lp.convolution_param, lp.inner_product_param, lp.pooling_param)
+                for lp in p.layer if lp.type != "Data"]
+    assert layers(ours) == layers(bvlc)

@@ -60,11 +60,10 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VGG_PROTOTXT = os.path.join(ROOT, "prototxt", "office_home", "deploy_64.prototxt")
-TOY_PROTOTXT = os.path.join(ROOT, "prototxt", "toyhome", "dah_train.prototxt")
-LENET_PROTOTXT = os.path.normpath(os.path.join(ROOT, "..", "shared", "zoo", "bvlc",
-                                               "mnist__lenet_train_test.prototxt"))
+# the shipped nets the minicaffe side reads (experiments.family_file: the checkout's prototxt/
+# or the installed package's)
+VGG_PROTOTXT = ("office_home", "deploy_64.prototxt")
+TOY_PROTOTXT = ("toyhome", "dah_train.prototxt")
 NETS = ("vgg", "lenet", "toy")
 VGG_CLASSES, VGG_SIZE, LENET_BATCH = 65, 224, 64
 BASE_LR = {"vgg": 1e-5, "lenet": 0.01, "toy": 1e-5}   # the speed does not depend on them
@@ -75,8 +74,9 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 REPORTED_VARS = THREAD_VARS + ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "NUMBA_THREADING_LAYER",
                                 "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
 
-# BVLC LeNet's layers (the zoo file's TRAIN net), used when ../shared/zoo is not there
-_LENET_FALLBACK = """name: "LeNet"
+# BVLC LeNet's layers (examples/mnist/lenet_train_test.prototxt's TRAIN net; tests/test_zoo.py
+# compares them with the zoo's file)
+LENET = """name: "LeNet"
 layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TRAIN } }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" param { lr_mult: 1 }
         param { lr_mult: 2 } convolution_param { num_output: 20 kernel_size: 5 stride: 1
@@ -114,15 +114,20 @@ def _input_layer(lp_from, shapes):
     return lp
 
 
+def _shipped(where):
+    """The NetParameter of a shipped prototxt, ``(family, file name)``."""
+    from minicaffe import experiments, protoio
+    return protoio.read_net_param(experiments.family_file(*where))
+
+
 def _toy_sizes():
     """(images per domain, classes, image side) of dah_train.prototxt's DomainData."""
-    from minicaffe import protoio
-    for lp in protoio.read_net_param(TOY_PROTOTXT).layer:
+    for lp in _shipped(TOY_PROTOTXT).layer:
         if lp.type == "DomainData":
             p, t = lp.domain_data_param, lp.transform_param
             return (p.per_class * p.num_classes, p.num_classes,
                     t.crop_size or p.new_height or 32)
-    raise ValueError("%s has no DomainData layer" % TOY_PROTOTXT)
+    raise ValueError("%s has no DomainData layer" % "/".join(TOY_PROTOTXT))
 
 
 def net_batch(name, batch):
@@ -141,7 +146,7 @@ def minicaffe_net_param(name, batch):
     from minicaffe.proto import caffe_pb2
     out = caffe_pb2.NetParameter()
     if name == "vgg":
-        src = protoio.read_net_param(VGG_PROTOTXT)
+        src = _shipped(VGG_PROTOTXT)
         out.name = src.name.replace("_deploy", "") + "_benchmark"
         for lp in src.layer:
             layer = out.layer.add()
@@ -155,8 +160,7 @@ def minicaffe_net_param(name, batch):
                              top=["hash_loss"])
         loss.hash_loss_param.SetInParent()
     elif name == "lenet":
-        src = protoio.read_net_param(LENET_PROTOTXT if os.path.exists(LENET_PROTOTXT)
-                                     else _LENET_FALLBACK)
+        src = protoio.read_net_param(LENET)
         out.name = src.name
         shapes = {"data": [LENET_BATCH, 1, 28, 28], "label": [LENET_BATCH]}
         for lp in src.layer:
@@ -165,7 +169,7 @@ def minicaffe_net_param(name, batch):
             else:
                 out.layer.add().CopyFrom(lp)
     elif name == "toy":
-        src = protoio.read_net_param(TOY_PROTOTXT)
+        src = _shipped(TOY_PROTOTXT)
         n, _, side = _toy_sizes()
         out.name = src.name + "_benchmark"
         for lp in src.layer:
