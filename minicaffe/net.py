@@ -577,6 +577,19 @@ class Net:
         self.backward_prefilled()
         return loss
 
+    def _set_batch(self, arrays, names, field, what, where, one):
+        """pycaffe's forward(**inputs) / backward(**diffs): every one of ``names``, batch sized."""
+        if not arrays:
+            return
+        if set(arrays) != set(names):
+            raise NetError("%s %s do not match %s %s" % (what, sorted(arrays), where, names))
+        for name, arr in arrays.items():
+            arr = np.asarray(arr)
+            if arr.shape[:1] != self.blobs[name].shape[:1]:
+                raise ShapeError("%s '%s' is not batch sized: got shape %s, the blob has shape %s"
+                                 % (one, name, arr.shape, self.blobs[name].shape))
+            getattr(self.blobs[name], field)[...] = arr
+
     def forward(self, blobs: Optional[Iterable[str]] = None, start: Optional[str] = None,
                 end: Optional[str] = None, **kwargs: ArrayLike) -> Dict[str, NDArray[Any]]:
         """pycaffe's Net.forward: set inputs from kwargs, run [start, end], return
@@ -589,16 +602,8 @@ class Net:
         else:
             end_ind = len(self.nodes) - 1
             outputs = set(self.outputs + blobs)
-        if kwargs:
-            if set(kwargs) != set(self.inputs):
-                raise NetError("Input blob arguments %s do not match net inputs %s"
-                               % (sorted(kwargs), self.inputs))
-            for name, arr in kwargs.items():
-                arr = np.asarray(arr)
-                if arr.shape[:1] != self.blobs[name].shape[:1]:
-                    raise ShapeError("Input '%s' is not batch sized: got shape %s, the blob has "
-                                     "shape %s" % (name, arr.shape, self.blobs[name].shape))
-                self.blobs[name].data[...] = arr
+        self._set_batch(kwargs, self.inputs, "data", "Input blob arguments", "net inputs",
+                        "Input")
         self._forward_from_to(start_ind, end_ind)
         return {out: self.blobs[out].data for out in outputs}
 
@@ -614,16 +619,8 @@ class Net:
         else:
             end_ind = 0
             outputs = set(self.inputs + diffs)
-        if kwargs:
-            if set(kwargs) != set(self.outputs):
-                raise NetError("Top diff arguments %s do not match net outputs %s"
-                               % (sorted(kwargs), self.outputs))
-            for name, arr in kwargs.items():
-                arr = np.asarray(arr)
-                if arr.shape[:1] != self.blobs[name].shape[:1]:
-                    raise ShapeError("Diff '%s' is not batch sized: got shape %s, the blob has "
-                                     "shape %s" % (name, arr.shape, self.blobs[name].shape))
-                self.blobs[name].diff[...] = arr
+        self._set_batch(kwargs, self.outputs, "diff", "Top diff arguments", "net outputs",
+                        "Diff")
         self._backward_from_to(start_ind, end_ind)
         return {out: self.blobs[out].diff for out in outputs}
 

@@ -35,7 +35,7 @@ def time_net(net, iterations, sync=lambda: None, governor=None):
     total_fb = 0.0
     # one untimed pass: compile Numba kernels, fill prefetch queues
     net.forward_prefilled()
-    net._backward_from_to(n - 1, 0)
+    net.backward_prefilled()
     iters = []
     for j in range(iterations):
         with timed():
