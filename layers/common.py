@@ -437,10 +437,10 @@ class _AxisParts(OneCode, Layer):
         self.axis = axis
         return axis
 
-    def _layout(self, whole, parts, bottom, top):
-        self.outer = whole.count(0, self.axis)
-        self.inner = whole.count(self.axis + 1)
-        if len(parts) == 1:
+    def _layout(self, bottom, top):
+        self.outer = bottom[0].count(0, self.axis)   # the same for the whole and every part
+        self.inner = bottom[0].count(self.axis + 1)
+        if len(bottom) == len(top) == 1:
             top[0].share_data(bottom[0])
             top[0].share_diff(bottom[0])
 
@@ -490,7 +490,7 @@ class ConcatLayer(_AxisParts):
                                           bottom[0].shape), b.shape, expected)
             shape[axis] += b.shape[axis]
         top[0].reshape(tuple(shape))
-        self._layout(top[0], bottom, bottom, top)
+        self._layout(bottom, top)
 
     def forward_with(self, dev, bottom, top):
         self._copy(top[0], bottom, False, True, dev)
@@ -538,7 +538,7 @@ class SliceLayer(_AxisParts):
         for t, k in zip(top, sizes):
             shape[axis] = k
             t.reshape(tuple(shape))
-        self._layout(bottom[0], top, bottom, top)
+        self._layout(bottom, top)
 
     def forward_with(self, dev, bottom, top):
         self._copy(bottom[0], top, False, False, dev)

@@ -120,7 +120,6 @@ class _FormulaLayer(OneCode, _KeepsInput):
         return blob.gpu_data(False) if dev else blob.data
 
 
-
 # --- the per-element math, once for both devices (minicaffe.kernels) --------------------------
 # Arguments: gradients first (dy), then what the formula reads; out= is where it goes.
 

@@ -577,10 +577,15 @@ class Net:
         self.backward_prefilled()
         return loss
 
-    def _set_batch(self, arrays, names, field, what, where, one):
-        """pycaffe's forward(**inputs) / backward(**diffs): every one of ``names``, batch sized."""
+    _BATCH_WORDS = {"data": ("Input blob arguments", "net inputs", "Input"),
+                    "diff": ("Top diff arguments", "net outputs", "Diff")}
+
+    def _set_batch(self, arrays, names, field):
+        """pycaffe's forward(**inputs) / backward(**diffs): every one of ``names``, batch sized,
+        into the blobs' ``field``."""
         if not arrays:
             return
+        what, where, one = self._BATCH_WORDS[field]
         if set(arrays) != set(names):
             raise NetError("%s %s do not match %s %s" % (what, sorted(arrays), where, names))
         for name, arr in arrays.items():
@@ -602,8 +607,7 @@ class Net:
         else:
             end_ind = len(self.nodes) - 1
             outputs = set(self.outputs + blobs)
-        self._set_batch(kwargs, self.inputs, "data", "Input blob arguments", "net inputs",
-                        "Input")
+        self._set_batch(kwargs, self.inputs, "data")
         self._forward_from_to(start_ind, end_ind)
         return {out: self.blobs[out].data for out in outputs}
 
@@ -619,8 +623,7 @@ class Net:
         else:
             end_ind = 0
             outputs = set(self.inputs + diffs)
-        self._set_batch(kwargs, self.outputs, "diff", "Top diff arguments", "net outputs",
-                        "Diff")
+        self._set_batch(kwargs, self.outputs, "diff")
         self._backward_from_to(start_ind, end_ind)
         return {out: self.blobs[out].diff for out in outputs}
 

@@ -2,12 +2,12 @@
 them as ``tools/NAME``; an installed package as ``minicaffe NAME`` (or ``python -m
 minicaffe.commands NAME``), e.g. ``minicaffe train --solver solver.prototxt``."""
 import importlib
+import pkgutil
 import sys
 
-COMMANDS = ("train", "test", "time", "reproduce", "evaluate", "extract_features", "search", "index",
-            "make_lists", "make_dataset", "make_trunk", "convert_imageset", "draw_net", "parse_log",
-            "plot_log", "gradcheck", "benchmark", "bench_layers", "bench_search", "fuzz",
-            "fetch_pycaffe_tests")
+# every public module here is a command (tests/test_install.py: and a tools/ script)
+COMMANDS = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)
+                        if not m.name.startswith("_")))
 
 
 def main(argv=None):
