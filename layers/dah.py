@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from minicaffe import gpu
+from minicaffe import backend, gpu
 from minicaffe.errors import CaffeError
 from minicaffe.kernels import elementwise
 from minicaffe.layer import Layer, NeuronLayer, register
@@ -264,7 +264,6 @@ class MMDLossLayer(Layer):
         which reseeds before every forward, sees the same pairs), or None for BATCH_ORDER."""
         if self.layer_param.mmd_param.pairing != caffe_pb2.MMDParameter.RANDOM:
             return None
-        from minicaffe import backend
         rng = backend.rng()
         return rng.permutation(n_u), rng.permutation(n_v)
 

@@ -16,6 +16,7 @@ from minicaffe.errors import CaffeError
 from minicaffe.kernels import elementwise, in_place
 from minicaffe.layer import Layer, LossLayer, register
 from minicaffe.proto import caffe_pb2
+from minicaffe.protoio import blobproto_to_array, read_blob_proto
 
 FLT_MIN = np.float32(np.finfo(np.float32).tiny)
 _FLT_MIN = float(FLT_MIN)
@@ -804,7 +805,6 @@ class InfogainLossLayer(LossLayer):
                 raise CaffeError("InfogainLoss layer %s: infogain_loss_param.source (the "
                                  "infogain matrix H) must be specified when there is no third "
                                  "bottom" % self.name)
-            from minicaffe.protoio import blobproto_to_array, read_blob_proto
             self.H = blobproto_to_array(read_blob_proto(p.source)).astype(self.dtype)
 
     def reshape(self, bottom, top):

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .errors import CaffeError
+from .proto import caffe_pb2
 
 CPU, GPU = "CPU", "GPU"
 _log = logging.getLogger("minicaffe")
@@ -201,7 +202,6 @@ def select_device(gpu: Any, solver_param: Any = None, local_rank: Any = None) ->
         set_device(dev)
         _log.info("Using GPU %d", dev)
         return
-    from .proto import caffe_pb2
     if solver_param is not None and solver_param.HasField("solver_mode") and \
             solver_param.solver_mode == caffe_pb2.SolverParameter.GPU:
         if gpu_available():

@@ -8,8 +8,9 @@ from typing import Any, Iterable, Optional, Tuple, Union
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from . import backend
+from . import backend, gpu
 from .errors import ShapeError
+from .protoio import array_to_blobproto_into
 
 UNINITIALIZED, HEAD_AT_CPU, HEAD_AT_GPU, SYNCED = "UNINITIALIZED", "CPU", "GPU", "SYNCED"
 
@@ -124,8 +125,7 @@ class SyncedMemory:
         if self.zero:
             self._zero_now()
         if self.head == UNINITIALIZED:
-            from . import gpu  # filled on the device: no host buffer, no copy
-            self._dev = gpu.zeros(self.capacity, self.dtype)
+            self._dev = gpu.zeros(self.capacity, self.dtype)  # filled on the device: no host copy
             self.head = HEAD_AT_GPU
         elif self.head == HEAD_AT_CPU:
             self._dev = backend.to_device(self._host, self._dev)
@@ -301,7 +301,6 @@ class Blob:
     def update(self) -> None:
         """data -= diff (Blob::Update), where the data is."""
         if self._on_device(self._data):
-            from . import gpu
             gpu.axpy(-1.0, self.gpu_diff(False), self.gpu_data())
             return
         d = self.data
@@ -309,26 +308,22 @@ class Blob:
 
     def asum_data(self) -> float:
         if self._on_device(self._data):
-            from . import gpu
             return gpu.asum(self.gpu_data(False))
         return float(np.abs(self.cpu_data()).sum())
 
     def asum_diff(self) -> float:
         if self._on_device(self._diff):
-            from . import gpu
             return gpu.asum(self.gpu_diff(False))
         return float(np.abs(self.cpu_diff()).sum())
 
     def sumsq_diff(self) -> float:
         if self._on_device(self._diff):
-            from . import gpu
             return gpu.sumsq(self.gpu_diff(False))
         d = self.cpu_diff().ravel()
         return float(np.dot(d, d))
 
     def scale_diff(self, factor: float) -> None:
         if self._on_device(self._diff):
-            from . import gpu
             gpu.scale(self.gpu_diff(), factor)
             return
         d = self.diff
@@ -338,7 +333,6 @@ class Blob:
         """Fill the diff with a constant (caffe_set): on the device in GPU mode (loss weights),
         in place on the host otherwise, so an array taken earlier from ``diff`` sees it."""
         if backend.mode() == backend.GPU:
-            from . import gpu
             gpu.fill(self.gpu_diff(), value)
             return
         if value == 0 and self._diff.zero:
@@ -371,7 +365,6 @@ class Blob:
     def dot_data_diff(self) -> float:
         """Σ data·diff (a loss layer's weighted loss), where the data is."""
         if self._on_device(self._data):
-            from . import gpu
             return gpu.dot(self.gpu_data(False), self.gpu_diff(False))
         return float(np.dot(self.cpu_data().ravel(), self.cpu_diff().ravel()))
 
@@ -387,7 +380,6 @@ class Blob:
         return tuple(proto.shape.dim) == self._shape
 
     def to_proto(self, proto: Any, write_diff: bool = False) -> Any:
-        from .protoio import array_to_blobproto_into
         array_to_blobproto_into(self.cpu_data(), proto, self.cpu_diff() if write_diff else None)
         return proto
 

@@ -21,6 +21,8 @@ from .errors import CaffeError
 from .hashing import metrics
 from .net import TEST, Net
 from .proto import caffe_pb2
+from .solver import Solver
+from .transformer import read_image_list
 
 log = logging.getLogger("minicaffe")
 
@@ -167,7 +169,6 @@ def _set_authors_weights(net, shipped_n_s, n_s, gamma, eta):
 def train(solver_param, weights=None, progress=None):
     """Train; returns the path of the final .caffemodel. ``progress(iter, max_iter, loss)``
     is called after every iteration."""
-    from .solver import Solver
     d = os.path.dirname(solver_param.snapshot_prefix)
     if d:
         os.makedirs(d, exist_ok=True)
@@ -218,7 +219,6 @@ def extract(deploy, weights, list_file, root, blobs, transform_from, batch_size=
     """Run ``deploy`` (path or NetParameter) over every image of ``list_file`` in the TEST
     phase and return ({blob: array (N, ...)}, labels (N,)). The image transformation (resize,
     centre crop, mean, scale; no mirror) is the training net's ``transform_from``."""
-    from .transformer import read_image_list
     net_param = protoio.read_net_param(deploy)
     dl = data_layer(transform_from)
     entries = read_image_list(list_file)

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import backend
 from .errors import CaffeError
+from .proto import caffe_pb2
 
 
 def _fans(shape):
@@ -18,7 +19,6 @@ def _fans(shape):
 
 
 def _n(param, shape):
-    from .proto import caffe_pb2
     fan_in, fan_out = _fans(shape)
     vn = param.variance_norm
     if vn == caffe_pb2.FillerParameter.AVERAGE:

@@ -22,6 +22,7 @@ import numpy as np
 from . import protoio
 from .errors import CaffeError
 from .net import TEST, Net
+from .proto import caffe_pb2
 
 #: A net touching the parsers, the upgrades, the wiring checks, the fillers and the shapes.
 SEED_PROTOTXT = b'''name: "fuzz"
@@ -157,7 +158,6 @@ def mutate_text(data, rng):
 def mutate_model(data, rng):
     """One .caffemodel mutant: a field of the parsed message changed (layer names, blob
     shapes and lengths, legacy dims, a V1 layer), then bytes mutated one time in two."""
-    from .proto import caffe_pb2
     param = caffe_pb2.NetParameter()
     try:
         param.ParseFromString(data)

@@ -16,9 +16,13 @@ reason for finite differences to miss (a ``gradcheck_hint``: MAX pooling's ties)
 ends with a ``hint:`` line (``kink_hint``).
 """
 import numpy as np
+from google.protobuf import text_format
 
 from . import backend
 from .blob import Blob
+from .errors import CaffeError
+from .layer import Layer, create_layer
+from .proto import caffe_pb2
 
 
 class GradientCheckError(AssertionError):
@@ -208,10 +212,6 @@ def kink_hint(layer, failures, stepsize):
 
 def make_layer(layer_param, phase=None):
     """A layer from a LayerParameter or its prototxt text (``'type: "ReLU" name: "r"'``)."""
-    from google.protobuf import text_format
-
-    from .layer import create_layer
-    from .proto import caffe_pb2
     if isinstance(layer_param, str):
         text = layer_param
         layer_param = caffe_pb2.LayerParameter()
@@ -239,7 +239,6 @@ def empty_tops(n, dtype=np.float64):
 
 
 def _overrides_backward(layer):
-    from .layer import Layer
     # a Python layer's backward is its module's (the core knows no layer class by name)
     return layer.type == "Python" or type(layer).backward_cpu is not Layer.backward_cpu
 
@@ -264,7 +263,6 @@ def check_net(net, layer_names=None, stepsize=1e-2, threshold=1e-3, samples=None
     each chosen layer is checked on copies of its current bottoms. Returns a list of
     ``(layer name, type, status, checked elements, failures)``; status is "ok", "FAIL" or
     "skipped: <why>". ``fill_inputs`` first fills the Input blobs (``fill_net_inputs``)."""
-    from .errors import CaffeError
     if fill_inputs:
         fill_net_inputs(net, seed)
     net.forward_prefilled()

@@ -8,15 +8,13 @@ Layers **overwrite** bottom diffs and **accumulate** param diffs, as in Caffe.
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 
 import numpy as np
 
 from . import backend
+from .blob import Blob, ShapeLike
 from .errors import LayerTypeError, NetError, ShapeError
-
-if TYPE_CHECKING:
-    from .blob import Blob, ShapeLike
 
 #: a caffe_pb2.LayerParameter (protoc's generated classes have no types)
 LayerParameter = Any
@@ -171,7 +169,6 @@ class Layer:
 
     # --- helpers -----------------------------------------------------------------------------
     def make_blob(self, shape: ShapeLike) -> Blob:
-        from .blob import Blob
         return Blob(shape, self.dtype)
 
     def check_blob_counts(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:

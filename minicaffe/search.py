@@ -72,6 +72,7 @@ import numpy as np
 from . import experiments, protoio
 from .errors import CaffeError
 from .proto import caffe_pb2
+from .transformer import read_image_list
 
 __all__ = ["FORMAT", "VERSION", "ENGINES", "FAISS_HINT", "HashIndex", "Encoded", "pack_codes",
            "unpack_codes", "hamming_packed", "ranking_average_precisions", "encode_images",
@@ -680,7 +681,6 @@ def encode_images(deploy, weights, images, transform_from=None, *, root="", blob
     paths or (path, label) pairs. ``transform_from``/``raw``: see ``transform_param_from``.
     The images go through in chunks (default: about 20 of them, whole batches) with a
     progress line and an ETA on the log after each when ``progress``."""
-    from .transformer import read_image_list
     transform = transform_param_from(deploy, transform_from, raw)
     if isinstance(images, (str, os.PathLike)):
         entries = [(p, lab) for p, lab, _ in read_image_list(os.fspath(images))]

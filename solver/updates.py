@@ -12,6 +12,7 @@ import math
 
 from numba.extending import register_jitable
 
+from minicaffe.blob import SyncedMemory
 from minicaffe.errors import CaffeError
 from minicaffe.kernels import in_place
 
@@ -108,7 +109,6 @@ class GPUUpdater:
     are the solver's host arrays (SolverState order), mirrored on the device."""
 
     def __init__(self, history, history2):
-        from minicaffe.blob import SyncedMemory
         self._mems = []
         for h in list(history) + list(history2 or []):
             m = SyncedMemory(h.size, h.dtype)

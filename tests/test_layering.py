@@ -1,28 +1,47 @@
-"""One dependency order (the table in README.md's "Architecture"; more in docs/architecture.md):
-every import in the package, at module level or inside a function, points down this list, so
-there is no import cycle, the core knows no layer plugin by class, and the core never imports
-the DAH application or the tools.
-
-    errors, proto, glog, threads      nothing of minicaffe's, or only errors
-    upgrade, protoio, backend          files and messages; the one CPU/GPU switch
-    fillers, kernels, gpu              numbers: one formula for both devices, device buffers
-    blob, transformer, io             memory; images and arrays <-> protos
-    layer                              the Layer contract and the registry
-    layers.*                           the plugins (register themselves)
-    net, gradcheck, ...                graphs of layers
-    solver.*, parallel                 training
-    (application) dah, hashing, datasets, experiments, search, figures, fuzzing
-    pycaffe, commands, minicaffe       the pycaffe facade, the tools, the package's __init__
+"""One dependency order, the table in README.md's "Architecture" (read here, so the docs and
+the check cannot disagree): every import in the package, at module level or inside a function,
+points to its own step or an earlier one, so there is no import cycle, the core knows no layer
+plugin by class, and the core never imports the DAH application or the tools.
 
 The test reads the sources (ast), so it sees the imports a run may never reach."""
 import ast
 import os
+import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = (("minicaffe", "minicaffe"), ("layers", "minicaffe.layers"), ("solver", "minicaffe.solver"))
-APPLICATION = ("minicaffe.dah", "minicaffe.hashing", "minicaffe.datasets", "minicaffe.experiments",
-               "minicaffe.search", "minicaffe.figures", "minicaffe.fuzzing")
-TOP = ("minicaffe.pycaffe", "minicaffe.commands")
+
+
+def _readme_steps():
+    """[(row name, [module or package prefix, ...]), ...] in order, from README.md's table: a
+    row's ``a → b`` is two steps; parenthesised words are prose, `__init__` the package."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    table = text[text.index("| level | modules |"):].split("\n\n")[0].splitlines()[2:]
+    steps = []
+    for line in table:
+        row, modules = [c.strip() for c in line.strip("|").split("|")]
+        for part in re.sub(r"\([^)]*\)", "", modules).split("→"):
+            names = re.findall(r"`([^`]+)`", part)
+            steps.append((row, ["minicaffe" if n == "__init__" else "minicaffe." + n.rstrip(".*")
+                                for n in names]))
+    return steps
+
+
+STEPS = _readme_steps()
+APPLICATION = tuple(m for row, ms in STEPS if row == "application" for m in ms)
+TOP = tuple(m for row, ms in STEPS if row == "top" for m in ms if m != "minicaffe")
+
+
+def _step(module):
+    """The index of the step that places ``module`` (the longest name that is it or a package
+    above it), or None."""
+    best = None
+    for i, (_, names) in enumerate(STEPS):
+        for n in names:
+            if (module == n or module.startswith(n + ".")) and (best is None or len(n) > best[1]):
+                best = (i, len(n))
+    return best and best[0]
 
 
 def _modules():
@@ -115,6 +134,24 @@ def test_the_walk_finds_the_package():
             "minicaffe.commands.train", "minicaffe.dah.figures"} <= set(MODS)
     assert "minicaffe.layer" in EDGES["minicaffe.layers.common"]
     assert "minicaffe.protoio" in EDGES["minicaffe.io"]   # a function-level import counts too
+
+
+def test_the_readme_table_is_read():
+    assert STEPS[0] == ("base", ["minicaffe.errors", "minicaffe.proto", "minicaffe.glog"])
+    assert _step("minicaffe.layer") < _step("minicaffe.layers.vision") < _step("minicaffe.net")
+    assert _step("minicaffe.net") < _step("minicaffe.solver.updates")
+    assert "minicaffe.dah" in APPLICATION and TOP == ("minicaffe.pycaffe", "minicaffe.commands")
+    assert _step("minicaffe") == len(STEPS) - 1 and _step("numpy") is None
+
+
+def test_the_table_places_every_module():
+    assert sorted(m for m in MODS if _step(m) is None) == []
+
+
+def test_no_import_points_forward():
+    bad = sorted("%s -> %s" % (a, b) for a, bs in EDGES.items() for b in bs
+                 if _step(b) > _step(a))
+    assert bad == []
 
 
 def test_no_import_cycle():

@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import CaffeError
 from ..figures import figure as _figure, require as _require, save
 from ..hashing import metrics
+from ..transformer import read_image_list
 
 __all__ = ["embedding", "embedding_data", "mmd2", "centroid_ratio", "loss_curves",
            "read_loss_terms", "retrieval", "hamming_ranking", "pair_figures"]
@@ -493,7 +494,6 @@ def _frame(ax, color, width):
 # ---------------------------------------------------------------------------- one pair
 
 def _read_list(path):
-    from ..transformer import read_image_list
     return [(p, label) for p, label, _ in read_image_list(path)]
 
 
