@@ -20,6 +20,7 @@ from .blob import Blob
 from .errors import ArgumentError, CaffeError, LayerTypeError, ModelFileError, NetError, ShapeError
 from .layer import Layer, create_layer
 from .proto import caffe_pb2
+from .protoio import blobproto_shape, blobproto_to_array
 
 log = logging.getLogger("minicaffe")
 
@@ -838,7 +839,6 @@ class Net:
         return plan
 
     def _plan_copy(self, param, label):
-        from .protoio import blobproto_to_array
         plan = []
         with_weights = [n.name for n in self.nodes if n.layer.blobs]
         matched = 0
@@ -855,7 +855,6 @@ class Net:
                                                                      len(sl.blobs), len(target)))
             for j, (tb, sb) in enumerate(zip(target, sl.blobs)):
                 if not tb.shape_equals_proto(sb):
-                    from .protoio import blobproto_shape
                     raise ModelFileError(
                         "%s: Cannot copy param %d weights from layer '%s'; shape mismatch. Source "
                         "param shape is %s; target param shape is %s. To learn this layer's "

@@ -378,7 +378,7 @@ class Governor:
         """A Governor for this process, or None when the count is not minicaffe's to choose:
         the user set a thread variable, inside ``fixed_threads``, one core, the GPU, or MPI
         ranks."""
-        from . import backend
+        from . import backend  # here, not above: apply() must run before numpy loads
         n = default_threads()
         if _FIXED or user_set() or n <= 1 or backend.mode() != backend.CPU:
             return None

@@ -12,7 +12,7 @@ import math
 
 from numba.extending import register_jitable
 
-from minicaffe.blob import SyncedMemory
+from minicaffe.blob import HEAD_AT_CPU, SyncedMemory
 from minicaffe.errors import CaffeError
 from minicaffe.kernels import in_place
 
@@ -128,7 +128,6 @@ class GPUUpdater:
 
     def from_host(self):
         """The solver's arrays were rewritten (a restore): upload them on the next update."""
-        from minicaffe.blob import HEAD_AT_CPU
         for m in self._mems:
             m.head = HEAD_AT_CPU
 

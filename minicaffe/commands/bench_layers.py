@@ -12,6 +12,10 @@ import time
 
 import numpy as np
 
+from minicaffe import backend
+from minicaffe.blob import Blob
+from minicaffe.gradcheck import make_layer
+
 from ._cli import run
 
 
@@ -25,9 +29,6 @@ def _median_ms(fn, repeat):
 
 
 def bench(args):
-    from minicaffe import backend
-    from minicaffe.blob import Blob
-    from minicaffe.gradcheck import make_layer
     backend.set_random_seed(0)
     rng = np.random.default_rng(0)
     n = args.n

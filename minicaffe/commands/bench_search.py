@@ -30,7 +30,12 @@ import time
 
 import numpy as np
 
+from minicaffe.datasets import toyhome
+from minicaffe.hashing import metrics
+from minicaffe.search import HashIndex, encode_images, have_faiss, ranking_average_precisions
+
 from ._cli import run, setup_logging, summary
+from .index import folder_entries
 
 log = logging.getLogger("minicaffe")
 
@@ -107,7 +112,6 @@ def _table(header, rows):
 
 
 def bench_exact(args, rng, threads, have_faiss):
-    from minicaffe.search import HashIndex
     db, centres = clustered_codes(args.exact_n, rng)
     q, _ = clustered_codes(args.queries, rng, centres)
     rows, ref = [], None
@@ -126,7 +130,6 @@ def bench_exact(args, rng, threads, have_faiss):
 
 
 def bench_approx(args, rng, threads):
-    from minicaffe.search import HashIndex
     t = max(threads)
     rows = []
     mih = [tuple(int(v) for v in m.split(":")) for m in args.mih.split(",") if m]
@@ -183,7 +186,6 @@ def _normalise(x):
 
 
 def bench_float(args, rng, threads, have_faiss):
-    from minicaffe.search import HashIndex
     n, dim, t = args.float_n, args.float_dim, max(threads)
     centres = rng.standard_normal((max(1, n // 100), dim), dtype=np.float32)
     x = np.empty((n, dim), np.float32)
@@ -216,11 +218,7 @@ def bench_float(args, rng, threads, have_faiss):
 def bench_toyhome(args, threads, have_faiss):
     import os
 
-    from minicaffe.datasets import toyhome
-    from minicaffe.hashing import metrics
-    from minicaffe.search import HashIndex, encode_images, ranking_average_precisions
 
-    from .index import folder_entries
     root = args.root or toyhome.ensure()
     entries, classes = folder_entries(root)
     enc = encode_images(args.model, args.weights, entries, args.transform_from or None,
@@ -262,7 +260,6 @@ def bench_toyhome(args, threads, have_faiss):
 
 
 def bench_cmd(args):
-    from minicaffe.search import have_faiss
     setup_logging()
     rng = np.random.default_rng(args.seed)
     threads = [int(t) for t in args.threads.split(",") if t]

@@ -21,7 +21,11 @@ import os
 import shutil
 import sys
 
+from .. import backend as mc_backend
 from ..errors import CaffeError
+from ..layers.data import _import_lmdb, open_lmdb
+from ..proto import caffe_pb2
+from ..transformer import ImageReadError, encode_image, read_image, read_image_list
 
 USAGE = "usage: convert_imageset [FLAGS] ROOTFOLDER/ LISTFILE DB_NAME"
 
@@ -110,10 +114,6 @@ def convert(root, listfile, db_name, *, resize_height=0, resize_width=0, shuffle
             gray=False, encoded=False, encode_type="", backend="lmdb", check_size=False,
             say=_say):
     """Write the LMDB ``db_name``; returns the number of images stored."""
-    from .. import backend as mc_backend
-    from ..layers.data import _import_lmdb, open_lmdb
-    from ..proto import caffe_pb2
-    from ..transformer import ImageReadError, encode_image, read_image, read_image_list
 
     kind = backend.lower()
     if kind == "leveldb":

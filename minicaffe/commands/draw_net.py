@@ -10,6 +10,7 @@ keeps the layers whose include/exclude rules admit that phase; the default is AL
 import argparse
 
 from minicaffe.draw import draw_net_to_file
+from minicaffe.protoio import read_net_param
 
 from ._cli import run
 
@@ -32,7 +33,6 @@ def build_parser():
 
 
 def _draw_net_cmd(args):
-    from minicaffe.protoio import read_net_param
     net = read_net_param(args.input_net_proto_file)
     print("Drawing net to %s" % args.output_image_file)
     draw_net_to_file(net, args.output_image_file, args.rankdir, args.phase, args.display_lrm)

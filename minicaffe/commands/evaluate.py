@@ -18,6 +18,10 @@ import logging
 
 import numpy as np
 
+from minicaffe import experiments, figures
+from minicaffe.backend import select_device
+from minicaffe.search import transform_param_from
+
 from ._cli import add_transform_arguments, check_output, run, setup_logging, summary
 
 log = logging.getLogger("minicaffe")
@@ -41,9 +45,6 @@ def build_parser():
 
 
 def evaluate_cmd(args):
-    from minicaffe import experiments, figures
-    from minicaffe.backend import select_device
-    from minicaffe.search import transform_param_from
     setup_logging()
     if args.out:
         check_output(args.out, args.out + "_pr.csv")

@@ -17,6 +17,10 @@ import logging
 
 import numpy as np
 
+from minicaffe import experiments
+from minicaffe.backend import select_device
+from minicaffe.search import transform_param_from
+
 from ._cli import add_transform_arguments, check_output, run, setup_logging, summary
 
 log = logging.getLogger("minicaffe")
@@ -37,9 +41,6 @@ def build_parser():
 
 
 def extract_cmd(args):
-    from minicaffe import experiments
-    from minicaffe.backend import select_device
-    from minicaffe.search import transform_param_from
     setup_logging()
     check_output(args.out, args.out + "_<blob>.npy")
     src = transform_param_from(args.model, args.transform_from, args.raw)

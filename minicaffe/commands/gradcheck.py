@@ -15,6 +15,10 @@ import argparse
 
 import numpy as np
 
+from minicaffe import backend
+from minicaffe.gradcheck import check_net, kink_hint
+from minicaffe.net import Net
+
 from ._cli import run, summary
 
 
@@ -41,9 +45,6 @@ def build_parser():
 
 
 def gradcheck(args):
-    from minicaffe import backend
-    from minicaffe.gradcheck import check_net, kink_hint
-    from minicaffe.net import Net
     backend.set_random_seed(args.seed)
     net = Net(args.model, args.phase, weights=args.weights or None, dtype=np.float64)
     results = check_net(net, args.layer, args.stepsize, args.threshold, args.samples,

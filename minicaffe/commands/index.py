@@ -26,8 +26,14 @@ import os
 import shlex
 import sys
 
+from minicaffe.datasets import lists
+from minicaffe.datasets.lists import CLASSES_FILE
+from minicaffe.errors import CaffeError
+from minicaffe.search import HashIndex, check_same_net, encode_images, pack_codes
+
 from ..datasets.lists import image_files, subdirs
 from ._cli import add_transform_arguments, check_output, run, setup_logging, summary
+from .train import select_device
 
 log = logging.getLogger("minicaffe")
 
@@ -54,8 +60,6 @@ def folder_entries(folder):
     """``([(absolute path, label)], class names)`` of an image tree: DIR/<Class>/<image>
     (labels: the sorted class folders), or DIR/<Domain>/<Class>/<image> (``datasets.lists.scan``,
     the labels of ``tools/make_lists``), with the images in label, then name order."""
-    from minicaffe.datasets import lists
-    from minicaffe.errors import CaffeError
     if not os.path.isdir(folder):
         raise CaffeError("%s: no such directory" % folder)
     root = os.path.abspath(folder)
@@ -73,7 +77,6 @@ def folder_entries(folder):
 
 
 def _list_classes(list_file):
-    from minicaffe.datasets.lists import CLASSES_FILE
     path = os.path.join(os.path.dirname(os.path.abspath(list_file)), CLASSES_FILE)
     if not os.path.exists(path):
         return None
@@ -82,10 +85,7 @@ def _list_classes(list_file):
 
 
 def index_cmd(args):
-    from minicaffe.errors import CaffeError
-    from minicaffe.search import HashIndex, check_same_net, encode_images, pack_codes
 
-    from .train import select_device
     setup_logging()
     select_device(args.gpu)
     check_output(args.out)

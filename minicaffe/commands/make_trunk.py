@@ -20,6 +20,9 @@ import time
 
 from minicaffe.experiments import default_trunk  # noqa: F401  (tools/make_trunk writes it)
 
+from .. import backend, experiments, protoio
+from ..datasets import lists, toyhome
+from ..solver import Solver
 from ._cli import run, setup_logging, summary
 
 log = logging.getLogger("minicaffe")
@@ -31,9 +34,6 @@ DEFAULT_PER_CLASS = 20
 def make_trunk(out, iters=DEFAULT_ITERS, seed=1, per_class=DEFAULT_PER_CLASS, progress=None):
     """Train the generic trunk and write its conv1-fc7 to ``out``; returns (out, final train
     accuracy over the last 100 iterations)."""
-    from .. import backend, experiments, protoio
-    from ..datasets import lists, toyhome
-    from ..solver import Solver
     root = toyhome.ensure(classes=toyhome.THINGS, per_class=per_class)
     family = os.path.join(experiments.prototxt_dir(), "toyhome")
     sp = protoio.read_solver_param(os.path.join(family, "trunk_solver.prototxt"))

@@ -28,6 +28,12 @@ import io
 import logging
 import os
 
+from minicaffe import protoio
+from minicaffe.backend import select_device
+from minicaffe.errors import CaffeError
+from minicaffe.search import HashIndex, check_same_net, encode_images
+from minicaffe.transformer import read_image_list
+
 from ._cli import check_output, run, setup_logging, summary
 
 log = logging.getLogger("minicaffe")
@@ -67,7 +73,6 @@ def check_images(paths):
     """Decode every image; the first that fails is a one-line CaffeError naming it."""
     from PIL import Image
 
-    from minicaffe.errors import CaffeError
     for p in paths:
         try:
             with Image.open(p) as im:
@@ -80,7 +85,6 @@ def check_images(paths):
 
 
 def _recorded(path, what, flag, db):
-    from minicaffe.errors import CaffeError
     if not path or not os.path.exists(path):
         raise CaffeError("%s: its %s %s is not there; pass %s" % (db, what, path or "(none "
                          "recorded)", flag))
@@ -148,16 +152,10 @@ def draw_results(rows, classes, max_results=10, thumb=96):
 
 
 def _write_atomic(path, data):
-    from minicaffe import protoio
-    from minicaffe.errors import CaffeError
     protoio.atomic_write(path, lambda f: f.write(data), CaffeError)
 
 
 def search_cmd(args):
-    from minicaffe.backend import select_device
-    from minicaffe.errors import CaffeError
-    from minicaffe.search import HashIndex, check_same_net, encode_images
-    from minicaffe.transformer import read_image_list
     setup_logging()
     select_device(args.gpu)
     for out in (args.csv, args.png):

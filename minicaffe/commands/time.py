@@ -7,6 +7,10 @@ import contextlib
 import logging
 import time as _time
 
+from minicaffe import backend, threads
+from minicaffe.backend import select_device
+from minicaffe.net import Net
+
 from ._cli import run, setup_logging
 
 log = logging.getLogger("minicaffe")
@@ -61,8 +65,6 @@ def time_net(net, iterations, sync=lambda: None, governor=None):
 
 
 def time_cmd(args):
-    from minicaffe.backend import select_device
-    from minicaffe.net import Net
     setup_logging()
     select_device(args.gpu)
     stages = [s for s in args.stage.split(",") if s]
@@ -73,9 +75,7 @@ def time_cmd(args):
     log.info("Performing Backward")
     log.info("*** Benchmark begins ***")
     log.info("Testing for %d iterations.", args.iterations)
-    from minicaffe import backend
     sync = backend.synchronize if backend.mode() == backend.GPU else (lambda: None)
-    from minicaffe import threads
     governor = threads.Governor.for_training(log)
     per_layer, f, b, fb, total = time_net(net, args.iterations, sync=sync, governor=governor)
     log.info("Average time per layer: ")

@@ -17,9 +17,11 @@ import contextlib
 import logging
 import signal
 
+from minicaffe import protoio
 from minicaffe.backend import select_device
 from minicaffe.errors import CaffeError
 from minicaffe.parallel import DataParallel, launched_in_parallel
+from minicaffe.solver import Solver
 
 from ._cli import run, setup_logging
 
@@ -43,8 +45,6 @@ def build_parser():
 
 
 def train(args):
-    from minicaffe import protoio
-    from minicaffe.solver import Solver
     if args.snapshot and args.weights:
         raise CaffeError("Give a snapshot to resume training or weights to finetune but not both.")
     setup_logging()

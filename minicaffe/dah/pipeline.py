@@ -21,10 +21,15 @@ from collections import namedtuple
 
 import numpy as np
 
-from minicaffe import threads
-from minicaffe.datasets import lists as lists_mod
+from minicaffe import backend, experiments, figures, protoio, threads
+from minicaffe.backend import select_device
+from minicaffe.dah import figures as dah_figures
+from minicaffe.datasets import lists as lists_mod, toyhome
 from minicaffe.errors import CaffeError
 from minicaffe.glog import GlogFormatter, setup_logging
+from minicaffe.hashing import BASELINES
+from minicaffe.hashing.stats import mean_std, paired_comparison
+from minicaffe.proto import caffe_pb2
 
 log = logging.getLogger("minicaffe")
 
@@ -144,7 +149,6 @@ class Override:
     path is left alone; a literal layer name must have it."""
 
     def __init__(self, text):
-        from minicaffe.proto import caffe_pb2
         self.text = text.strip()
         key, sep, value = self.text.partition("=")
         prefix, key = key.split(":", 1) if ":" in key else (None, key)
@@ -299,7 +303,6 @@ class Start(namedtuple("Start", "pretrain init as_trunk plain")):
 
 def is_toyhome(family):
     """The shipped toyhome family, by name or as the path of its folder."""
-    from minicaffe import experiments
     if family == "toyhome":
         return True
     shipped = os.path.join(experiments.prototxt_dir(), "toyhome")
@@ -309,7 +312,6 @@ def is_toyhome(family):
 def default_start(family):
     """The start of a family's default protocol: for toyhome the generic trunk
     (``tools/make_trunk``, the embedded stand-in for ImageNet VGG-F), else fresh fillers."""
-    from minicaffe import experiments
     return experiments.default_trunk() if is_toyhome(family) else None
 
 
@@ -507,7 +509,6 @@ def train_job(job, tick):
     after every iteration; returns the final model's path. One BLAS / Numba thread unless
     the user set a count (a worker's environment says 1): the model is then the same bytes in
     either place, where BLAS's bits depend on its thread count."""
-    from minicaffe import backend, experiments
     backend.set_random_seed(job.sp.random_seed)
     with solver_log(job.log, job.verbose), \
             contextlib.nullcontext() if threads.user_set() else threads.fixed_threads(1):
@@ -540,7 +541,6 @@ def _worker(tasks, results, log_level, gpu, parent):
     import queue
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from minicaffe.backend import select_device
     level = setup_logging(log_level).level
     log.setLevel(max(level, logging.WARNING))   # the parent has said which device
     select_device(gpu)
@@ -723,7 +723,6 @@ def reproduce(args=None, **options):
             if not hasattr(args, k):
                 raise TypeError("reproduce() got an unknown option %r" % k)
             setattr(args, k, v)
-    from minicaffe.backend import select_device
     setup_logging(args.log_level)
     select_device(args.gpu)
     return Reproduction(args).run()
@@ -764,7 +763,6 @@ class Reproduction:
             domains = found[0]
             self.pairs = parse_pairs(args.pairs, domains, root)
         else:
-            from minicaffe.datasets import toyhome
             domains = list(toyhome.DOMAINS)
             self.pairs = parse_pairs(args.pairs, domains, "ToyHome")
             log.info("Preparing the embedded ToyHome data (generated once, then cached)")
@@ -785,7 +783,6 @@ class Reproduction:
 
     def configure(self, method, s, t, b, seed, iters):
         """The solver of one training (``experiments.configure``), logging a few rows."""
-        from minicaffe import experiments
         sp = experiments.configure(
             self.family, method, source_list=self.list_of[s], target_list=self.list_of[t],
             root=self.rootp, num_classes=self.num_classes, bits=b, max_iter=iters, seed=seed,
@@ -796,7 +793,6 @@ class Reproduction:
     # the plan: solvers, names, snapshot prefixes, start weights
 
     def _plan(self):
-        from minicaffe import experiments
         start, seeds, bits = self.start, self.seeds, self.bits
         self.runs = runs = plan_runs(self.pairs, self.rows, bits, self.methods, seeds)
         self.solvers = {r: (r.method, self.configure(*r, self.args.iters)) for r in runs}
@@ -868,7 +864,6 @@ class Reproduction:
         self.evaluated = set()   # the runs evaluated by this command: the baselines refit these
 
     def save(self):
-        from minicaffe import protoio
         text = json.dumps(self.results, indent=1, sort_keys=True)
         protoio.atomic_write(self.results_path, lambda f: f.write(text.encode()), CaffeError)
 
@@ -895,7 +890,6 @@ class Reproduction:
     # the trainings, each run evaluated (and its pair's figures drawn) as it ends
 
     def train(self):
-        from minicaffe import protoio
         runs, pre_keys, names = self.runs, self.pre_keys, self.names
         order = list(pre_keys) + runs
         deps = {r: (r.source, r.seed) for r in runs} if pre_keys else {}
@@ -943,7 +937,6 @@ class Reproduction:
 
     def pretrained(self, key, trained):
         """A source pretraining has ended (or was there): its record and its trunk."""
-        from minicaffe import experiments
         where, name = self.records(key)
         if trained:
             where[name] = self.train_record(key, trained)
@@ -992,7 +985,6 @@ class Reproduction:
     def pair_figures(self, s, t, b, group, fresh):
         """The figures of one pair and bit length (``minicaffe.dah.figures.pair_figures``)
         from the first seed's runs, redrawn when one of them is new."""
-        from minicaffe.dah import figures
         dah = Run("DAH", s, t, b, self.seeds[0])
         where = os.path.join(self.out, "figures", self.names[dah][len("DAH_"):])
         if not fresh and all(os.path.exists(os.path.join(where, f)) for f in FIGURES):
@@ -1010,7 +1002,7 @@ class Reproduction:
             trunk = hash_features(self.family, b, weights, transform, lists, self.rootp,
                                   self.num_classes, keep, blobs=("fc7",), reuse=True)
         logs = {r.method: os.path.join(self.logs_dir, self.names[r] + ".log") for r in group}
-        figures.pair_figures(where, feats, trunk=trunk, lists=lists, root=self.rootp,
+        dah_figures.pair_figures(where, feats, trunk=trunk, lists=lists, root=self.rootp,
                              logs={m: p for m, p in logs.items() if os.path.exists(p)} or None,
                              class_names=self.found[1], source_name=s, target_name=t)
         log.info("Figures of %s -> %s, %d bits: %s", s, t, b, where)
@@ -1040,8 +1032,6 @@ class Reproduction:
     def fit_baseline(self, m, t, b, seed, noda):
         """Baseline ``m`` fitted on the target's features of run ``noda``, its codes
         evaluated as the hashing nets' are."""
-        from minicaffe import experiments
-        from minicaffe.hashing import BASELINES
         feats = os.path.join(self.out, "features", noda)
         xs, xt, ls, lt = (np.load("%s_%s.npy" % (feats, w)) for w in FEATURES)
         t0 = time.time()
@@ -1083,7 +1073,6 @@ def hash_features(family, bits, weights, transform_from, lists, root, num_classe
     ({domain: list file}), as ``{domain: {blob: (N × D), "label": (N,)}}`` (pair_figures'
     shape). ``keep``: a path prefix where they are written as ``<keep>_<domain>_<blob>.npy``
     (and ``_labels``), and with ``reuse`` read back from when all are there."""
-    from minicaffe import experiments
     what = tuple(blobs) + ("labels",)
     path = lambda dom, w: "%s_%s_%s.npy" % (keep, dom, w)  # noqa: E731
     if keep and reuse and all(os.path.exists(path(d, w)) for d in lists for w in what):
@@ -1109,7 +1098,6 @@ def evaluate_run(family, method, bits, model, transform_from, source_list, targe
     accuracy, mAP A/B and their PR curves for the hashing nets. ``features``: a path prefix
     where its fc7 features, codes and labels are kept (the unsupervised baselines and the
     figures read them)."""
-    from minicaffe import experiments
     if method in ("DAN", "DANN"):
         dep = _deploy_param(experiments.family_file(family, "cls_deploy.prototxt"), bits,
                             num_classes)
@@ -1130,7 +1118,6 @@ def _numbers(ev):
 
 
 def _deploy_param(path, bits, num_classes):
-    from minicaffe import protoio
     p = protoio.read_net_param(path)
     for lp in p.layer:
         if lp.name == "fc8_hash" and bits:
@@ -1150,7 +1137,6 @@ def _fmt(x, pct=False):
 
 def _fmt_seeds(values, pct=False):
     """mean ± sample std over seeds; the plain value for one seed; "-" for none."""
-    from minicaffe.hashing.stats import mean_std
     if not values:
         return "-"
     if len(values) == 1:
@@ -1230,7 +1216,6 @@ class Tables:
         return self._compared
 
     def _compare(self):
-        from minicaffe.hashing.stats import paired_comparison
         out = []
         for a, b_m in COMPARED:
             if a not in self.methods or b_m not in self.methods:
@@ -1314,7 +1299,6 @@ class Tables:
 
     def _pr_figure(self, out, s, t, b):
         """Precision-recall by Hamming radius within the target, the mean over the seeds."""
-        from minicaffe import figures
         series, lines = [], []
         for m in MAP_COLUMNS:
             names = (self.name(m, s, t, b, seed) for seed in self.seeds)
