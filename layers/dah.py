@@ -3,7 +3,7 @@
 MMDLoss (eqs 9–13), HashLoss (eqs 5, 15), EntropyLoss (eqs 6, 7, 25, 32), QuantizationLoss
 (the ‖u − sgn u‖² term alone) and GradientScaler (DANN's gradient reversal). Defaults follow
 the supplement's equations exactly; the authors' code's departures are opt-in parameters
-(``../shared/reference/dah_spec.md``). Every loss is a sum of closed-form GEMMs: no Python
+(docs/dah.md, "DAH layers"). Every loss is a sum of closed-form GEMMs: no Python
 loops over samples. The math lives in plain functions over NumPy arrays so the GPU path can
 share it. sgn(0) is +1, and sgn is a constant in every gradient (supplement §1.2).
 

@@ -1,6 +1,7 @@
 """The README and docs/ point only inside the repository: every relative Markdown link resolves
 to a file or folder of the checkout, every file named in backticks under one of the
-repository's folders exists, and no page names a relative path that leaves the checkout.
+repository's folders exists, and no page (nor any shipped source, tool or net) names a relative
+path that leaves the checkout.
 Everything here is decided from the pages' text and the checkout's own files: nothing outside
 the repository is opened, so a clone anywhere (with or without folders beside it) gives the
 same answers."""
@@ -96,3 +97,23 @@ def test_an_outside_path_is_caught():
                          ids=_page_id)
 def test_no_page_names_a_path_outside_the_repository(page):
     assert outside(page, open(page, encoding="utf-8").read()) == []
+
+
+def _shipped_texts():
+    """The package's sources, the tools, the shipped nets and setup.cfg: what a user installs."""
+    out = [os.path.join(ROOT, "setup.cfg")]
+    for top in ("minicaffe", "layers", "solver", "tools", "prototxt"):
+        for dirpath, dirnames, files in os.walk(os.path.join(ROOT, top)):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            out += [os.path.join(dirpath, f) for f in files
+                    if f.endswith((".py", ".prototxt", ".proto", ".md")) or top == "tools"]
+    return sorted(p for p in out if not p.endswith("caffe_pb2.py"))
+
+
+def test_no_shipped_file_names_a_path_outside_the_repository():
+    # a docstring's ``../shared/...`` means nothing in a clone or an installed package
+    bad = []
+    for path in _shipped_texts():
+        with open(path, encoding="utf-8", errors="replace") as f:
+            bad += ["%s: %s" % (_page_id(path), t) for t in outside(ROOT + os.sep + "x", f.read())]
+    assert len(_shipped_texts()) > 100 and bad == []
