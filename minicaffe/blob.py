@@ -134,8 +134,13 @@ class SyncedMemory:
             self.head = HEAD_AT_GPU
         return self._dev
 
+    def grow(self, capacity):
+        """A larger buffer that keeps nothing, like Caffe (zeroed when first read)."""
+        self.capacity, self._host, self._dev = capacity, None, None
+        self.head, self.zero = UNINITIALIZED, False
+
     def set_cpu(self, array):
-        """Adopt a host array as the buffer (no copy)."""
+        """Adopt a host array as the buffer (no copy); its contents are the newest."""
         self._host = array
         self.capacity = array.size
         self.head = HEAD_AT_CPU
@@ -177,9 +182,7 @@ class Blob:
         self._shape, self._count = dims, count
         for mem in (self._data, self._diff):
             if count > mem.capacity:
-                # grow: keep nothing, like Caffe (the new memory is zeroed lazily)
-                mem.capacity, mem._host, mem._dev, mem.head = count, None, None, UNINITIALIZED
-                mem.zero = False
+                mem.grow(count)
         return self
 
     def reshape_like(self, other: Blob) -> Blob:

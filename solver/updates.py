@@ -12,7 +12,7 @@ import math
 
 from numba.extending import register_jitable
 
-from minicaffe.blob import HEAD_AT_CPU, SyncedMemory
+from minicaffe.blob import SyncedMemory
 from minicaffe.errors import CaffeError
 from minicaffe.kernels import in_place
 
@@ -109,11 +109,10 @@ class GPUUpdater:
     are the solver's host arrays (SolverState order), mirrored on the device."""
 
     def __init__(self, history, history2):
-        self._mems = []
-        for h in list(history) + list(history2 or []):
-            m = SyncedMemory(h.size, h.dtype)
-            m.set_cpu(h.reshape(-1))  # a view: syncing back writes into the solver's array
-            self._mems.append(m)
+        # views: syncing back writes into the solver's arrays
+        self._host = [h.reshape(-1) for h in list(history) + list(history2 or [])]
+        self._mems = [SyncedMemory(h.size, h.dtype) for h in self._host]
+        self.from_host()
         self._n = len(history)
 
     def arrays(self, i):
@@ -128,8 +127,8 @@ class GPUUpdater:
 
     def from_host(self):
         """The solver's arrays were rewritten (a restore): upload them on the next update."""
-        for m in self._mems:
-            m.head = HEAD_AT_CPU
+        for m, h in zip(self._mems, self._host):
+            m.set_cpu(h)
 
 
 RULES = {

@@ -240,3 +240,22 @@ def test_tools_time_gpu(pylayer_module, capsys):
     from minicaffe.commands.time import main
     assert main(["--model", pylayer_module, "--iterations", "1", "--gpu", "0"]) == 0
     assert backend.mode() == backend.GPU
+
+
+def test_resume_on_the_device_continues_exactly(tmp_path):
+    """A GPU run resumed from its .solverstate takes the same next step as the run that went
+    on: the restored histories reach the device updater (GPUUpdater.from_host)."""
+    p = _solver_param("Adam", tmp_path, TINY)
+    backend.set_mode_gpu()
+    s = Solver(p, dtype=np.float64)
+    s.step(2)
+    s.snapshot()
+    s.step(2)
+    went_on = _state(s)
+    r = Solver(p, dtype=np.float64)
+    r.step(1)                  # the device histories are in use, then overwritten by restore
+    r.restore(str(tmp_path / "Adam_iter_2.solverstate"))
+    r.step(2)
+    _assert_same(_state(r)[0], went_on[0])
+    _assert_same(_state(r)[1], went_on[1])
+    backend.set_mode_cpu()
