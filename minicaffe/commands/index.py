@@ -26,14 +26,12 @@ import os
 import shlex
 import sys
 
+from minicaffe.backend import select_device
 from minicaffe.datasets import lists
-from minicaffe.datasets.lists import CLASSES_FILE
 from minicaffe.errors import CaffeError
 from minicaffe.search import HashIndex, check_same_net, encode_images, pack_codes
 
-from ..datasets.lists import image_files, subdirs
 from ._cli import add_transform_arguments, check_output, run, setup_logging, summary
-from .train import select_device
 
 log = logging.getLogger("minicaffe")
 
@@ -63,21 +61,21 @@ def folder_entries(folder):
     if not os.path.isdir(folder):
         raise CaffeError("%s: no such directory" % folder)
     root = os.path.abspath(folder)
-    subs = subdirs(root)
-    flat = [c for c in subs if image_files(os.path.join(root, c))]
+    subs = lists.subdirs(root)
+    flat = [c for c in subs if lists.image_files(os.path.join(root, c))]
     if not flat:
         domains, classes, images = lists.scan(root)
         return [(os.path.join(root, p), label) for d in domains for p, label in images[d]], classes
-    nested = [c for c in subs if c not in flat and subdirs(os.path.join(root, c))]
+    nested = [c for c in subs if c not in flat and lists.subdirs(os.path.join(root, c))]
     if nested:
         raise CaffeError("%s mixes class folders of images (%s) and folders of folders (%s); "
                          "index one layout at a time" % (folder, flat[0], nested[0]))
     return [(os.path.join(root, c, f), label) for label, c in enumerate(flat)
-            for f in image_files(os.path.join(root, c))], flat
+            for f in lists.image_files(os.path.join(root, c))], flat
 
 
 def _list_classes(list_file):
-    path = os.path.join(os.path.dirname(os.path.abspath(list_file)), CLASSES_FILE)
+    path = os.path.join(os.path.dirname(os.path.abspath(list_file)), lists.CLASSES_FILE)
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as f:
@@ -85,7 +83,6 @@ def _list_classes(list_file):
 
 
 def index_cmd(args):
-
     setup_logging()
     select_device(args.gpu)
     check_output(args.out)

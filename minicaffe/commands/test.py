@@ -12,11 +12,11 @@ import logging
 
 import numpy as np
 
+from minicaffe.backend import select_device
 from minicaffe.errors import CaffeError
 from minicaffe.net import TEST, Net
 
 from ._cli import run, setup_logging
-from .train import select_device
 
 log = logging.getLogger("minicaffe")
 
@@ -49,7 +49,6 @@ def score(net, iterations):
 
 
 def test(args):
-
     setup_logging()
     select_device(args.gpu)
     stages = [s for s in args.stage.split(",") if s]

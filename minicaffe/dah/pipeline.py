@@ -12,9 +12,12 @@ import hashlib
 import importlib.util
 import json
 import logging
+import multiprocessing
 import os
+import queue
 import re
 import shlex
+import signal
 import sys
 import time
 from collections import namedtuple
@@ -538,8 +541,6 @@ def _worker(tasks, results, log_level, gpu, parent):
     """A worker process: trains the Jobs it takes from ``tasks`` one at a time (None: stop),
     reporting every iteration and the end on ``results``. Ctrl-C is the parent's to handle
     (it ends the workers); a worker whose parent has gone stops."""
-    import queue
-    import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     level = setup_logging(log_level).level
     log.setLevel(max(level, logging.WARNING))   # the parent has said which device
@@ -614,7 +615,6 @@ class Trainings:
 
     def __enter__(self):
         if self.workers:
-            import multiprocessing
             ctx = multiprocessing.get_context("spawn")
             self._tasks, self._results = ctx.Queue(), ctx.Queue()
             with _spawning():
@@ -684,7 +684,6 @@ class Trainings:
 
     def _receive(self, running, ready, block):
         """Handle the workers' messages: every one waiting, and with ``block`` at least one."""
-        import queue
         while True:
             try:
                 msg = self._results.get(timeout=1.0) if block else self._results.get_nowait()
